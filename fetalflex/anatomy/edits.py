@@ -1,0 +1,460 @@
+"""Edits on layouts: the way abnormal anatomy is made from normal anatomy.
+
+Every edit works on the label map (the form that reaches the model), so it applies to
+template layouts and to label maps from real annotations alike. Edits are pydantic
+models with an ``op`` tag, so an edit list is plain JSON (CLI ``--edit`` and the gRPC
+API take the same objects).
+
+Rules shared by every edit:
+
+* Pixels a structure leaves are filled from the nearest pixel that the edit does not
+  touch (never from outside the scan sector), or with an explicit ``fill`` structure.
+* A structure that grows or moves is painted at its own z-level (the plane's paint
+  order): structures drawn above it keep their pixels, and it only covers pixels whose
+  current label is in ``within`` (default: any structure inside the scan sector).
+* The scan sector is re-applied last: nothing is ever drawn outside the fan.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from scipy import ndimage
+
+from fetalflex.anatomy.layout import LabelMap, Layout
+from fetalflex.anatomy.planes import Plane
+from fetalflex.anatomy.planes import plane as get_plane
+from fetalflex.anatomy.sector import sector_mask
+from fetalflex.anatomy.structures import BACKGROUND, label_id
+
+
+class EditError(ValueError):
+    """An edit that cannot apply to this layout (names the edit field and the reason)."""
+
+
+class _Edit(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def structures_named(self) -> set[str]:
+        out: set[str] = set()
+        for key in ("structure", "structures", "within", "fill", "anchor", "toward"):
+            v = getattr(self, key, None)
+            if isinstance(v, str):
+                out.add(v)
+            elif isinstance(v, (list, tuple)):
+                out.update(v)
+        return out
+
+    def check_plane(self, p: Plane) -> None:
+        for name in sorted(self.structures_named()):
+            if name not in p.structures:
+                raise EditError(
+                    f"{self.op}: structure {name!r} is not part of plane {p.code} "  # type: ignore[attr-defined]
+                    f"(its structures: {', '.join(p.structures)})"
+                )
+
+
+class Remove(_Edit):
+    """Remove a structure; its pixels are filled from the surrounding anatomy."""
+
+    op: Literal["remove"] = "remove"
+    structure: str
+    fill: str | None = None
+
+
+class Scale(_Edit):
+    """Scale structures along their own principal axes (major, minor)."""
+
+    op: Literal["scale"] = "scale"
+    structures: tuple[str, ...] = Field(min_length=1)
+    factor: float | tuple[float, float] = Field(description="isotropic or (major, minor)")
+    about: Literal["component", "group"] = "component"
+    within: tuple[str, ...] | None = None
+    fill: str | None = None
+
+    @model_validator(mode="after")
+    def _factor(self) -> Scale:
+        f = self.factor if isinstance(self.factor, tuple) else (self.factor, self.factor)
+        if not all(math.isfinite(x) and 0.1 <= x <= 5.0 for x in f):
+            raise ValueError("factor: each scale factor must be within [0.1, 5]")
+        return self
+
+
+class Translate(_Edit):
+    """Move structures by (dx, dy) mm, or by ``distance_mm`` towards another structure."""
+
+    op: Literal["translate"] = "translate"
+    structures: tuple[str, ...] = Field(min_length=1)
+    dx_mm: float = 0.0
+    dy_mm: float = 0.0
+    toward: str | None = None
+    distance_mm: float = 0.0
+    within: tuple[str, ...] | None = None
+    fill: str | None = None
+
+    @model_validator(mode="after")
+    def _finite(self) -> Translate:
+        for k in ("dx_mm", "dy_mm", "distance_mm"):
+            if not math.isfinite(getattr(self, k)) or abs(getattr(self, k)) > 500:
+                raise ValueError(f"{k}: must be finite and at most 500 mm")
+        return self
+
+
+class Rotate(_Edit):
+    """Rotate structures about their centroid (degrees, clockwise on screen)."""
+
+    op: Literal["rotate"] = "rotate"
+    structures: tuple[str, ...] = Field(min_length=1)
+    degrees: float = Field(ge=-360, le=360)
+    about: Literal["component", "group"] = "group"
+    within: tuple[str, ...] | None = None
+    fill: str | None = None
+
+
+class Dilate(_Edit):
+    """Grow a structure outwards by ``mm`` (inside ``within``)."""
+
+    op: Literal["dilate"] = "dilate"
+    structure: str
+    mm: float = Field(gt=0, le=100)
+    within: tuple[str, ...] | None = None
+
+
+class Erode(_Edit):
+    """Shrink a structure inwards by ``mm``; freed pixels are filled from the surroundings."""
+
+    op: Literal["erode"] = "erode"
+    structure: str
+    mm: float = Field(gt=0, le=100)
+    fill: str | None = None
+
+
+class Insert(_Edit):
+    """Insert an ellipse or box of a structure.
+
+    Position: ``center`` (normalized image coordinates), or relative to ``anchor``:
+    its centroid moved ``fraction`` of the way to ``toward``'s centroid. Size:
+    ``axes_mm``, or ``size_rel`` times the anchor's own principal half-axes.
+    """
+
+    op: Literal["insert"] = "insert"
+    structure: str
+    kind: Literal["ellipse", "box"] = "ellipse"
+    center: tuple[float, float] | None = None
+    anchor: str | None = None
+    toward: str | None = None
+    fraction: float = Field(default=0.0, ge=-3, le=3)
+    axes_mm: tuple[float, float] | None = None
+    size_rel: float | None = Field(default=None, gt=0, le=5)
+    angle: float = 0.0
+    within: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> Insert:
+        if (self.center is None) == (self.anchor is None):
+            raise ValueError("insert: give exactly one of center or anchor")
+        if (self.axes_mm is None) == (self.size_rel is None):
+            raise ValueError("insert: give exactly one of axes_mm or size_rel")
+        if self.size_rel is not None and self.anchor is None:
+            raise ValueError("size_rel: needs an anchor structure")
+        if self.axes_mm is not None and not all(0 < a <= 500 for a in self.axes_mm):
+            raise ValueError("axes_mm: half-axes must be in (0, 500] mm")
+        return self
+
+
+class Cut(_Edit):
+    """Cut a gap across a structure, perpendicular to its major axis.
+
+    The gap is centred on the structure's centroid, or on the projection of
+    ``anchor``'s centroid onto the major axis, shifted by ``offset`` half-lengths.
+    """
+
+    op: Literal["cut"] = "cut"
+    structure: str
+    width_mm: float | None = Field(default=None, gt=0, le=100)
+    width_frac: float | None = Field(default=None, gt=0, le=1)
+    anchor: str | None = None
+    offset: float = Field(default=0.0, ge=-1.5, le=1.5)
+    fill: str | None = None
+
+    @model_validator(mode="after")
+    def _width(self) -> Cut:
+        if (self.width_mm is None) == (self.width_frac is None):
+            raise ValueError("cut: give exactly one of width_mm or width_frac")
+        return self
+
+
+Edit = Annotated[
+    Remove | Scale | Translate | Rotate | Dilate | Erode | Insert | Cut,
+    Field(discriminator="op"),
+]
+EDIT_ADAPTER: TypeAdapter[Edit] = TypeAdapter(Edit)
+EDIT_LIST_ADAPTER: TypeAdapter[list[Edit]] = TypeAdapter(list[Edit])
+
+
+def parse_edits(data: object) -> list[Edit]:
+    """JSON-like data (one edit object or a list) -> edits, with field-named errors."""
+    if isinstance(data, dict):
+        data = [data]
+    return EDIT_LIST_ADAPTER.validate_python(data)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ids(names: tuple[str, ...] | list[str] | set[str]) -> NDArray[np.uint8]:
+    return np.array(sorted(label_id(n) for n in names), dtype=np.uint8)
+
+
+def _require_present(lm: LabelMap, names: tuple[str, ...], op: str) -> None:
+    for n in names:
+        if not (lm == label_id(n)).any():
+            raise EditError(f"{op}: structure {n!r} is absent from this layout")
+
+
+def _fill(lm: LabelMap, holes: NDArray[np.bool_], fill: str | None) -> LabelMap:
+    """Fill ``holes`` with ``fill`` or with the nearest label outside holes (not background)."""
+    out = lm.copy()
+    if not holes.any():
+        return out
+    if fill is not None:
+        out[holes] = label_id(fill)
+        return out
+    sources = ~holes & (lm != BACKGROUND)
+    if not sources.any():
+        raise EditError("fill: no surrounding anatomy to fill the freed pixels from")
+    _, (iy, ix) = ndimage.distance_transform_edt(~sources, return_indices=True)
+    out[holes] = lm[iy[holes], ix[holes]]
+    return out
+
+
+def _principal(mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                 NDArray[np.float64]]:
+    """Centroid (x, y), eigenvectors (columns: minor, major) and eigenvalues of a mask."""
+    ys, xs = np.nonzero(mask)
+    c = np.array([xs.mean(), ys.mean()])
+    if len(xs) < 2:
+        return c, np.eye(2), np.ones(2)
+    cov = np.cov(np.stack([xs - c[0], ys - c[1]])) + np.eye(2) / 12.0
+    evals, evecs = np.linalg.eigh(cov)
+    return c, evecs, evals
+
+
+def _paint(
+    p: Plane, before: LabelMap, base: LabelMap, new_mask: NDArray[np.bool_],
+    new_labels: NDArray[np.uint8], moved: list[str], within: tuple[str, ...] | None,
+) -> LabelMap:
+    """Paint moved structures onto ``base`` honouring ``within`` and the z-order."""
+    out = base.copy()
+    allowed = base != BACKGROUND
+    if within is not None:
+        allowed &= np.isin(base, _ids(tuple(within) + tuple(moved)))
+    paint = new_mask & allowed
+    out[paint] = new_labels[paint]
+    top = max(p.z_order(m) for m in moved)
+    above = [s for s in p.structures if p.z_order(s) > top and s not in moved]
+    if above:
+        keep = np.isin(before, _ids(above))
+        out[keep] = before[keep]
+    out[~sector_mask(out.shape[0])] = BACKGROUND
+    return out
+
+
+def _affine(
+    layout: Layout, names: tuple[str, ...], about: str, within: tuple[str, ...] | None,
+    fill: str | None, matrix_for: object,
+) -> Layout:
+    """Apply a per-unit affine map ``p' = c + A (p - c) + t`` to a group of structures."""
+    p = get_plane(layout.plane)
+    lm = layout.label_map
+    group = np.isin(lm, _ids(names))
+    size = lm.shape[0]
+    if about == "group":
+        units = [group]
+    else:
+        comps, n = ndimage.label(group)
+        units = [comps == k for k in range(1, n + 1)]
+    new_mask = np.zeros_like(group)
+    new_labels = np.zeros_like(lm)
+    # Each output pixel takes the label of the nearest group pixel to its source, so
+    # holes (structures drawn on top, e.g. choroid inside the ventricle) move with it.
+    _, (gy, gx) = ndimage.distance_transform_edt(~group, return_indices=True)
+    nearest_group = lm[gy, gx]
+    top = max(p.z_order(m) for m in names)
+    above_mask = np.isin(lm, _ids([s for s in p.structures if p.z_order(s) > top]))
+    yy, xx = np.mgrid[0:size, 0:size]
+    pts = np.stack([xx.ravel(), yy.ravel()]).astype(np.float64)
+    for unit in units:
+        c, evecs, evals = _principal(unit)
+        a_mat, t = matrix_for(c, evecs, evals)  # type: ignore[operator]
+        inv = np.linalg.inv(a_mat)
+        src = c[:, None] + inv @ (pts - c[:, None] - t[:, None])
+        # The unit's full extent includes what occludes it: holes and touching structures
+        # drawn above it (the choroid plexus inside the ventricle's atrium).
+        touching = np.zeros_like(unit)
+        if above_mask.any():
+            comps, n = ndimage.label(above_mask)
+            ids = np.unique(comps[ndimage.binary_dilation(unit) & above_mask])
+            touching = np.isin(comps, ids[ids > 0])
+        filled = ndimage.binary_fill_holes(unit | touching).astype(np.float32)
+        # A slightly blurred mask, interpolated, keeps scaled edges smooth (no stairs).
+        filled = ndimage.gaussian_filter(filled, 0.7)
+        hit = ndimage.map_coordinates(filled, [src[1], src[0]], order=1, cval=0.0) >= 0.5
+        hit2 = hit.reshape(size, size)
+        sx = np.clip(np.rint(src[0]), 0, size - 1).astype(np.intp)
+        sy = np.clip(np.rint(src[1]), 0, size - 1).astype(np.intp)
+        lab = nearest_group[sy, sx].reshape(size, size)
+        new_mask |= hit2
+        new_labels[hit2] = lab[hit2]
+    base = _fill(lm, group, fill)
+    return layout.with_map(_paint(p, lm, base, new_mask, new_labels, list(names), within))
+
+
+def _centroid(lm: LabelMap, name: str) -> NDArray[np.float64]:
+    ys, xs = np.nonzero(lm == label_id(name))
+    return np.array([xs.mean(), ys.mean()])
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def apply_edit(layout: Layout, edit: Edit) -> Layout:
+    p = get_plane(layout.plane)
+    edit.check_plane(p)
+    lm = layout.label_map
+    px_per_mm = 1.0 / layout.mm_per_px
+
+    if isinstance(edit, Remove):
+        _require_present(lm, (edit.structure,), edit.op)
+        holes = lm == label_id(edit.structure)
+        out = _fill(lm, holes, edit.fill)
+        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        return layout.with_map(out)
+
+    if isinstance(edit, Scale):
+        _require_present(lm, edit.structures, edit.op)
+        fmaj, fmin = edit.factor if isinstance(edit.factor, tuple) else (edit.factor,) * 2
+
+        def scale_m(c: object, evecs: NDArray[np.float64], evals: object) -> tuple[
+            NDArray[np.float64], NDArray[np.float64]
+        ]:
+            a = evecs @ np.diag([fmin, fmaj]) @ evecs.T
+            return a, np.zeros(2)
+
+        return _affine(layout, edit.structures, edit.about, edit.within, edit.fill, scale_m)
+
+    if isinstance(edit, Translate):
+        _require_present(lm, edit.structures, edit.op)
+        shift = np.array([edit.dx_mm, edit.dy_mm]) * px_per_mm
+        if edit.toward is not None:
+            _require_present(lm, (edit.toward,), edit.op)
+            grp = np.isin(lm, _ids(edit.structures))
+            ys, xs = np.nonzero(grp)
+            d = _centroid(lm, edit.toward) - np.array([xs.mean(), ys.mean()])
+            norm = float(np.hypot(*d))
+            if norm > 0:
+                shift = shift + d / norm * edit.distance_mm * px_per_mm
+
+        def move_m(c: object, evecs: object, evals: object) -> tuple[
+            NDArray[np.float64], NDArray[np.float64]
+        ]:
+            return np.eye(2), shift
+
+        return _affine(layout, edit.structures, "group", edit.within, edit.fill, move_m)
+
+    if isinstance(edit, Rotate):
+        _require_present(lm, edit.structures, edit.op)
+        th = math.radians(edit.degrees)
+        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+
+        def rot_m(c: object, evecs: object, evals: object) -> tuple[
+            NDArray[np.float64], NDArray[np.float64]
+        ]:
+            return rot, np.zeros(2)
+
+        return _affine(layout, edit.structures, edit.about, edit.within, edit.fill, rot_m)
+
+    if isinstance(edit, Dilate):
+        _require_present(lm, (edit.structure,), edit.op)
+        mask = lm == label_id(edit.structure)
+        r = max(edit.mm * px_per_mm, 0.5)
+        grown = ndimage.distance_transform_edt(~mask) <= r + 0.5  # pixel-centre distances
+        new_labels = np.full_like(lm, label_id(edit.structure))
+        return layout.with_map(
+            _paint(p, lm, lm, grown, new_labels, [edit.structure], edit.within)
+        )
+
+    if isinstance(edit, Erode):
+        _require_present(lm, (edit.structure,), edit.op)
+        mask = lm == label_id(edit.structure)
+        r = max(edit.mm * px_per_mm, 0.5)
+        kept = ndimage.distance_transform_edt(mask) > r + 0.5
+        out = _fill(lm, mask & ~kept, edit.fill)
+        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        return layout.with_map(out)
+
+    if isinstance(edit, Insert):
+        size = lm.shape[0]
+        if edit.anchor is not None:
+            _require_present(lm, (edit.anchor,), edit.op)
+            c, evecs, evals = _principal(lm == label_id(edit.anchor))
+            if edit.toward is not None:
+                _require_present(lm, (edit.toward,), edit.op)
+                c = c + edit.fraction * (_centroid(lm, edit.toward) - c)
+            centre = ((c[0] + 0.5) / size, (c[1] + 0.5) / size)
+        else:
+            assert edit.center is not None
+            centre = edit.center
+            evals = np.ones(2)
+        if edit.size_rel is not None:
+            axes_px = 2.0 * np.sqrt(evals[::-1]) * edit.size_rel  # (major, minor)
+        else:
+            assert edit.axes_mm is not None
+            axes_px = np.array(edit.axes_mm) * px_per_mm
+        from fetalflex.anatomy.layout import Shape, shape_mask
+
+        shape = Shape(structure=edit.structure, kind=edit.kind, center=centre,
+                      axes=(float(axes_px[0]) / size, float(axes_px[1]) / size),
+                      angle=edit.angle)
+        mask = shape_mask(shape, size)
+        new_labels = np.full_like(lm, label_id(edit.structure))
+        return layout.with_map(
+            _paint(p, lm, lm, mask, new_labels, [edit.structure], edit.within)
+        )
+
+    if isinstance(edit, Cut):
+        _require_present(lm, (edit.structure,), edit.op)
+        mask = lm == label_id(edit.structure)
+        c, evecs, evals = _principal(mask)
+        major = evecs[:, 1]
+        half_len = math.sqrt(3.0 * evals[1])
+        centre = c
+        if edit.anchor is not None:
+            _require_present(lm, (edit.anchor,), edit.op)
+            centre = c + major * float(np.dot(_centroid(lm, edit.anchor) - c, major))
+        centre = centre + major * edit.offset * half_len
+        width_px = (edit.width_mm * px_per_mm if edit.width_mm is not None
+                    else (edit.width_frac or 0.0) * 2 * half_len)
+        yy, xx = np.mgrid[0:lm.shape[0], 0:lm.shape[1]]
+        along = (xx - centre[0]) * major[0] + (yy - centre[1]) * major[1]
+        gap = mask & (np.abs(along) <= max(width_px / 2.0, 0.75))
+        out = _fill(lm, gap, edit.fill)
+        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        return layout.with_map(out)
+
+    raise EditError(f"unknown edit {edit!r}")  # pragma: no cover - the union is closed
+
+
+def apply_edits(layout: Layout, edits: list[Edit]) -> Layout:
+    """Apply edits in order; ``edits[i]`` failures are reported with their index."""
+    out = layout
+    for i, e in enumerate(edits):
+        try:
+            out = apply_edit(out, e)
+        except EditError as exc:
+            raise EditError(f"edits[{i}] ({e.op}): {exc}") from None
+    return out

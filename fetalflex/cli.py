@@ -1,0 +1,154 @@
+"""The ``fetalflex`` command line (one entry point, subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fetalflex import __version__
+
+
+def _cmd_planes(args: argparse.Namespace) -> int:
+    from fetalflex.anatomy.vocabulary import vocabulary
+
+    vocab = vocabulary()
+    if args.json:
+        print(json.dumps(vocab, indent=2))
+        return 0
+    for p in vocab["planes"]:
+        print(f"{p['code']:4s} {p['name']}: {p['description']}")
+        print(f"     structures: {', '.join(p['structures'])}")
+        print(f"     presets:    {', '.join(p['presets']) or '-'}")
+    print("\nlabel ids:")
+    for s in vocab["structures"]:
+        print(f"  {s['id']:3d} {s['name']}")
+    print("\npresets:")
+    for pr in vocab["presets"]:
+        print(f"  {pr['name']} [{', '.join(pr['planes'])}]: {pr['meaning']}")
+    return 0
+
+
+def _cmd_layout(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fetalflex.anatomy.layout import extract, rasterize
+    from fetalflex.anatomy.presets import apply_preset
+    from fetalflex.anatomy.render import colourize
+    from fetalflex.anatomy.templates import sample_template
+    from fetalflex.io.png import write_image, write_label_map
+
+    sl = sample_template(args.plane, args.seed, args.ga)
+    layout = rasterize(sl, args.size)
+    if args.preset:
+        layout = apply_preset(layout, args.preset)
+    out = Path(args.out)
+    write_image(out, colourize(layout.label_map),
+                {"Content": "FetalFlex layout (colour picture)", "Plane": args.plane})
+    if args.label_map:
+        write_label_map(Path(args.label_map), layout.label_map)
+    if args.structures:
+        Path(args.structures).write_text(extract(layout).model_dump_json(indent=2) + "\n")
+    present = sorted(int(v) for v in np.unique(layout.label_map))
+    print(f"wrote {out} (plane {args.plane}, GA {sl.ga_weeks:.1f} w, field {sl.field_mm:.1f} mm, "
+          f"label ids {present})")
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fetalflex.data.phantom_set import write_phantom_set
+
+    with tqdm(total=args.n, unit="img", desc="phantom", disable=args.quiet) as bar:
+        manifest = write_phantom_set(
+            Path(args.out), args.n, planes=args.planes, size=args.size, seed=args.seed,
+            abnormal_fraction=args.abnormal_fraction, workers=args.workers,
+            progress=bar.update,
+        )
+    print(f"wrote {args.n} pairs and {manifest}")
+    return 0
+
+
+def _cmd_contact_sheet(args: argparse.Namespace) -> int:
+    from fetalflex.reports.contact_sheet import write_contact_sheet
+
+    out = write_contact_sheet(Path(args.out), size=args.size, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_bench_phantom(args: argparse.Namespace) -> int:
+    from fetalflex.reports.bench_phantom import bench_phantom
+
+    for row in bench_phantom(tuple(args.sizes), n=args.n, workers=args.workers):
+        print(json.dumps(row))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fetalflex.anatomy.planes import PLANE_CODES
+    from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
+
+    ap = argparse.ArgumentParser(
+        prog="fetalflex",
+        description="Anatomy-guided synthesis of fetal ultrasound planes. Every image is "
+                    "SYNTHETIC (phantom world) and not for diagnosis.",
+    )
+    ap.add_argument("--version", action="version", version=f"fetalflex {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("planes", help="list planes, structures, label ids and presets")
+    p.add_argument("--json", action="store_true", help="print the vocabulary as JSON")
+    p.set_defaults(func=_cmd_planes)
+
+    p = sub.add_parser("layout", help="render a colour picture of a template layout")
+    p.add_argument("--plane", required=True, choices=PLANE_CODES)
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ga", type=float, default=None, help="gestational age, weeks (18-32)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--out", required=True, help="colour PNG to write")
+    p.add_argument("--label-map", help="also write the label-id PNG here")
+    p.add_argument("--structures", help="also write the extracted structure list JSON here")
+    p.set_defaults(func=_cmd_layout)
+
+    p = sub.add_parser("phantom", help="write a phantom data set (images, label maps, manifest)")
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--abnormal-fraction", type=float, default=0.0,
+                   help="fraction of abnormal phantoms (for evaluation only)")
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("contact-sheet", help="write the phantom contact sheet PNG")
+    p.add_argument("--out", default="docs/contact_sheet.png")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=_cmd_contact_sheet)
+
+    p = sub.add_parser("bench-phantom", help="phantom throughput (images/s) per size")
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=_cmd_bench_phantom)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fetalflex {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

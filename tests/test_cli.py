@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fetalflex.cli import main
+from fetalflex.io.png import read_gray, read_label_map, read_text_chunks
+
+
+def test_planes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["planes"]) == 0
+    out = capsys.readouterr().out
+    assert "4CH  Four-chamber heart" in out and "ventricular_septal_defect" in out
+    assert main(["planes", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["planes"]) == 7 and len(data["structures"]) == 35
+
+
+def test_layout(tmp_path: Path) -> None:
+    out = tmp_path / "tv.png"
+    assert main(["layout", "--plane", "TV", "--preset", "hydrocephalus", "--seed", "3",
+                 "--size", "96", "--out", str(out), "--label-map", str(tmp_path / "l.png"),
+                 "--structures", str(tmp_path / "s.json")]) == 0
+    assert read_text_chunks(out)["Synthetic"] == "true"
+    assert read_label_map(tmp_path / "l.png").shape == (96, 96)
+    assert json.loads((tmp_path / "s.json").read_text())["plane"] == "TV"
+
+
+def test_layout_preset_on_wrong_plane_exits_2(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    assert main(["layout", "--plane", "FL", "--preset", "cleft_lip",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "preset 'cleft_lip' applies to plane(s) LIP, not to plane FL" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_phantom_and_contact_sheet(tmp_path: Path) -> None:
+    assert main(["phantom", "--n", "7", "--out", str(tmp_path / "ph"), "--size", "64",
+                 "--workers", "1", "--quiet"]) == 0
+    lines = (tmp_path / "ph" / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 7
+    sheet = tmp_path / "sheet.png"
+    assert main(["contact-sheet", "--out", str(sheet), "--size", "64"]) == 0
+    img = read_gray(sheet)
+    assert img.shape == (7 * 64 * 2, 5 * 64 * 2)
+    assert np.std(img) > 20
