@@ -88,6 +88,38 @@ def _cmd_bench_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fetalflex.training.config import TrainConfig
+    from fetalflex.training.train import STAGES, train
+
+    cfg = TrainConfig.load(Path(args.config))
+    stages = tuple(args.stages) if args.stages else STAGES
+    final = train(cfg, Path(args.data), Path(args.out), stages=stages,
+                  resume=not args.no_resume)
+    print(f"final EMA weights: {final}")
+    return 0
+
+
+def _cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from fetalflex.evaluation.segmenter import train_segmenter
+
+    out = train_segmenter(Path(args.data), Path(args.out), steps=args.steps,
+                          batch_size=args.batch_size, threads=args.threads)
+    print(f"segmenter weights: {out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fetalflex.evaluation.evaluate import evaluate
+
+    res = evaluate(Path(args.model), Path(args.segmenter), Path(args.data), Path(args.out),
+                   n_per_plane=args.n_per_plane, steps=args.steps, guidance=args.guidance,
+                   seed=args.seed, planes=tuple(args.planes))
+    print((Path(args.out) / "evaluation.md").read_text())
+    print(json.dumps(res["summary"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -138,6 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=400)
     p.add_argument("--workers", type=int, default=0)
     p.set_defaults(func=_cmd_bench_phantom)
+    p = sub.add_parser("train", help="train the denoiser (base, pre-alignment, control)")
+    p.add_argument("--config", required=True, help="training config JSON")
+    p.add_argument("--data", required=True, help="manifest.jsonl")
+    p.add_argument("--out", required=True, help="run directory (resumed if it has a checkpoint)")
+    p.add_argument("--stages", nargs="+", choices=["base", "prealign", "control"])
+    p.add_argument("--no-resume", action="store_true")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("train-segmenter", help="train the reference segmenter on phantoms")
+    p.add_argument("--data", required=True, help="manifest.jsonl")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_train_segmenter)
+    p = sub.add_parser("evaluate", help="anatomy adherence and texture, per plane")
+    p.add_argument("--model", default="fetalflex/weights/denoiser")
+    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    p.add_argument("--data", required=True, help="evaluation manifest.jsonl (not training data)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-per-plane", type=int, default=8)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES)
+    p.set_defaults(func=_cmd_evaluate)
     return ap
 
 

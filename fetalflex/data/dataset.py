@@ -1,4 +1,9 @@
-"""PyTorch Dataset over a manifest: (image, layout channels, plane, GA) per item."""
+"""PyTorch Dataset over a manifest: (image, layout channels, plane, GA) per item.
+
+Two layout renderings, both first-class (DESIGN.md "Anatomy"): the label map itself, or
+the structure-list rendering, where every structure becomes its fitted oriented box (as a
+detector's boxes would give). ``box_prob`` picks the box rendering at random in training.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +13,69 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fetalflex.anatomy.layout import one_hot
+from fetalflex.anatomy.layout import Layout, Shape, StructureList, extract, one_hot, rasterize
 from fetalflex.anatomy.planes import plane_index
 from fetalflex.data.manifest import Record, read_manifest, resolve
 from fetalflex.io.png import read_gray, read_label_map
 
 
+def box_rendering(layout: Layout) -> np.ndarray:
+    """The structure-list form of a layout as boxes, rasterized back to a label map."""
+    sl = extract(layout)
+    boxes = tuple(Shape(structure=s.structure, kind="box", center=s.center,
+                        axes=(s.axes[0] * (0.8862 if s.kind == "ellipse" else 1.0),
+                              s.axes[1] * (0.8862 if s.kind == "ellipse" else 1.0)),
+                        angle=s.angle) for s in sl.structures)
+    # An equal-area box (sqrt(pi)/2 per axis) keeps structure sizes comparable.
+    out = rasterize(StructureList(plane=sl.plane, field_mm=sl.field_mm, ga_weeks=sl.ga_weeks,
+                                  structures=boxes), layout.size)
+    return out.label_map
+
+
 class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
     """Items: ``image`` (1,H,W) in [-1, 1], ``layout`` (K,H,W) one-hot, ``label_map`` (H,W),
-    ``plane`` () long, ``ga`` () float (weeks, NaN when unknown)."""
+    ``plane`` () long, ``ga`` () float (weeks, NaN when unknown).
+
+    ``preload`` keeps every image and label map in memory (uint8) and precomputes the
+    box renderings when ``box_prob > 0``.
+    """
 
     def __init__(self, manifest: Path, include_abnormal: bool = False,
-                 check_files: bool = True) -> None:
+                 check_files: bool = True, box_prob: float = 0.0, preload: bool = False,
+                 seed: int = 0) -> None:
+        if not 0.0 <= box_prob <= 1.0:
+            raise ValueError(f"box_prob: must be within [0, 1], got {box_prob}")
         self.root = manifest.parent
         recs = read_manifest(manifest, check_files=check_files)
         self.records: list[Record] = [r for r in recs if include_abnormal or not r.abnormal]
         if not self.records:
             raise ValueError(f"{manifest}: no usable records (abnormal ones are excluded)")
+        self.box_prob = box_prob
+        self._rng = np.random.default_rng(seed)
+        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None
+        if preload:
+            self._cache = [self._load(i) for i in range(len(self.records))]
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        r = self.records[i]
+        img = read_gray(resolve(self.root, r.image))
+        lab = read_label_map(resolve(self.root, r.label_map))
+        boxes = None
+        if self.box_prob > 0:
+            boxes = box_rendering(Layout(r.plane, lab, r.field_mm or 100.0, r.ga_weeks))
+        return img, lab, boxes
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         r = self.records[i]
-        img = read_gray(resolve(self.root, r.image)).astype(np.float32) / 127.5 - 1.0
-        lab = read_label_map(resolve(self.root, r.label_map))
+        img, lab, boxes = self._cache[i] if self._cache is not None else self._load(i)
+        use_boxes = boxes is not None and self._rng.random() < self.box_prob
+        cond_map = boxes if use_boxes and boxes is not None else lab
         return {
-            "image": torch.from_numpy(img)[None],
-            "layout": torch.from_numpy(one_hot(lab)),
+            "image": torch.from_numpy(img.astype(np.float32) / 127.5 - 1.0)[None],
+            "layout": torch.from_numpy(one_hot(cond_map)),
             "label_map": torch.from_numpy(lab.astype(np.int64)),
             "plane": torch.tensor(plane_index(r.plane), dtype=torch.long),
             "ga": torch.tensor(float("nan") if r.ga_weeks is None else r.ga_weeks,

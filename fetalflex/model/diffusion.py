@@ -1,0 +1,60 @@
+"""Forward diffusion and parameterization helpers (v-prediction), from diffusers' DDPM math.
+
+Notation (Ho et al. 2020; Salimans & Ho 2022): alpha_t = sqrt(alphas_cumprod[t]),
+sigma_t = sqrt(1 - alphas_cumprod[t]); x_t = alpha_t x0 + sigma_t eps;
+v = alpha_t eps - sigma_t x0; x0 = alpha_t x_t - sigma_t v; eps = sigma_t x_t + alpha_t v.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler
+from torch import Tensor
+
+from fetalflex.model.config import DenoiserConfig
+
+
+def train_scheduler(cfg: DenoiserConfig) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
+                         beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type,
+                         clip_sample=False)
+
+
+def alphas_sigmas(alphas_cumprod: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    ac = alphas_cumprod.to(t.device)[t].float()
+    return ac.sqrt()[:, None, None, None], (1 - ac).sqrt()[:, None, None, None]
+
+
+def add_noise(alphas_cumprod: Tensor, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+    a, s = alphas_sigmas(alphas_cumprod, t)
+    return a * x0 + s * eps
+
+
+def target(prediction_type: str, alphas_cumprod: Tensor, x0: Tensor, eps: Tensor,
+           t: Tensor) -> Tensor:
+    if prediction_type == "epsilon":
+        return eps
+    a, s = alphas_sigmas(alphas_cumprod, t)
+    return a * eps - s * x0
+
+
+def predict_x0(prediction_type: str, alphas_cumprod: Tensor, x_t: Tensor, pred: Tensor,
+               t: Tensor) -> Tensor:
+    a, s = alphas_sigmas(alphas_cumprod, t)
+    if prediction_type == "epsilon":
+        return (x_t - s * pred) / a
+    return a * x_t - s * pred
+
+
+def alphas_cumprod_for(cfg: DenoiserConfig) -> Tensor:
+    return train_scheduler(cfg).alphas_cumprod.clone()
+
+
+__all__ = [
+    "add_noise",
+    "alphas_cumprod_for",
+    "predict_x0",
+    "target",
+    "torch",
+    "train_scheduler",
+]

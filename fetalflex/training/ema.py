@@ -1,0 +1,34 @@
+"""Exponential moving average of weights (used for sampling)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow: dict[str, Tensor] = {k: v.detach().clone().float()
+                                          for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm-up as in diffusers' EMAModel: decay grows from 0 towards self.decay.
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    @torch.no_grad()
+    def resync(self, model: nn.Module) -> None:
+        """Restart the average at the current weights (at a stage change)."""
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.shadow = {k: v.clone() for k, v in state.items()}

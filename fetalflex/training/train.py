@@ -1,0 +1,263 @@
+"""``fetalflex train``: the three-stage FetalFlex training recipe.
+
+1. **base**: the UNet learns the image prior of each plane (plane/GA in the time
+   embedding, no anatomy).
+2. **prealign** (the pre-alignment module, switchable): the anatomy encoder alone learns
+   to map a layout to the features that the frozen UNet's input convolution computes from
+   the clean image of that layout, ``min || E(layout) - conv_in(x0) ||^2``.
+3. **control**: the ControlNet branch (encoder copied from the trained UNet, anatomy
+   encoder from stage 2 or fresh) learns with the diffusion loss; classifier-free
+   guidance dropout of layout and plane; layouts as label maps or boxes.
+
+AdamW, linear warm-up then cosine decay per stage, EMA weights, bf16 autocast on CUDA,
+checkpoints and resume, JSONL log and a loss plot. Under ``torchrun`` it runs
+DistributedDataParallel (one process per GPU) with no code change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from fetalflex.data.dataset import PhantomDataset
+from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
+from fetalflex.model.diffusion import add_noise, alphas_cumprod_for, target
+from fetalflex.training.config import StageConfig, TrainConfig
+from fetalflex.training.ema import EMA
+
+STAGES = ("base", "prealign", "control")
+
+
+def _lr_lambda(stage: StageConfig) -> object:
+    def f(step: int) -> float:
+        if step < stage.warmup_steps:
+            return (step + 1) / max(stage.warmup_steps, 1)
+        progress = (step - stage.warmup_steps) / max(stage.steps - stage.warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return f
+
+
+class _Dist:
+    def __init__(self) -> None:
+        self.enabled = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.enabled and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        self.rank = dist.get_rank() if self.enabled else 0
+        self.world = dist.get_world_size() if self.enabled else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _device(cfg: TrainConfig, d: _Dist) -> torch.device:
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", d.local_rank)
+
+
+def _batches(loader: DataLoader, sampler: object) -> Iterator[dict[str, Tensor]]:
+    epoch = 0
+    while True:
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list[nn.Parameter]:
+    if stage == "base":
+        return list(model.unet.parameters())
+    if stage == "prealign":
+        return list(model.anatomy_encoder.parameters())
+    params = list(model.control.parameters())
+    if cfg.train_base_in_control:
+        params += list(model.unet.parameters())
+    return params
+
+
+def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
+                cfg: TrainConfig, ac: Tensor, gen: torch.Generator) -> Tensor:
+    x0 = batch["image"]
+    n = x0.shape[0]
+    dev = x0.device
+    plane = batch["plane"].clone()
+    layout = batch["layout"]
+    if stage == "prealign":
+        with torch.no_grad():
+            tgt = model.unet.conv_in(x0)
+        return nn.functional.mse_loss(model.anatomy_encoder(layout), tgt)
+    drop_p = torch.rand(n, generator=gen, device="cpu").to(dev) < cfg.drop_plane_prob
+    plane = torch.where(drop_p, torch.full_like(plane, -1), plane)
+    cond = condition_vector(plane, batch["ga"], cfg.model.num_planes)
+    t = torch.randint(0, cfg.model.num_train_timesteps, (n,), generator=gen).to(dev)
+    eps = torch.randn(x0.shape, generator=gen).to(dev)
+    x_t = add_noise(ac, x0, eps, t)
+    tgt = target(cfg.model.prediction_type, ac, x0, eps, t)
+    if stage == "base":
+        pred = model.forward_base(x_t, t, cond)
+    else:
+        drop_l = torch.rand(n, generator=gen).to(dev) < cfg.drop_layout_prob
+        layout = torch.where(drop_l[:, None, None, None], torch.zeros_like(layout), layout)
+        pred = model(x_t, t, layout, cond, torch.ones(n, device=dev))
+    return nn.functional.mse_loss(pred.float(), tgt.float())
+
+
+class StageLoss(nn.Module):
+    """One stage's loss as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: FetalFlexDenoiser, stage: str, cfg: TrainConfig,
+                 ac: Tensor) -> None:
+        super().__init__()
+        self.model, self.stage, self.cfg = model, stage, cfg
+        self.register_buffer("ac", ac, persistent=False)
+
+    def forward(self, batch: dict[str, Tensor], gen: torch.Generator) -> Tensor:
+        return _stage_loss(self.model, self.stage, batch, self.cfg, self.ac, gen)
+
+
+def _plot(log_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for st in STAGES:
+        r = [x for x in rows if x["stage"] == st]
+        if r:
+            ax.plot([x["global_step"] for x in r], [x["loss"] for x in r], label=st)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.set_title("FetalFlex training loss (phantom data)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] = STAGES,
+          resume: bool = True, progress: bool = True) -> Path:
+    """Run the recipe; returns the directory of the final EMA weights (``out/final``)."""
+    d = _Dist()
+    dev = _device(cfg, d)
+    torch.manual_seed(cfg.seed + d.rank)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
+    out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        cfg.save(out / "train_config.json")
+    ds = PhantomDataset(manifest, box_prob=cfg.box_prob, preload=cfg.preload, seed=cfg.seed)
+    size = ds[0]["image"].shape[-1]
+    if size != cfg.model.image_size:
+        raise ValueError(f"model.image_size: {cfg.model.image_size} but the data set's images "
+                         f"are {size}x{size}")
+    sampler = DistributedSampler(ds, seed=cfg.seed) if d.enabled else RandomSampler(
+        ds, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.num_workers)
+    model = FetalFlexDenoiser(cfg.model).to(dev)
+    ema = EMA(model, cfg.ema_decay)
+    ac = alphas_cumprod_for(cfg.model).to(dev)
+    log_path = out / "log.jsonl"
+    ckpt_path = out / "checkpoint.pt"
+    done: dict[str, int] = {}
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        done = ck["done"]
+        gen.set_state(ck["gen"])
+    global_step = sum(done.values())
+    autocast = dev.type == "cuda"
+    for stage in stages:
+        sc: StageConfig = getattr(cfg, stage)
+        if stage == "prealign" and not cfg.pre_alignment:
+            continue
+        start = done.get(stage, 0)
+        if start >= sc.steps:
+            continue
+        if stage == "control" and start == 0:
+            model.copy_unet_encoder_to_control()  # the ControlNet copies the trained UNet
+        if start == 0:
+            ema.resync(model)  # a stage's EMA starts from the weights it starts from
+        model.requires_grad_(False)
+        params = _params(model, stage, cfg)
+        for p in params:
+            p.requires_grad_(True)
+        net: nn.Module = StageLoss(model, stage, cfg, ac)
+        if d.enabled:  # gradients sync through the wrapper's forward
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[dev.index] if dev.type == "cuda" else None,
+                find_unused_parameters=True)
+        opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sc))  # type: ignore[arg-type]
+        ck_state = (torch.load(ckpt_path, map_location=dev, weights_only=False)
+                    if resume and ckpt_path.exists() and start else {})
+        if ck_state.get("stage") == stage:  # resume inside a stage: optimizer state too
+            opt.load_state_dict(ck_state["opt"])
+            sched.load_state_dict(ck_state["sched"])
+        it = _batches(loader, sampler)
+        bar = tqdm(total=sc.steps, initial=start, desc=stage, disable=not (progress and d.main),
+                   dynamic_ncols=True)
+        t_last, n_last = time.perf_counter(), start
+        for step in range(start, sc.steps):
+            batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = net(batch, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            global_step += 1
+            ema.update(model, global_step)
+            done[stage] = step + 1
+            if d.main:
+                bar.update(1)
+                if (step + 1) % cfg.log_every == 0 or step + 1 == sc.steps:
+                    now = time.perf_counter()
+                    sps = (step + 1 - n_last) / max(now - t_last, 1e-9)
+                    t_last, n_last = now, step + 1
+                    bar.set_postfix(loss=f"{loss.item():.4f}", steps_s=f"{sps:.2f}")
+                    with log_path.open("a") as f:
+                        f.write(json.dumps({"stage": stage, "step": step + 1,
+                                            "global_step": global_step,
+                                            "loss": round(loss.item(), 6),
+                                            "lr": sched.get_last_lr()[0],
+                                            "steps_per_s": round(sps, 3)}) + "\n")
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == sc.steps:
+                    _checkpoint(ckpt_path, model, ema, done, gen, stage, opt, sched)
+        bar.close()
+    if d.main:
+        final = out / "final"
+        meta = {"steps": done, "pre_alignment": cfg.pre_alignment, "data": str(manifest)}
+        model.save(final, state=ema.state_dict(), meta=meta)
+        if log_path.exists():
+            _plot(log_path, out / "loss.png")
+    if d.enabled:
+        dist.barrier()
+    return out / "final"
+
+
+def _checkpoint(path: Path, model: nn.Module, ema: EMA, done: dict[str, int],
+                gen: torch.Generator, stage: str, opt: torch.optim.Optimizer,
+                sched: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "done": dict(done),
+                "gen": gen.get_state(), "stage": stage, "opt": opt.state_dict(),
+                "sched": sched.state_dict()}, tmp)  # type: ignore[attr-defined]
+    tmp.replace(path)
