@@ -1,4 +1,4 @@
-"""Shared test settings: offline, deterministic, CPU only."""
+"""Shared test settings and fixtures: offline, deterministic, CPU only, tiny models."""
 
 from __future__ import annotations
 
@@ -6,3 +6,30 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY_MODEL = {"image_size": 32, "block_out_channels": [8, 16],
+              "attention_levels": [False, False], "norm_num_groups": 4,
+              "cond_embedding_channels": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fetalflex.data.phantom_set import write_phantom_set
+
+    out = tmp_path_factory.mktemp("tiny_data")
+    return write_phantom_set(out, 21, size=32, seed=4, abnormal_fraction=0.0, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fetalflex.data.phantom_set import write_phantom_set
+
+    out = tmp_path_factory.mktemp("tiny_eval")
+    return write_phantom_set(out, 14, size=32, seed=8, abnormal_fraction=0.5, workers=1)
