@@ -120,6 +120,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from fetalflex.generate_cli import run_generate
+
+    return run_generate(args)
+
+
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    from fetalflex.generate_cli import run_gallery
+
+    return run_gallery(args)
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="embedded", choices=["embedded", "torch"])
+    p.add_argument("--weights", help="denoiser weights folder (default: the shipped demo)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmsolver++", "two-stage"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -195,6 +218,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES)
     p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser("generate", help="generate synthetic images (the main job)")
+    p.add_argument("--plane", required=True, choices=PLANE_CODES)
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES))
+    p.add_argument("--edit", action="append",
+                   help="edit JSON object or list (or @file.json); repeatable")
+    p.add_argument("--layout", help="label-map PNG or structure-list JSON")
+    p.add_argument("--field-mm", type=float, default=100.0,
+                   help="image side in mm for a label-map PNG layout")
+    p.add_argument("--ga", type=float, default=None, help="gestational age, weeks (18-32)")
+    p.add_argument("--reference", help="reference image PNG to repaint")
+    p.add_argument("--reference-layout", help="the reference image's layout")
+    p.add_argument("--pair", action="store_true", help="normal image + abnormal twin")
+    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--control-scale", type=float, default=1.0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--prefix", help="file name prefix (default: the plane)")
+    _backend_args(p)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("gallery", help="normal planes + anomaly pairs, one gallery PNG")
+    p.add_argument("--out", default="out/gallery")
+    _backend_args(p)
+    p.set_defaults(func=_cmd_gallery)
     return ap
 
 
@@ -202,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, InterruptedError) as exc:
         print(f"fetalflex {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
 from torch import Tensor
 
 from fetalflex.model.config import DenoiserConfig
@@ -54,3 +54,35 @@ def sample_ddim(denoise: Denoiser, x: Tensor, scheduler: DDIMScheduler, steps: i
             callback(ev)
         x = ev["x"]
     return x
+
+
+def dpmsolver_scheduler(cfg: DenoiserConfig) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2M), Lu et al. 2022, via diffusers."""
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type, algorithm_type="dpmsolver++", solver_order=2,
+        timestep_spacing="trailing", final_sigmas_type="zero", lower_order_final=True,
+    )
+
+
+def sample_scheduler_progressive(
+    denoise: Denoiser, x: Tensor, scheduler: SchedulerMixin, steps: int, *,
+    preview: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Event]:
+    """Any diffusers scheduler (DPM-Solver++ here) over a denoiser, one event per step.
+
+    ``preview(out, x_t, t) -> x0`` supplies the predicted clean image when the scheduler
+    does not report it."""
+    if steps < 1:
+        raise ValueError(f"steps: must be at least 1, got {steps}")
+    scheduler.set_timesteps(steps)
+    n = x.shape[0]
+    for i, t in enumerate(scheduler.timesteps):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("sampling cancelled")
+        tt = torch.full((n,), int(t), dtype=torch.long)
+        out = denoise(x, tt)
+        den = preview(out, x, tt) if preview is not None else None
+        x = scheduler.step(out, t, x).prev_sample
+        yield {"x": x, "i": i, "t": int(t), "denoised": den if den is not None else x}

@@ -1,0 +1,80 @@
+"""Denoiser backends: one seam, several implementations.
+
+A backend exposes ``call`` (a :class:`~fetalflex.sampling.denoisers.ModelCall`), the
+model's config, and an id + content hash for provenance.
+
+* ``embedded``: ONNX Runtime in-process on the CPU (the default).
+* ``torch``: the training-time PyTorch module (reference, tests).
+* ``triton``: Triton Inference Server (the export issue adds it on the same seam).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fetalflex.backends.onnx_export import onnx_for, weights_hash
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.model.signature import INPUT_NAMES, INPUTS
+from fetalflex.sampling.denoisers import ModelCall, torch_model_call
+
+BackendName = Literal["embedded", "torch"]
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "denoiser"
+
+
+@dataclass
+class Backend:
+    name: str
+    config: DenoiserConfig
+    call: ModelCall
+    model_id: str
+    model_hash: str
+
+
+class OnnxModelCall:
+    """ONNX Runtime session as a model call (inputs built from the signature)."""
+
+    def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), opts,
+                                            providers=["CPUExecutionProvider"])
+        got = [i.name for i in self.session.get_inputs()]
+        if got != list(INPUT_NAMES):
+            raise ValueError(f"{onnx_path}: inputs {got} do not match the signature "
+                             f"{list(INPUT_NAMES)}")
+
+    def __call__(self, x_t: Tensor, t: Tensor, layout: Tensor, cond: Tensor,
+                 control_scale: Tensor) -> Tensor:
+        feeds = {spec.name: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=spec.dtype)
+                 for spec, v in zip(INPUTS, (x_t, t, layout, cond, control_scale), strict=True)}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+def load_backend(name: str = "embedded", weights: Path | None = None,
+                 threads: int | None = None) -> Backend:
+    w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
+        raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
+    cfg = DenoiserConfig.load(w / "config.json")
+    digest = weights_hash(w)
+    if name == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        call = torch_model_call(FetalFlexDenoiser.load(w))
+    elif name == "embedded":
+        call = OnnxModelCall(onnx_for(w), threads)
+    else:
+        raise ValueError(f"backend: {name!r} is unknown (embedded, torch)")
+    return Backend(name, cfg, call, model_id=f"fetalflex-denoiser@{w.name}",
+                   model_hash=digest)

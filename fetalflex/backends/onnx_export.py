@@ -1,0 +1,71 @@
+"""Minimal ONNX export of the fused denoiser (one graph, dynamic batch, fp32).
+
+The export issue owns the full exporter (fp16, TensorRT, parity reports); this is what
+the embedded backend needs to build its model on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
+from fetalflex.model.signature import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES
+
+OPSET = 17
+
+
+def example_inputs(cfg: DenoiserConfig, n: int = 2) -> tuple[torch.Tensor, ...]:
+    s = cfg.image_size
+    g = torch.Generator().manual_seed(0)
+    layout = torch.zeros(n, cfg.num_labels, s, s)
+    layout[:, 2] = 1.0
+    return (torch.randn((n, 1, s, s), generator=g), torch.full((n,), 500, dtype=torch.long),
+            layout, condition_vector(torch.zeros(n, dtype=torch.long), torch.full((n,), 25.0),
+                                     cfg.num_planes), torch.ones(n))
+
+
+def export_onnx(model: FetalFlexDenoiser, path: Path) -> Path:
+    """Write ``path`` atomically (temporary file + rename)."""
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # diffusers' shape asserts are constant for a fixed image size: harmless here.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(model, example_inputs(model.config), tmp, dynamo=False,
+                              input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                              dynamic_axes=DYNAMIC_AXES, opset_version=OPSET)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def weights_hash(weights_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        h.update((weights_dir / name).read_bytes())
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FETALFLEX_CACHE", Path.home() / ".cache" / "fetalflex"))
+
+
+def onnx_for(weights_dir: Path) -> Path:
+    """The ONNX file for these weights, exported on first use (cached by content hash)."""
+    digest = weights_hash(weights_dir)[:16]
+    path = cache_dir() / f"denoiser-{digest}-fp32.onnx"
+    if not path.exists():
+        export_onnx(FetalFlexDenoiser.load(weights_dir), path)
+    return path

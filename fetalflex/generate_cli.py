@@ -1,0 +1,188 @@
+"""``fetalflex generate`` and ``fetalflex gallery``: the main job, files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fetalflex import SYNTHETIC_NOTICE, __version__
+from fetalflex.anatomy.edits import parse_edits
+from fetalflex.anatomy.layout import Layout, StructureList, rasterize
+from fetalflex.anatomy.render import colourize
+from fetalflex.backends.backends import Backend, load_backend
+from fetalflex.generation import Engine, GenerationRequest, GenerationResult
+from fetalflex.io.png import read_gray, read_label_map, write_image, write_label_map
+
+
+def read_layout(path: Path, plane: str, size: int, field_mm: float,
+                ga: float | None) -> Layout:
+    """A label-map PNG or a structure-list JSON, as a layout at the model's size."""
+    if path.suffix.lower() == ".json":
+        sl = StructureList.model_validate_json(path.read_text())
+        if sl.plane != plane:
+            raise ValueError(f"layout: {path} is a {sl.plane} layout, not {plane}")
+        return rasterize(sl, size)
+    lab = read_label_map(path)
+    if lab.shape != (size, size):
+        raise ValueError(f"layout: {path} is {lab.shape[1]}x{lab.shape[0]}, the model "
+                         f"needs {size}x{size}")
+    return Layout(plane, lab, field_mm, ga)
+
+
+def _edits_arg(values: list[str] | None) -> list[Any]:
+    out: list[Any] = []
+    for v in values or []:
+        text = Path(v[1:]).read_text() if v.startswith("@") else v
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"edit: not valid JSON ({exc.msg}): {v[:60]}") from None
+        out += parse_edits(data)
+    return out
+
+
+def write_result(out: Path, prefix: str, req: GenerationRequest, res: GenerationResult,
+                 backend: Backend) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[dict[str, Any]] = []
+    meta = {"Plane": req.plane, "Model": backend.model_id,
+            "ModelSHA256": backend.model_hash[:16], "Backend": backend.name}
+    for i, s in enumerate(res.samples):
+        stem = f"{prefix}_{i:03d}"
+        rec: dict[str, Any] = {"seed": s.seed, "image": f"{stem}.png",
+                               "label_map": f"{stem}_labels.png",
+                               "layout_picture": f"{stem}_layout.png", "report": s.report}
+        write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)})
+        write_label_map(out / rec["label_map"], s.layout.label_map)
+        write_image(out / rec["layout_picture"], colourize(s.layout.label_map), meta)
+        if s.abnormal_image is not None and s.abnormal_layout is not None:
+            rec.update(abnormal_image=f"{stem}_abnormal.png",
+                       abnormal_label_map=f"{stem}_abnormal_labels.png",
+                       abnormal_layout_picture=f"{stem}_abnormal_layout.png",
+                       region=f"{stem}_region.png",
+                       region_pixels=int(s.region.sum()) if s.region is not None else 0)
+            write_image(out / rec["abnormal_image"], s.abnormal_image,
+                        {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"})
+            write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map)
+            write_image(out / rec["abnormal_layout_picture"],
+                        colourize(s.abnormal_layout.label_map), meta)
+            assert s.region is not None
+            write_image(out / rec["region"], (s.region * 255).astype(np.uint8), meta)
+        files.append(rec)
+    sidecar = {
+        "synthetic": True, "notice": SYNTHETIC_NOTICE, "software": f"fetalflex {__version__}",
+        "model": {"id": backend.model_id, "sha256": backend.model_hash,
+                  "backend": backend.name, "config": backend.config.model_dump()},
+        "request": json.loads(req.model_dump_json()),
+        "denoiser_calls": res.denoiser_calls,
+        "denoiser_calls_per_sample": res.denoiser_calls / max(len(res.samples), 1),
+        "seconds": round(res.seconds, 3), "timings": {k: round(v, 3) for k, v in
+                                                      res.timings.items()},
+        "samples": files,
+    }
+    path = out / f"{prefix}.json"
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(sidecar, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def run_generate(args: Any) -> int:
+    backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
+                           threads=args.threads)
+    engine = Engine(backend)
+    size = backend.config.image_size
+    req = GenerationRequest(
+        plane=args.plane, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+        control_scale=args.control_scale, sampler=args.sampler, ga_weeks=args.ga,
+        preset=args.preset, edits=tuple(_edits_arg(args.edit)), pair=args.pair,
+    )
+    layout = (read_layout(Path(args.layout), args.plane, size, args.field_mm, args.ga)
+              if args.layout else None)
+    reference = ref_layout = None
+    if args.reference:
+        if not args.reference_layout:
+            raise ValueError("reference_layout: --reference needs --reference-layout")
+        reference = read_gray(Path(args.reference))
+        ref_layout = read_layout(Path(args.reference_layout), args.plane, size,
+                                 args.field_mm, args.ga)
+    t0 = time.perf_counter()
+    res: GenerationResult | None = None
+    with tqdm(desc=f"generate {args.plane}", unit="call", disable=args.quiet) as bar:
+        for ev in engine.run_progressive(req, layout=layout, reference=reference,
+                                         reference_layout=ref_layout):
+            if "result" in ev:
+                res = ev["result"]
+            else:
+                bar.update(1)
+                bar.set_postfix(phase=ev.get("phase"), t=ev.get("t"))
+    assert res is not None
+    path = write_result(Path(args.out), args.prefix or args.plane.lower(), req, res, backend)
+    print(f"wrote {len(res.samples)} sample(s) to {args.out} ({res.denoiser_calls} denoiser "
+          f"calls, {time.perf_counter() - t0:.1f} s); sidecar {path}")
+    return 0
+
+
+GALLERY_PAIRS = (("TV", "ventriculomegaly"), ("4CH", "hypoplastic_left_heart"),
+                 ("LIP", "cleft_lip"))
+
+
+def run_gallery(args: Any) -> int:
+    from fetalflex.anatomy.planes import PLANE_CODES
+
+    backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
+                           threads=args.threads)
+    engine = Engine(backend)
+    out = Path(args.out)
+    tiles: list[np.ndarray] = []
+    calls = 0
+    t0 = time.perf_counter()
+    for code in tqdm(PLANE_CODES, desc="gallery: planes", disable=args.quiet):
+        req = GenerationRequest(plane=code, seed=args.seed, steps=args.steps,
+                                guidance=args.guidance, sampler=args.sampler)
+        res = engine.run(req)
+        calls += res.denoiser_calls
+        write_result(out, f"normal_{code.lower()}", req, res, backend)
+        s = res.samples[0]
+        tiles.append(np.concatenate([colourize(s.layout.label_map),
+                                     np.repeat(s.image[..., None], 3, 2)], axis=0))
+    pair_rows = []
+    for code, preset in tqdm(GALLERY_PAIRS, desc="gallery: pairs", disable=args.quiet):
+        req = GenerationRequest(plane=code, seed=args.seed, steps=args.steps,
+                                guidance=args.guidance, sampler=args.sampler, preset=preset,
+                                pair=True)
+        res = engine.run(req)
+        calls += res.denoiser_calls
+        write_result(out, f"pair_{code.lower()}_{preset}", req, res, backend)
+        s = res.samples[0]
+        assert s.abnormal_image is not None and s.abnormal_layout is not None
+        g = lambda a: np.repeat(a[..., None], 3, 2)  # noqa: E731
+        pair_rows.append(np.concatenate([
+            colourize(s.layout.label_map), g(s.image), g(s.abnormal_image),
+            colourize(s.abnormal_layout.label_map)], axis=1))
+    top = np.concatenate(tiles, axis=1)
+    pairs = np.concatenate(pair_rows, axis=0)
+    width = max(top.shape[1], pairs.shape[1])
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)))  # noqa: E731
+    sheet = np.concatenate([pad(top), pad(pairs)], axis=0)
+    scale = max(1, 512 // backend.config.image_size)
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(sheet).resize((sheet.shape[1] * scale,
+                                                    sheet.shape[0] * scale), Image.NEAREST))
+    write_image(out / "gallery.png", big,
+                {"Content": "FetalFlex gallery: top, per plane layout over generated image; "
+                            "below, pairs: normal layout | normal | abnormal twin | abnormal "
+                            "layout"})
+    print(f"wrote {out / 'gallery.png'} ({calls} denoiser calls, "
+          f"{time.perf_counter() - t0:.1f} s, backend {backend.name})")
+    return 0

@@ -1,0 +1,282 @@
+"""The generation core: request -> anatomy -> sampler loop -> images (no gRPC here).
+
+One request makes ``n`` samples. Each sample's anatomy is the given layout, or a plane
+template drawn from the sample's seed, then the preset / edits. Samplers: ``ddim``,
+``dpmsolver++`` (both with classifier-free guidance in one batched call per step) and
+``two-stage`` (adaptive coarse-to-fine). With a reference image the request repaints it
+(only the edit region is regenerated); with ``pair`` each sample is a counterfactual
+pair: the normal image and its abnormal twin, the repaint of the normal image in the
+region where the edited anatomy differs.
+
+Sample i uses seed ``seed + i`` for its template and its own noise stream, so results do
+not depend on batching.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from fetalflex.anatomy.edits import Edit, apply_edits
+from fetalflex.anatomy.layout import Layout, one_hot, rasterize
+from fetalflex.anatomy.planes import plane as get_plane
+from fetalflex.anatomy.planes import plane_index
+from fetalflex.anatomy.presets import preset as get_preset
+from fetalflex.anatomy.templates import sample_template
+from fetalflex.backends.backends import Backend
+from fetalflex.model.denoiser import condition_vector
+from fetalflex.model.diffusion import alphas_cumprod_for
+from fetalflex.sampling.ddim import (
+    ddim_scheduler,
+    dpmsolver_scheduler,
+    sample_ddim_progressive,
+    sample_scheduler_progressive,
+)
+from fetalflex.sampling.denoisers import CountingCall, Denoiser, guided
+from fetalflex.sampling.repaint import (
+    RepaintOptions,
+    edit_region,
+    feathered,
+    repaint_progressive,
+)
+from fetalflex.sampling.steps import SampleNoise, split_output
+from fetalflex.sampling.two_stage import TwoStageOptions, two_stage_progressive
+
+SamplerName = Literal["ddim", "dpmsolver++", "two-stage"]
+
+
+class RepaintSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    steps: int = Field(default=20, ge=2, le=200)
+    jump_length: int = Field(default=5, ge=1, le=50)
+    jump_n_sample: int = Field(default=2, ge=1, le=10)
+    feather_px: float = Field(default=3.0, ge=0, le=64)
+    dilate_px: float = Field(default=3.0, ge=0, le=64)
+
+    def options(self) -> RepaintOptions:
+        return RepaintOptions(**self.model_dump())
+
+
+class GenerationRequest(BaseModel):
+    """What a caller asks for (JSON-able; the gRPC API maps onto it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plane: str
+    n: int = Field(default=1, ge=1, le=64)
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    steps: int = Field(default=25, ge=1, le=1000)
+    guidance: float = Field(default=2.0, ge=0.0, le=20.0)
+    control_scale: float = Field(default=1.0, ge=0.0, le=3.0)
+    sampler: SamplerName = "ddim"
+    ga_weeks: float | None = Field(default=None, ge=18, le=32)
+    preset: str | None = None
+    edits: tuple[Edit, ...] = ()
+    pair: bool = False
+    repaint: RepaintSettings = RepaintSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationRequest:
+        get_plane(self.plane)
+        if self.preset is not None:
+            pr = get_preset(self.preset)
+            if self.plane not in pr.planes:
+                raise ValueError(f"preset: {self.preset!r} applies to plane(s) "
+                                 f"{', '.join(pr.planes)}, not to plane {self.plane}")
+        if self.pair and self.preset is None and not self.edits:
+            raise ValueError("pair: a counterfactual pair needs a preset or edits")
+        return self
+
+    def edit_list(self) -> list[Edit]:
+        out: list[Edit] = []
+        if self.preset is not None:
+            out += get_preset(self.preset).edits(self.plane)
+        return out + list(self.edits)
+
+
+@dataclass
+class Sample:
+    seed: int
+    layout: Layout
+    image: np.ndarray                      # uint8 (H, W)
+    abnormal_layout: Layout | None = None
+    abnormal_image: np.ndarray | None = None
+    region: np.ndarray | None = None       # bool (H, W): regenerated pixels
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationResult:
+    samples: list[Sample]
+    denoiser_calls: int
+    seconds: float
+    timings: dict[str, float]
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).squeeze(1).numpy()
+
+
+def to_float(img: np.ndarray) -> Tensor:
+    return torch.from_numpy(img.astype(np.float32) / 127.5 - 1.0)[:, None]
+
+
+class Engine:
+    """Runs requests against one backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.cfg = backend.config
+        self.ac = alphas_cumprod_for(self.cfg)
+        self.pred = self.cfg.prediction_type
+
+    # ------------------------------------------------------------------ anatomy
+    def layouts_for(self, req: GenerationRequest, layout: Layout | None) -> list[Layout]:
+        size = self.cfg.image_size
+        out = []
+        for i in range(req.n):
+            if layout is not None:
+                if layout.size != size:
+                    raise ValueError(f"layout: size {layout.size} does not match the model's "
+                                     f"image size {size}")
+                if layout.plane != req.plane:
+                    raise ValueError(f"layout: plane {layout.plane} differs from the "
+                                     f"request's plane {req.plane}")
+                out.append(layout)
+            else:
+                out.append(rasterize(sample_template(req.plane, req.seed + i, req.ga_weeks),
+                                     size))
+        return out
+
+    # ------------------------------------------------------------------ denoisers
+    def _conds(self, plane: str, ga: list[float | None]) -> tuple[Tensor, Tensor]:
+        n = len(ga)
+        g = torch.tensor([np.nan if v is None else v for v in ga], dtype=torch.float32)
+        cond = condition_vector(torch.full((n,), plane_index(plane)), g, self.cfg.num_planes)
+        uncond = condition_vector(torch.full((n,), -1), torch.full((n,), float("nan")),
+                                  self.cfg.num_planes)
+        return cond, uncond
+
+    def _guided(self, call: CountingCall, layouts: list[Layout], guidance: float,
+                control: float) -> Denoiser:
+        lay = torch.from_numpy(np.stack([one_hot(x.label_map) for x in layouts]))
+        cond, uncond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts])
+        return guided(call, lay, cond, uncond, guidance, control)
+
+    # ------------------------------------------------------------------ loops
+    def _sample(self, req: GenerationRequest, layouts: list[Layout], noise: SampleNoise,
+                call: CountingCall, should_stop: Callable[[], bool] | None,
+                ) -> Iterator[dict[str, Any]]:
+        n = len(layouts)
+        s = self.cfg.image_size
+        x = noise((n, 1, s, s))
+        if req.sampler == "two-stage":
+            lay = torch.from_numpy(np.stack([one_hot(v.label_map) for v in layouts]))
+            cond, uncond = self._conds(layouts[0].plane, [v.ga_weeks for v in layouts])
+
+            def factory(idx: Tensor, g: float, c: float) -> Denoiser:
+                return guided(call, lay[idx], cond[idx], uncond[idx], g, c * req.control_scale)
+
+            yield from two_stage_progressive(factory, x, self.ac, self.pred, TwoStageOptions(),
+                                             noise, should_stop)
+            return
+        den = self._guided(call, layouts, req.guidance, req.control_scale)
+        if req.sampler == "ddim":
+            evs = sample_ddim_progressive(den, x, ddim_scheduler(self.cfg), req.steps,
+                                          should_stop=should_stop)
+        else:
+            def preview(out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+                return split_output(out, x_t, t, self.ac, self.pred)[0]
+
+            evs = sample_scheduler_progressive(den, x, dpmsolver_scheduler(self.cfg),
+                                               req.steps, preview=preview,
+                                               should_stop=should_stop)
+        last = None
+        for ev in evs:
+            last = ev
+            yield ev
+        assert last is not None
+        yield {**last, "final": True}
+
+    def run_progressive(
+        self, req: GenerationRequest, layout: Layout | None = None,
+        reference: np.ndarray | None = None, reference_layout: Layout | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yields step events (``phase``, ``i``, ``t``, ``denoised``) and finally
+        ``{"result": GenerationResult}``."""
+        t0 = time.perf_counter()
+        call = CountingCall(self.backend.call)
+        timings: dict[str, float] = {}
+        seeds = [req.seed + i for i in range(req.n)]
+        edits = req.edit_list()
+        if reference is not None:
+            if reference_layout is None:
+                raise ValueError("reference_layout: a reference image needs its layout")
+            if reference.shape != (self.cfg.image_size, self.cfg.image_size):
+                raise ValueError(f"reference: size {reference.shape} does not match the "
+                                 f"model's image size {self.cfg.image_size}")
+            normals = self.layouts_for(req.model_copy(update={"n": 1}), reference_layout)
+            normals = normals * req.n
+            images = np.stack([reference] * req.n)
+        else:
+            normals = self.layouts_for(req, layout)
+            images = None
+        abnormal = [apply_edits(v, edits) for v in normals] if edits else None
+        noise = SampleNoise(seeds)
+        final: dict[str, Any] = {}
+        if images is None:
+            # Plain generation of the normal anatomy, or of the edited one when not pairing.
+            target = normals if (req.pair or abnormal is None) else abnormal
+            t1 = time.perf_counter()
+            for ev in self._sample(req, target, noise, call, should_stop):
+                if ev.get("final"):
+                    final = ev
+                else:
+                    yield {"phase": "sample", **ev}
+            images = to_uint8(final["x"])
+            timings["sample_s"] = time.perf_counter() - t1
+            if not req.pair:
+                samples = [Sample(seeds[i], target[i], images[i],
+                                  report=(final.get("report") or [{}] * req.n)[i])
+                           for i in range(req.n)]
+                yield {"result": GenerationResult(samples, call.calls,
+                                                  time.perf_counter() - t0, timings)}
+                return
+        assert abnormal is not None, "repaint needs a preset or edits"
+        regions = [edit_region(a.label_map, b.label_map, req.repaint.dilate_px)
+                   for a, b in zip(normals, abnormal, strict=True)]
+        mask = torch.from_numpy(np.stack([feathered(r, req.repaint.feather_px)
+                                          for r in regions]))[:, None]
+        den = self._guided(call, abnormal, req.guidance, req.control_scale)
+        t2 = time.perf_counter()
+        rp_noise = SampleNoise([s + 7_919 for s in seeds])
+        out = None
+        for ev in repaint_progressive(den, to_float(images), mask, self.ac, self.pred,
+                                      req.repaint.options(), rp_noise, should_stop):
+            if ev.get("final"):
+                out = ev["x"]
+            else:
+                yield {"phase": "repaint", **ev}
+        timings["repaint_s"] = time.perf_counter() - t2
+        assert out is not None
+        twin = to_uint8(out)  # type: ignore[arg-type]
+        # Outside the region the twin IS the reference, byte for byte.
+        twin = np.where(np.stack(regions), twin, images)
+        samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
+                   for i in range(req.n)]
+        yield {"result": GenerationResult(samples, call.calls, time.perf_counter() - t0,
+                                          timings)}
+
+    def run(self, req: GenerationRequest, **kw: Any) -> GenerationResult:
+        for ev in self.run_progressive(req, **kw):
+            if "result" in ev:
+                return ev["result"]  # type: ignore[no-any-return]
+        raise RuntimeError("generation ended without a result")  # pragma: no cover
