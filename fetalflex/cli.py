@@ -143,6 +143,16 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _cmd_bench_sampling(args: argparse.Namespace) -> int:
+    from fetalflex.reports.bench_sampling import bench_sampling
+
+    rows = bench_sampling(Path(args.weights) if args.weights else None, Path(args.segmenter),
+                          Path(args.data), per_plane=args.per_plane, threads=args.threads)
+    if args.out:
+        Path(args.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -241,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/gallery")
     _backend_args(p)
     p.set_defaults(func=_cmd_gallery)
+    p = sub.add_parser("bench-sampling", help="calls, seconds, adherence per sampler")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    p.add_argument("--data", required=True, help="evaluation manifest.jsonl")
+    p.add_argument("--per-plane", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", help="also write the JSON lines here")
+    p.set_defaults(func=_cmd_bench_sampling)
     return ap
 
 

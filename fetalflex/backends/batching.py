@@ -1,0 +1,117 @@
+"""Micro-batching: concurrent generations at a step at the same time share one call.
+
+:class:`MicroBatcher` wraps a model call and is itself a model call. Callers (one per
+generation, each in its own thread) block while a worker thread gathers rows for up to
+``window_s`` after the first arrival (or until ``max_batch`` rows), runs ONE batched call,
+and routes each caller's slice back. Each row's result depends only on its own inputs,
+so a request gives the same image alone or batched (up to float rounding of the kernels).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from fetalflex.sampling.denoisers import ModelCall
+
+
+@dataclass
+class _Job:
+    inputs: tuple[Tensor, ...]
+    future: Future[Tensor] = field(default_factory=Future)
+
+    @property
+    def rows(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0
+    rows: int = 0
+    jobs: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def mean_batch_rows(self) -> float:
+        return self.rows / self.calls if self.calls else 0.0
+
+
+class MicroBatcher:
+    def __init__(self, call: ModelCall, max_batch: int = 32, window_s: float = 0.004,
+                 name: str = "denoiser") -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
+        if window_s < 0:
+            raise ValueError(f"window_s: must be >= 0, got {window_s}")
+        self.call = call
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.stats = BatchStats()
+        self._q: queue.Queue[_Job | None] = queue.Queue()
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name=f"microbatch-{name}",
+                                        daemon=True)
+        self._worker.start()
+
+    def __call__(self, x_t: Tensor, t: Tensor, layout: Tensor, cond: Tensor,
+                 control_scale: Tensor) -> Tensor:
+        if self._closed:
+            raise RuntimeError("micro-batcher is closed")
+        job = _Job((x_t, t, layout, cond, control_scale))
+        self._q.put(job)
+        return job.future.result()
+
+    def close(self) -> None:
+        self._closed = True
+        self._q.put(None)
+        self._worker.join(timeout=5)
+
+    def _gather(self, first: _Job) -> list[_Job]:
+        jobs, rows = [first], first.rows
+        deadline = time.perf_counter() + self.window_s
+        while rows < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                job = self._q.get(timeout=max(remaining, 0.0)) if remaining > 0 else \
+                    self._q.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._q.put(None)
+                break
+            if rows + job.rows > self.max_batch:
+                self._q.put(job)  # next batch (order among waiting jobs is not promised)
+                break
+            jobs.append(job)
+            rows += job.rows
+        return jobs
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            jobs = self._gather(first)
+            try:
+                merged = [torch.cat([j.inputs[k] for j in jobs]) for k in range(5)]
+                out = self.call(*merged)
+            except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
+                for j in jobs:
+                    j.future.set_exception(exc)
+                continue
+            self.stats.calls += 1
+            self.stats.jobs += len(jobs)
+            rows = sum(j.rows for j in jobs)
+            self.stats.rows += rows
+            self.stats.batch_sizes.append(rows)
+            start = 0
+            for j in jobs:
+                j.future.set_result(out[start:start + j.rows])
+                start += j.rows
