@@ -153,6 +153,16 @@ def _cmd_bench_sampling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_prealign(args: argparse.Namespace) -> int:
+    from fetalflex.reports.bench_prealign import bench_prealign
+    from fetalflex.training.config import TrainConfig
+
+    bench_prealign(Path(args.base_checkpoint), TrainConfig.load(Path(args.config)),
+                   Path(args.data), Path(args.eval_data), Path(args.segmenter), Path(args.out),
+                   steps=args.steps, eval_every=args.eval_every, n_per_plane=args.n_per_plane)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -259,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", help="also write the JSON lines here")
     p.set_defaults(func=_cmd_bench_sampling)
+    p = sub.add_parser("bench-prealign", help="adherence per control step, pre-alignment on/off")
+    p.add_argument("--base-checkpoint", required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--eval-data", required=True)
+    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--n-per-plane", type=int, default=2)
+    p.set_defaults(func=_cmd_bench_prealign)
     return ap
 
 

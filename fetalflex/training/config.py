@@ -40,6 +40,7 @@ class TrainConfig(BaseModel):
     box_prob: float = Field(default=0.3, ge=0, le=1)          # structure-list rendering
     grad_clip: float = 1.0
     checkpoint_every: int = Field(default=500, ge=1)
+    snapshot_every: int | None = Field(default=None, ge=1)  # EMA weights kept per step
     log_every: int = Field(default=20, ge=1)
     seed: int = 0
     num_workers: int = 0

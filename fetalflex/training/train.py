@@ -241,6 +241,9 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
                                             "steps_per_s": round(sps, 3)}) + "\n")
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == sc.steps:
                     _checkpoint(ckpt_path, model, ema, done, gen, stage, opt, sched)
+                if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+                    model.save(out / "snapshots" / f"{stage}-{step + 1:06d}",
+                               state=ema.state_dict(), meta={"steps": dict(done)})
         bar.close()
     if d.main:
         final = out / "final"

@@ -64,3 +64,18 @@ def test_resume_continues_where_it_stopped(tiny_data: Path, tmp_path: Path) -> N
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["step"]) for r in rows] == [
         ("base", 1), ("base", 2), ("base", 3), ("control", 1), ("control", 2), ("control", 3)]
+
+
+def test_snapshots_and_prealign_bench_guard(tiny_data: Path, tmp_path: Path) -> None:
+    import pytest
+
+    from fetalflex.reports.bench_prealign import bench_prealign
+
+    run = tmp_path / "s"
+    cfg = _cfg(pre_alignment=False, snapshot_every=2)
+    train(cfg, tiny_data, run, progress=False)
+    snaps = sorted(p.name for p in (run / "snapshots").iterdir())
+    assert snaps == ["base-000002", "control-000002"]
+    assert FetalFlexDenoiser.load(run / "snapshots" / "control-000002") is not None
+    with pytest.raises(ValueError, match="right after the base stage"):
+        bench_prealign(run / "checkpoint.pt", cfg, tiny_data, tiny_data, run, tmp_path / "b")
