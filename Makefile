@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install test lint demo contact-sheet bench-phantom vocabulary
+.PHONY: install test lint demo phantom-demo contact-sheet bench-phantom vocabulary
 
 install:
 	python3 -m venv .venv
@@ -18,6 +18,9 @@ test: lint
 	$(PY) -m pytest -q
 
 demo:
+	$(PY) -m fetalflex.cli gallery --out out/gallery
+
+phantom-demo:
 	$(PY) -m fetalflex.cli phantom --n 28 --out out/phantom-demo --abnormal-fraction 0.25
 	$(PY) -m fetalflex.cli contact-sheet --out out/contact_sheet.png
 

@@ -163,6 +163,14 @@ def _cmd_bench_prealign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from export.onnx_export import export_all
+
+    rep = export_all(Path(args.weights), Path(args.out), tuple(args.precision))
+    print(json.dumps(rep, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -280,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--n-per-plane", type=int, default=2)
     p.set_defaults(func=_cmd_bench_prealign)
+    p = sub.add_parser("export", help="export the denoiser (onnx)")
+    esub = p.add_subparsers(dest="target", required=True)
+    e = esub.add_parser("onnx", help="ONNX fp32/fp16 with checker, dynamic-batch and parity "
+                                     "checks")
+    e.add_argument("--weights", default="fetalflex/weights/denoiser")
+    e.add_argument("--out", default="build/onnx")
+    e.add_argument("--precision", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
+    e.set_defaults(func=_cmd_export_onnx)
     return ap
 
 

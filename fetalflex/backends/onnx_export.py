@@ -31,7 +31,7 @@ def example_inputs(cfg: DenoiserConfig, n: int = 2) -> tuple[torch.Tensor, ...]:
                                      cfg.num_planes), torch.ones(n))
 
 
-def export_onnx(model: FetalFlexDenoiser, path: Path) -> Path:
+def export_onnx(model: torch.nn.Module, path: Path) -> Path:
     """Write ``path`` atomically (temporary file + rename)."""
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,8 @@ def export_onnx(model: FetalFlexDenoiser, path: Path) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             # diffusers' shape asserts are constant for a fixed image size: harmless here.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(model, example_inputs(model.config), tmp, dynamo=False,
+            cfg = model.config if isinstance(model, FetalFlexDenoiser) else model.model.config
+            torch.onnx.export(model, example_inputs(cfg), tmp, dynamo=False,
                               input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                               dynamic_axes=DYNAMIC_AXES, opset_version=OPSET)
         os.replace(tmp, path)
