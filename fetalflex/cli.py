@@ -171,6 +171,23 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_repository(args: argparse.Namespace) -> int:
+    from export.triton_repository import write_repository
+    from fetalflex.backends.onnx_export import export_onnx
+    from fetalflex.model.config import DenoiserConfig
+    from fetalflex.model.denoiser import FetalFlexDenoiser
+
+    weights = Path(args.weights)
+    cfg = DenoiserConfig.load(weights / "config.json")
+    onnx_file = None
+    if args.with_onnx:
+        onnx_file = export_onnx(FetalFlexDenoiser.load(weights),
+                                Path(args.build) / "denoiser-fp32.onnx")
+    for p in write_repository(Path(args.out), cfg, onnx_file):
+        print(f"wrote {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -296,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="build/onnx")
     e.add_argument("--precision", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
     e.set_defaults(func=_cmd_export_onnx)
+    e = esub.add_parser("repository", help="Triton model repository (configs from the signature)")
+    e.add_argument("--weights", default="fetalflex/weights/denoiser")
+    e.add_argument("--out", default="model_repository")
+    e.add_argument("--with-onnx", action="store_true",
+                   help="also export the ONNX file into the onnx and cpu models")
+    e.add_argument("--build", default="build/onnx")
+    e.set_defaults(func=_cmd_export_repository)
     return ap
 
 

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from export.triton_repository import (
+    MODEL_NAMES,
+    BatchingPolicy,
+    config_pbtxt,
+    write_repository,
+)
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.signature import INPUT_NAMES, OUTPUT_NAMES
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+SHIPPED = Path(__file__).resolve().parents[2] / "fetalflex" / "weights" / "denoiser"
+
+
+@pytest.mark.parametrize("target", sorted(MODEL_NAMES))
+def test_configs_parse_into_triton_model_config(target: str) -> None:
+    cfg = DenoiserConfig(image_size=64, block_out_channels=(32, 64, 128),
+                         attention_levels=(False, False, False))
+    mc = text_format.Parse(config_pbtxt(target, cfg, BatchingPolicy()),
+                           model_config_pb2.ModelConfig())
+    assert mc.name == MODEL_NAMES[target]
+    assert [i.name for i in mc.input] == list(INPUT_NAMES)
+    assert [o.name for o in mc.output] == list(OUTPUT_NAMES)
+    assert list(mc.input[0].dims) == [1, 64, 64]
+    assert list(mc.input[2].dims) == [cfg.num_labels, 64, 64]
+    assert list(mc.input[1].reshape.shape) == [] and mc.input[1].HasField("reshape")
+    assert mc.max_batch_size == 32
+    assert mc.dynamic_batching.max_queue_delay_microseconds > 0
+    assert mc.dynamic_batching.default_queue_policy.max_queue_size == 256
+    assert (mc.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU) == (
+        target == "cpu")
+
+
+def test_committed_repository_has_no_diff(tmp_path: Path) -> None:
+    cfg = DenoiserConfig.load(SHIPPED / "config.json")
+    written = write_repository(tmp_path, cfg)
+    for p in written:
+        rel = p.relative_to(tmp_path)
+        assert filecmp.cmp(p, REPO / rel, shallow=False), \
+            f"{rel} differs: run `fetalflex export repository` and commit"
