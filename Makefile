@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install test lint demo phantom-demo contact-sheet bench-phantom vocabulary
+.PHONY: install triton-env test lint demo phantom-demo contact-sheet bench-phantom vocabulary triton repository
 
 install:
 	python3 -m venv .venv
@@ -11,10 +11,26 @@ install:
 	.venv/bin/pip install --quiet torch==2.13.0
 	.venv/bin/pip install --quiet -e '.[dev]'
 
+# The Triton test server: nvidia-pytriton's tritonserver (CPU) in its own venv (numpy<2).
+triton-env: .venv-triton/.ready
+
+.venv-triton/.ready:
+	python3 -m venv .venv-triton
+	.venv-triton/bin/pip install --quiet --upgrade pip
+	.venv-triton/bin/pip install --quiet nvidia-pytriton==0.7.0 'onnxruntime>=1.18,<2'
+	touch $@
+
+# A local CPU Triton serving model_repository/ (the CPU model) on loopback ports 8000-8002.
+triton: repository
+	$(PY) -m export.triton_server --repository model_repository --env .venv-triton
+
+repository:
+	$(PY) -m fetalflex.cli export repository --with-onnx
+
 lint:
 	$(PY) -m ruff check .
 
-test: lint
+test: lint triton-env
 	$(PY) -m pytest -q
 
 demo:

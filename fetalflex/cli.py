@@ -133,7 +133,9 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="embedded", choices=["embedded", "torch"])
+    p.add_argument("--backend", default="embedded", choices=["embedded", "torch", "triton"])
+    p.add_argument("--triton-url", help="Triton gRPC address, e.g. 127.0.0.1:8001")
+    p.add_argument("--triton-model", default="fetalflex_denoiser_cpu")
     p.add_argument("--weights", help="denoiser weights folder (default: the shipped demo)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--steps", type=int, default=25)

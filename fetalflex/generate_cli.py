@@ -98,7 +98,8 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
 
 def run_generate(args: Any) -> int:
     backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
-                           threads=args.threads)
+                           threads=args.threads, triton_url=args.triton_url,
+                           triton_model=args.triton_model)
     engine = Engine(backend)
     size = backend.config.image_size
     req = GenerationRequest(
@@ -140,7 +141,8 @@ def run_gallery(args: Any) -> int:
     from fetalflex.anatomy.planes import PLANE_CODES
 
     backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
-                           threads=args.threads)
+                           threads=args.threads, triton_url=args.triton_url,
+                           triton_model=args.triton_model)
     engine = Engine(backend)
     out = Path(args.out)
     tiles: list[np.ndarray] = []

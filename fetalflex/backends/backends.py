@@ -24,7 +24,7 @@ from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.signature import INPUT_NAMES, INPUTS
 from fetalflex.sampling.denoisers import ModelCall, torch_model_call
 
-BackendName = Literal["embedded", "torch"]
+BackendName = Literal["embedded", "torch", "triton"]
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "denoiser"
 
 
@@ -62,7 +62,8 @@ class OnnxModelCall:
 
 
 def load_backend(name: str = "embedded", weights: Path | None = None,
-                 threads: int | None = None) -> Backend:
+                 threads: int | None = None, triton_url: str | None = None,
+                 triton_model: str = "fetalflex_denoiser_cpu") -> Backend:
     w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
         raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
@@ -74,7 +75,15 @@ def load_backend(name: str = "embedded", weights: Path | None = None,
         call = torch_model_call(FetalFlexDenoiser.load(w))
     elif name == "embedded":
         call = OnnxModelCall(onnx_for(w), threads)
+    elif name == "triton":
+        from fetalflex.backends.triton import TritonModelCall
+
+        if not triton_url:
+            raise ValueError("triton_url: the triton backend needs the server's gRPC address")
+        tc = TritonModelCall(triton_url, triton_model)
+        tc.check_ready()
+        call = tc
     else:
-        raise ValueError(f"backend: {name!r} is unknown (embedded, torch)")
+        raise ValueError(f"backend: {name!r} is unknown (embedded, torch, triton)")
     return Backend(name, cfg, call, model_id=f"fetalflex-denoiser@{w.name}",
                    model_hash=digest)

@@ -38,7 +38,7 @@ class TritonPythonModel:
         responses, start = [], 0
         for n in sizes:
             tensors = [pb_utils.Tensor(name, arr[start:start + n])
-                       for name, arr in zip(self.outputs, out)]
+                       for name, arr in zip(self.outputs, out, strict=True)]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += n
         return responses

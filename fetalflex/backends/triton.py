@@ -1,0 +1,140 @@
+"""Triton backend for the denoiser seam: the served model as a model call.
+
+* Inputs are built from :mod:`fetalflex.model.signature` once per batch size and reused.
+* Each call's deadline is the request's remaining budget (:data:`REQUEST_DEADLINE`, set
+  by the orchestrator per generation), capped by ``call_timeout_s``.
+* Only ``UNAVAILABLE`` is retried, with jittered exponential backoff, for at most
+  ``retry_budget_s`` and never past the deadline; then :class:`TritonUnavailableError`.
+  Other failures raise :class:`TritonError` with Triton's message.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fetalflex.model.signature import INPUTS, OUTPUT_NAMES
+
+REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "fetalflex_request_deadline", default=None)  # time.monotonic() seconds
+
+_NP_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64",
+                 np.dtype(np.float16): "FP16"}
+
+
+class TritonError(RuntimeError):
+    """Triton answered with an error that a retry will not fix."""
+
+
+class TritonUnavailableError(TritonError):
+    """Triton is unreachable or not ready (gRPC UNAVAILABLE) within the budget."""
+
+
+class TritonDeadlineError(TritonError):
+    """The request's time budget ran out."""
+
+
+@contextmanager
+def request_deadline(seconds: float) -> Iterator[None]:
+    token = REQUEST_DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        REQUEST_DEADLINE.reset(token)
+
+
+class TritonModelCall:
+    def __init__(self, url: str, model: str, call_timeout_s: float = 30.0,
+                 retry_budget_s: float = 1.0, backoff_s: float = 0.05) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._g = grpcclient
+        self.url, self.model = url, model
+        self.call_timeout_s = call_timeout_s
+        self.retry_budget_s = retry_budget_s
+        self.backoff_s = backoff_s
+        self.client = grpcclient.InferenceServerClient(url)
+        self._lock = threading.Lock()
+        self._local = threading.local()  # InferInputs are mutable: one set per thread
+        self._outputs = [grpcclient.InferRequestedOutput(n) for n in OUTPUT_NAMES]
+
+    def _built(self, n: int, arrays: list[np.ndarray]) -> list[object]:
+        cache: dict[int, list[object]] = self._local.__dict__.setdefault("inputs", {})
+        ins = cache.get(n)
+        if ins is None:
+            ins = [self._g.InferInput(spec.name, list(a.shape), _NP_TO_TRITON[a.dtype])
+                   for spec, a in zip(INPUTS, arrays, strict=True)]
+            cache[n] = ins
+        for i, a in zip(ins, arrays, strict=True):
+            i.set_data_from_numpy(a)  # type: ignore[attr-defined]
+        return ins
+
+    def __call__(self, x_t: Tensor, t: Tensor, layout: Tensor, cond: Tensor,
+                 control_scale: Tensor) -> Tensor:
+        from tritonclient.utils import InferenceServerException
+
+        n = int(x_t.shape[0])
+        arrays = []
+        for spec, v in zip(INPUTS, (x_t, t, layout, cond, control_scale), strict=True):
+            a = np.ascontiguousarray(v.detach().cpu().numpy(), dtype=spec.dtype)
+            arrays.append(a.reshape(n, 1) if a.ndim == 1 else a)  # per-item [1]
+        start = time.monotonic()
+        deadline = REQUEST_DEADLINE.get()
+        attempt = 0
+        while True:
+            now = time.monotonic()
+            remaining = self.call_timeout_s if deadline is None else min(
+                self.call_timeout_s, deadline - now)
+            if remaining <= 0:
+                raise TritonDeadlineError(f"triton {self.model}: request deadline exceeded")
+            client = self.client
+            try:
+                res = client.infer(self.model, self._built(n, arrays),
+                                        outputs=self._outputs, client_timeout=remaining)
+                return torch.from_numpy(np.array(res.as_numpy(OUTPUT_NAMES[0])))
+            except InferenceServerException as exc:
+                status = str(exc.status() or "")
+                if "DEADLINE_EXCEEDED" in status:
+                    raise TritonDeadlineError(f"triton {self.model}: deadline exceeded "
+                                           f"({exc.message()})") from None
+                if "UNAVAILABLE" not in status:
+                    raise TritonError(f"triton {self.model} at {self.url}: {status} "
+                                      f"{exc.message()}") from None
+                attempt += 1
+                self._reconnect(client)
+                sleep = self.backoff_s * (2 ** min(attempt, 6)) * random.uniform(0.5, 1.5)
+                spent = time.monotonic() - start
+                budget = self.retry_budget_s - spent
+                if deadline is not None:
+                    budget = min(budget, deadline - time.monotonic())
+                if sleep >= budget:
+                    raise TritonUnavailableError(
+                        f"triton {self.model} at {self.url} is unavailable "
+                        f"({attempt} attempts in {spent:.2f} s): {exc.message()}") from None
+                time.sleep(sleep)
+
+    def _reconnect(self, failed: object) -> None:
+        """A fresh channel: gRPC's own reconnect backoff would outlast our retry budget
+        after a server restart."""
+        with self._lock:
+            if self.client is failed:
+                old = self.client
+                self.client = self._g.InferenceServerClient(self.url)
+                with suppress(Exception):  # closing a broken channel may fail
+                    old.close()
+
+    def check_ready(self) -> None:
+        try:
+            ok = self.client.is_model_ready(self.model)
+        except Exception as exc:  # noqa: BLE001 - connection errors of any kind
+            raise TritonUnavailableError(f"triton at {self.url}: {exc}") from None
+        if not ok:
+            raise TritonUnavailableError(f"triton at {self.url}: model {self.model} is not ready")

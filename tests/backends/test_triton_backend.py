@@ -1,0 +1,125 @@
+"""Against a REAL Triton Inference Server (nvidia-pytriton's tritonserver, CPU, loopback)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.triton_repository import write_repository
+from export.triton_server import LocalTriton, metric_sum
+from fetalflex.backends.backends import load_backend
+from fetalflex.backends.onnx_export import export_onnx
+from fetalflex.backends.triton import TritonUnavailableError, request_deadline
+from fetalflex.generation import Engine, GenerationRequest
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.denoiser import FetalFlexDenoiser
+from tests.conftest import TINY_MODEL
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "fetalflex_denoiser_cpu"
+
+
+def _env() -> Path:
+    env = Path(os.environ.get("FETALFLEX_TRITON_ENV", ROOT / ".venv-triton"))
+    if not (env / "bin").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"the Triton test environment {env} is missing (make triton-env)")
+        pytest.skip(f"no Triton environment at {env} (make triton-env)")
+    return env
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(5)
+    m = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL))
+    with torch.no_grad():
+        for p in m.control.controlnet_down_blocks.parameters():
+            p.normal_(0, 0.05)
+    out = tmp_path_factory.mktemp("tw") / "denoiser"
+    m.save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def triton(weights: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    env = _env()
+    tmp = tmp_path_factory.mktemp("triton")
+    onnx = export_onnx(FetalFlexDenoiser.load(weights), tmp / "d.onnx")
+    write_repository(tmp / "repo", DenoiserConfig.load(weights / "config.json"), onnx)
+    server = LocalTriton(tmp / "repo", env, workdir=tmp / "work").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FETALFLEX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_generation_through_triton_matches_embedded(triton: LocalTriton, weights: Path) -> None:
+    req = GenerationRequest(plane="TV", seed=3, steps=6, preset="absent_csp", pair=True,
+                            repaint={"steps": 4, "jump_length": 2})
+    a = Engine(load_backend("triton", weights, triton_url=triton.grpc_url)).run(req)
+    b = Engine(load_backend("embedded", weights)).run(req)
+    for x, y in ((a.samples[0].image, b.samples[0].image),
+                 (a.samples[0].abnormal_image, b.samples[0].abnormal_image)):
+        diff = np.abs(x.astype(int) - y.astype(int))  # type: ignore[union-attr]
+        assert diff.max() <= 2 and diff.mean() < 0.05  # same ONNX model, float rounding only
+
+
+def test_dynamic_batcher_merges_concurrent_generations(triton: LocalTriton,
+                                                       weights: Path) -> None:
+    before = triton.metrics()
+    n0 = metric_sum(before, "nv_inference_count", MODEL)
+    e0 = metric_sum(before, "nv_inference_exec_count", MODEL)
+    backend = load_backend("triton", weights, triton_url=triton.grpc_url)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            Engine(backend).run(GenerationRequest(plane="AC", seed=i, steps=8))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    ths = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert not errors
+    after = triton.metrics()
+    count = metric_sum(after, "nv_inference_count", MODEL) - n0
+    execs = metric_sum(after, "nv_inference_exec_count", MODEL) - e0
+    assert count == 8 * 8 * 2  # 8 generations x 8 steps x (cond + uncond) rows
+    assert execs < count
+
+
+def test_kill_gives_unavailable_fast_and_restart_recovers(triton: LocalTriton,
+                                                          weights: Path) -> None:
+    backend = load_backend("triton", weights, triton_url=triton.grpc_url)
+    engine = Engine(backend)
+    calls = {"n": 0}
+    real_call = backend.call
+
+    def slow_call(*a):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            triton.kill()
+            calls["killed_at"] = time.monotonic()
+        return real_call(*a)
+
+    backend.call = slow_call  # type: ignore[assignment]
+    with pytest.raises(TritonUnavailableError, match="unavailable"):
+        engine.run(GenerationRequest(plane="FL", steps=10))
+    assert time.monotonic() - calls["killed_at"] < 1.5
+    triton.start()
+    backend.call = real_call
+    with request_deadline(60):
+        res = engine.run(GenerationRequest(plane="FL", steps=4))
+    assert res.denoiser_calls == 4
