@@ -190,6 +190,17 @@ def _cmd_export_repository(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_tensorrt(args: argparse.Namespace) -> int:
+    from export.tensorrt_export import build_plan
+    from fetalflex.model.config import DenoiserConfig
+
+    cfg = DenoiserConfig.load(Path(args.weights) / "config.json")
+    rep = build_plan(Path(args.onnx), Path(args.out), cfg, tuple(args.buckets),
+                     fp16=not args.fp32, workspace_gib=args.workspace_gib)
+    print(json.dumps(rep, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -322,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also export the ONNX file into the onnx and cpu models")
     e.add_argument("--build", default="build/onnx")
     e.set_defaults(func=_cmd_export_repository)
+    e = esub.add_parser("tensorrt", help="ONNX -> TensorRT plan (on the target GPU)")
+    e.add_argument("--onnx", default="build/onnx/denoiser-fp32.onnx")
+    e.add_argument("--weights", default="fetalflex/weights/denoiser")
+    e.add_argument("--out", default="model_repository/fetalflex_denoiser_trt/1/model.plan")
+    e.add_argument("--buckets", type=int, nargs="+", default=[1, 8, 16, 32])
+    e.add_argument("--fp32", action="store_true", help="no fp16 kernels")
+    e.add_argument("--workspace-gib", type=float, default=4.0)
+    e.set_defaults(func=_cmd_export_tensorrt)
     return ap
 
 
@@ -329,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, InterruptedError) as exc:
+    except (ValueError, FileNotFoundError, InterruptedError, RuntimeError) as exc:
         print(f"fetalflex {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
