@@ -136,6 +136,8 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="embedded", choices=["embedded", "torch", "triton"])
     p.add_argument("--triton-url", help="Triton gRPC address, e.g. 127.0.0.1:8001")
     p.add_argument("--triton-model", default="fetalflex_denoiser_cpu")
+    p.add_argument("--triton-shm", action="store_true",
+                   help="pass tensors through system shared memory (same host as Triton)")
     p.add_argument("--weights", help="denoiser weights folder (default: the shipped demo)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--steps", type=int, default=25)
@@ -198,6 +200,14 @@ def _cmd_export_tensorrt(args: argparse.Namespace) -> int:
     rep = build_plan(Path(args.onnx), Path(args.out), cfg, tuple(args.buckets),
                      fp16=not args.fp32, workspace_gib=args.workspace_gib)
     print(json.dumps(rep, indent=2))
+    return 0
+
+
+def _cmd_bench_triton(args: argparse.Namespace) -> int:
+    from fetalflex.reports.bench_triton import bench_triton
+
+    bench_triton(Path(args.weights) if args.weights else None, Path(args.env),
+                 reps=args.reps, concurrency=args.concurrency)
     return 0
 
 
@@ -341,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fp32", action="store_true", help="no fp16 kernels")
     e.add_argument("--workspace-gib", type=float, default=4.0)
     e.set_defaults(func=_cmd_export_tensorrt)
+    p = sub.add_parser("bench-triton", help="Triton vs embedded latency, dynamic batching")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--env", default=".venv-triton", help="the nvidia-pytriton venv")
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.set_defaults(func=_cmd_bench_triton)
     return ap
 
 

@@ -99,7 +99,8 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
 def run_generate(args: Any) -> int:
     backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
                            threads=args.threads, triton_url=args.triton_url,
-                           triton_model=args.triton_model)
+                           triton_model=args.triton_model,
+                           triton_shared_memory=args.triton_shm)
     engine = Engine(backend)
     size = backend.config.image_size
     req = GenerationRequest(
@@ -142,7 +143,8 @@ def run_gallery(args: Any) -> int:
 
     backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
                            threads=args.threads, triton_url=args.triton_url,
-                           triton_model=args.triton_model)
+                           triton_model=args.triton_model,
+                           triton_shared_memory=args.triton_shm)
     engine = Engine(backend)
     out = Path(args.out)
     tiles: list[np.ndarray] = []

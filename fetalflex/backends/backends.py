@@ -63,7 +63,8 @@ class OnnxModelCall:
 
 def load_backend(name: str = "embedded", weights: Path | None = None,
                  threads: int | None = None, triton_url: str | None = None,
-                 triton_model: str = "fetalflex_denoiser_cpu") -> Backend:
+                 triton_model: str = "fetalflex_denoiser_cpu",
+                 triton_shared_memory: bool = False) -> Backend:
     w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
         raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
@@ -80,7 +81,7 @@ def load_backend(name: str = "embedded", weights: Path | None = None,
 
         if not triton_url:
             raise ValueError("triton_url: the triton backend needs the server's gRPC address")
-        tc = TritonModelCall(triton_url, triton_model)
+        tc = TritonModelCall(triton_url, triton_model, shared_memory=triton_shared_memory)
         tc.check_ready()
         call = tc
     else:

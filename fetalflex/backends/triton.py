@@ -53,7 +53,8 @@ def request_deadline(seconds: float) -> Iterator[None]:
 
 class TritonModelCall:
     def __init__(self, url: str, model: str, call_timeout_s: float = 30.0,
-                 retry_budget_s: float = 1.0, backoff_s: float = 0.05) -> None:
+                 retry_budget_s: float = 1.0, backoff_s: float = 0.05,
+                 shared_memory: bool = False, shm_max_rows: int = 64) -> None:
         import tritonclient.grpc as grpcclient
 
         self._g = grpcclient
@@ -65,6 +66,11 @@ class TritonModelCall:
         self._lock = threading.Lock()
         self._local = threading.local()  # InferInputs are mutable: one set per thread
         self._outputs = [grpcclient.InferRequestedOutput(n) for n in OUTPUT_NAMES]
+        # System shared memory (orchestrator and Triton on one host): tensors travel
+        # through /dev/shm regions instead of the gRPC message; one pair per thread.
+        self.shared_memory = shared_memory
+        self.shm_max_rows = shm_max_rows
+        self._regions: list[tuple[str, object]] = []
 
     def _built(self, n: int, arrays: list[np.ndarray]) -> list[object]:
         cache: dict[int, list[object]] = self._local.__dict__.setdefault("inputs", {})
@@ -76,6 +82,62 @@ class TritonModelCall:
         for i, a in zip(ins, arrays, strict=True):
             i.set_data_from_numpy(a)  # type: ignore[attr-defined]
         return ins
+
+    def _shm(self, arrays: list[np.ndarray]) -> tuple[list[object], list[object], object,
+                                                        tuple[int, ...]]:
+        """Inputs/outputs bound to this thread's shared-memory regions."""
+        import tritonclient.utils.shared_memory as shm
+
+        n = arrays[0].shape[0]
+        if n > self.shm_max_rows:
+            raise TritonError(f"shared memory: batch {n} exceeds shm_max_rows "
+                              f"{self.shm_max_rows}")
+        st = self._local.__dict__
+        if "shm_in" not in st:
+            row_in = sum(a[0].nbytes for a in arrays)
+            out_shape = arrays[0].shape[1:]
+            row_out = int(np.prod(out_shape)) * 4
+            tag = f"fetalflex_{id(self):x}_{threading.get_ident():x}"
+            for kind, size in (("in", row_in), ("out", row_out)):
+                name = f"{tag}_{kind}"
+                h = shm.create_shared_memory_region(name, f"/{name}", size * self.shm_max_rows)
+                st[f"shm_{kind}"] = (name, h, size * self.shm_max_rows)
+                with self._lock:
+                    self._regions.append((name, h))
+            st["shm_registered"] = set()
+        client = self.client
+        if id(client) not in st["shm_registered"]:
+            for kind in ("in", "out"):
+                name, _h, size = st[f"shm_{kind}"]
+                with suppress(Exception):
+                    client.unregister_system_shared_memory(name)
+                client.register_system_shared_memory(name, f"/{name}", size)
+            st["shm_registered"].add(id(client))
+        in_name, in_h, _ = st["shm_in"]
+        out_name, out_h, _ = st["shm_out"]
+        ins, offset = [], 0
+        for spec, a in zip(INPUTS, arrays, strict=True):
+            i = self._g.InferInput(spec.name, list(a.shape), _NP_TO_TRITON[a.dtype])
+            shm.set_shared_memory_region(in_h, [a], offset=offset)
+            i.set_shared_memory(in_name, a.nbytes, offset=offset)
+            ins.append(i)
+            offset += a.nbytes
+        out_shape = (n, *arrays[0].shape[1:])
+        o = self._g.InferRequestedOutput(OUTPUT_NAMES[0])
+        o.set_shared_memory(out_name, int(np.prod(out_shape)) * 4)
+        return ins, [o], out_h, out_shape
+
+    def close(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        for name, h in self._regions:
+            with suppress(Exception):
+                self.client.unregister_system_shared_memory(name)
+            with suppress(Exception):
+                shm.destroy_shared_memory_region(h)
+        self._regions.clear()
+        with suppress(Exception):
+            self.client.close()
 
     def __call__(self, x_t: Tensor, t: Tensor, layout: Tensor, cond: Tensor,
                  control_scale: Tensor) -> Tensor:
@@ -97,8 +159,15 @@ class TritonModelCall:
                 raise TritonDeadlineError(f"triton {self.model}: request deadline exceeded")
             client = self.client
             try:
+                if self.shared_memory:
+                    import tritonclient.utils.shared_memory as shm
+
+                    ins, outs, out_h, out_shape = self._shm(arrays)
+                    client.infer(self.model, ins, outputs=outs, client_timeout=remaining)
+                    return torch.from_numpy(np.array(
+                        shm.get_contents_as_numpy(out_h, np.float32, out_shape)))
                 res = client.infer(self.model, self._built(n, arrays),
-                                        outputs=self._outputs, client_timeout=remaining)
+                                   outputs=self._outputs, client_timeout=remaining)
                 return torch.from_numpy(np.array(res.as_numpy(OUTPUT_NAMES[0])))
             except InferenceServerException as exc:
                 status = str(exc.status() or "")

@@ -73,6 +73,17 @@ def test_generation_through_triton_matches_embedded(triton: LocalTriton, weights
         assert diff.max() <= 2 and diff.mean() < 0.05  # same ONNX model, float rounding only
 
 
+def test_system_shared_memory_path(triton: LocalTriton, weights: Path) -> None:
+    req = GenerationRequest(plane="FL", seed=9, steps=5)
+    plain = Engine(load_backend("triton", weights, triton_url=triton.grpc_url)).run(req)
+    b = load_backend("triton", weights, triton_url=triton.grpc_url, triton_shared_memory=True)
+    try:
+        shm = Engine(b).run(req)
+    finally:
+        b.call.close()  # type: ignore[attr-defined]
+    assert np.array_equal(plain.samples[0].image, shm.samples[0].image)
+
+
 def test_dynamic_batcher_merges_concurrent_generations(triton: LocalTriton,
                                                        weights: Path) -> None:
     before = triton.metrics()
