@@ -33,3 +33,19 @@ def tiny_eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_eval")
     return write_phantom_set(out, 14, size=32, seed=8, abnormal_fraction=0.5, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random denoiser whose anatomy branch is switched on (non-zero outputs)."""
+    from fetalflex.model.config import DenoiserConfig
+    from fetalflex.model.denoiser import FetalFlexDenoiser
+
+    torch.manual_seed(3)
+    m = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL))
+    with torch.no_grad():
+        for p in m.control.controlnet_down_blocks.parameters():
+            p.normal_(0, 0.05)
+    out = tmp_path_factory.mktemp("tiny_weights") / "denoiser"
+    m.save(out)
+    return out

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from export.triton_repository import write_repository
 from export.triton_server import LocalTriton, metric_sum
@@ -19,7 +18,6 @@ from fetalflex.backends.triton import TritonUnavailableError, request_deadline
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
-from tests.conftest import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fetalflex_denoiser_cpu"
@@ -35,23 +33,11 @@ def _env() -> Path:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(5)
-    m = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL))
-    with torch.no_grad():
-        for p in m.control.controlnet_down_blocks.parameters():
-            p.normal_(0, 0.05)
-    out = tmp_path_factory.mktemp("tw") / "denoiser"
-    m.save(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def triton(weights: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def triton(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     env = _env()
     tmp = tmp_path_factory.mktemp("triton")
-    onnx = export_onnx(FetalFlexDenoiser.load(weights), tmp / "d.onnx")
-    write_repository(tmp / "repo", DenoiserConfig.load(weights / "config.json"), onnx)
+    onnx = export_onnx(FetalFlexDenoiser.load(tiny_weights), tmp / "d.onnx")
+    write_repository(tmp / "repo", DenoiserConfig.load(tiny_weights / "config.json"), onnx)
     server = LocalTriton(tmp / "repo", env, workdir=tmp / "work").start()
     yield server
     server.stop()
@@ -62,21 +48,23 @@ def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("FETALFLEX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def test_generation_through_triton_matches_embedded(triton: LocalTriton, weights: Path) -> None:
+def test_generation_through_triton_matches_embedded(triton: LocalTriton,
+                                                    tiny_weights: Path) -> None:
     req = GenerationRequest(plane="TV", seed=3, steps=6, preset="absent_csp", pair=True,
                             repaint={"steps": 4, "jump_length": 2})
-    a = Engine(load_backend("triton", weights, triton_url=triton.grpc_url)).run(req)
-    b = Engine(load_backend("embedded", weights)).run(req)
+    a = Engine(load_backend("triton", tiny_weights, triton_url=triton.grpc_url)).run(req)
+    b = Engine(load_backend("embedded", tiny_weights)).run(req)
     for x, y in ((a.samples[0].image, b.samples[0].image),
                  (a.samples[0].abnormal_image, b.samples[0].abnormal_image)):
         diff = np.abs(x.astype(int) - y.astype(int))  # type: ignore[union-attr]
         assert diff.max() <= 2 and diff.mean() < 0.05  # same ONNX model, float rounding only
 
 
-def test_system_shared_memory_path(triton: LocalTriton, weights: Path) -> None:
+def test_system_shared_memory_path(triton: LocalTriton, tiny_weights: Path) -> None:
     req = GenerationRequest(plane="FL", seed=9, steps=5)
-    plain = Engine(load_backend("triton", weights, triton_url=triton.grpc_url)).run(req)
-    b = load_backend("triton", weights, triton_url=triton.grpc_url, triton_shared_memory=True)
+    plain = Engine(load_backend("triton", tiny_weights, triton_url=triton.grpc_url)).run(req)
+    b = load_backend("triton", tiny_weights, triton_url=triton.grpc_url,
+                     triton_shared_memory=True)
     try:
         shm = Engine(b).run(req)
     finally:
@@ -85,11 +73,11 @@ def test_system_shared_memory_path(triton: LocalTriton, weights: Path) -> None:
 
 
 def test_dynamic_batcher_merges_concurrent_generations(triton: LocalTriton,
-                                                       weights: Path) -> None:
+                                                       tiny_weights: Path) -> None:
     before = triton.metrics()
     n0 = metric_sum(before, "nv_inference_count", MODEL)
     e0 = metric_sum(before, "nv_inference_exec_count", MODEL)
-    backend = load_backend("triton", weights, triton_url=triton.grpc_url)
+    backend = load_backend("triton", tiny_weights, triton_url=triton.grpc_url)
     errors: list[BaseException] = []
 
     def work(i: int) -> None:
@@ -112,8 +100,8 @@ def test_dynamic_batcher_merges_concurrent_generations(triton: LocalTriton,
 
 
 def test_kill_gives_unavailable_fast_and_restart_recovers(triton: LocalTriton,
-                                                          weights: Path) -> None:
-    backend = load_backend("triton", weights, triton_url=triton.grpc_url)
+                                                          tiny_weights: Path) -> None:
+    backend = load_backend("triton", tiny_weights, triton_url=triton.grpc_url)
     engine = Engine(backend)
     calls = {"n": 0}
     real_call = backend.call

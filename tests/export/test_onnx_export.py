@@ -5,29 +5,13 @@ from pathlib import Path
 
 import onnx
 import pytest
-import torch
 
 from export.onnx_export import ParityError, check_dynamic_batch, export_all
-from fetalflex.model.config import DenoiserConfig
-from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.signature import INPUT_NAMES
-from tests.conftest import TINY_MODEL
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(2)
-    m = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL))
-    with torch.no_grad():
-        for p in m.control.controlnet_down_blocks.parameters():
-            p.normal_(0, 0.05)
-    out = tmp_path_factory.mktemp("w") / "denoiser"
-    m.save(out)
-    return out
-
-
-def test_export_fp32_fp16_with_parity(weights: Path, tmp_path: Path) -> None:
-    rep = export_all(weights, tmp_path)
+def test_export_fp32_fp16_with_parity(tiny_weights: Path, tmp_path: Path) -> None:
+    rep = export_all(tiny_weights, tmp_path)
     assert set(rep["models"]) == {"fp32", "fp16"}
     assert rep["models"]["fp32"]["rel_err_batch7"] <= 1e-4
     assert rep["models"]["fp16"]["rel_err_batch7"] <= 1e-2
@@ -39,8 +23,8 @@ def test_export_fp32_fp16_with_parity(weights: Path, tmp_path: Path) -> None:
     assert all(i.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16 for i in m.graph.input)
 
 
-def test_fixed_batch_axis_is_caught(weights: Path, tmp_path: Path) -> None:
-    export_all(weights, tmp_path, ("fp32",))
+def test_fixed_batch_axis_is_caught(tiny_weights: Path, tmp_path: Path) -> None:
+    export_all(tiny_weights, tmp_path, ("fp32",))
     m = onnx.load(str(tmp_path / "denoiser-fp32.onnx"))
     m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
     bad = tmp_path / "fixed.onnx"

@@ -5,29 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fetalflex.anatomy.structures import label_id
 from fetalflex.backends.backends import load_backend
 from fetalflex.cli import main
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.io.png import read_gray, read_text_chunks
-from fetalflex.model.config import DenoiserConfig
-from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
-from tests.conftest import TINY_MODEL
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(3)
-    m = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL))
-    with torch.no_grad():  # give the anatomy branch some effect
-        for p in m.control.controlnet_down_blocks.parameters():
-            p.normal_(0, 0.05)
-    out = tmp_path_factory.mktemp("w") / "denoiser"
-    m.save(out)
-    return out
 
 
 @pytest.fixture(autouse=True)
