@@ -79,3 +79,21 @@ def test_snapshots_and_prealign_bench_guard(tiny_data: Path, tmp_path: Path) -> 
     assert FetalFlexDenoiser.load(run / "snapshots" / "control-000002") is not None
     with pytest.raises(ValueError, match="right after the base stage"):
         bench_prealign(run / "checkpoint.pt", cfg, tiny_data, tiny_data, run, tmp_path / "b")
+
+
+def test_torchrun_two_processes_ddp(tiny_data: Path, tmp_path: Path) -> None:
+    """DistributedDataParallel under torchrun (gloo on CPU) with no code change."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "cfg.json"
+    _cfg(pre_alignment=True).save(cfg)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    res = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m",
+                          "fetalflex.cli", "train", "--config", str(cfg), "--data",
+                          str(tiny_data), "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows].count("control") == 3  # only rank 0 logs
+    assert FetalFlexDenoiser.load(tmp_path / "run" / "final") is not None
