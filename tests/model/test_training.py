@@ -97,3 +97,11 @@ def test_torchrun_two_processes_ddp(tiny_data: Path, tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows].count("control") == 3  # only rank 0 logs
     assert FetalFlexDenoiser.load(tmp_path / "run" / "final") is not None
+
+
+def test_shipped_configs_validate() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(root.glob("*.json"))
+    assert {f.name for f in files} >= {"demo64_cpu.json", "gpu128.json", "tiny.json"}
+    for f in files:
+        TrainConfig.load(f)
