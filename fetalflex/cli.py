@@ -211,6 +211,16 @@ def _cmd_bench_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from service.config import ServiceSettings
+    from service.server import serve
+
+    settings = (ServiceSettings.from_file(Path(args.config)) if args.config
+                else ServiceSettings())
+    serve(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -357,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--concurrency", type=int, default=8)
     p.set_defaults(func=_cmd_bench_triton)
+    p = sub.add_parser("serve", help="run the gRPC service (settings: FETALFLEX_* env vars "
+                                     "or --config JSON)")
+    p.add_argument("--config", help="settings JSON file (keys as in service/config.py)")
+    p.set_defaults(func=_cmd_serve)
     return ap
 
 

@@ -208,7 +208,7 @@ class Engine:
     def run_progressive(
         self, req: GenerationRequest, layout: Layout | None = None,
         reference: np.ndarray | None = None, reference_layout: Layout | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: Callable[[], bool] | None = None, region: np.ndarray | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yields step events (``phase``, ``i``, ``t``, ``denoised``) and finally
         ``{"result": GenerationResult}``."""
@@ -251,8 +251,14 @@ class Engine:
                                                   time.perf_counter() - t0, timings)}
                 return
         assert abnormal is not None, "repaint needs a preset or edits"
-        regions = [edit_region(a.label_map, b.label_map, req.repaint.dilate_px)
-                   for a, b in zip(normals, abnormal, strict=True)]
+        if region is not None:
+            if region.shape != (self.cfg.image_size, self.cfg.image_size):
+                raise ValueError(f"edit_region: size {region.shape} does not match the model's "
+                                 f"image size {self.cfg.image_size}")
+            regions = [region.astype(bool) & (a.label_map != 0) for a in abnormal]
+        else:
+            regions = [edit_region(a.label_map, b.label_map, req.repaint.dilate_px)
+                       for a, b in zip(normals, abnormal, strict=True)]
         mask = torch.from_numpy(np.stack([feathered(r, req.repaint.feather_px)
                                           for r in regions]))[:, None]
         den = self._guided(call, abnormal, req.guidance, req.control_scale)

@@ -1,0 +1,170 @@
+"""``fetalflex serve``: the grpc.aio server with health, reflection, TLS, auth, metrics.
+
+Health (``grpc.health.v1``) says SERVING only once the backend has answered a warm-up
+call, and NOT_SERVING as soon as shutdown starts; in-flight generations then get
+``grace_s`` to finish. Logs never carry request contents, images or identifiers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fetalflex.backends.backends import Backend, load_backend
+from fetalflex.backends.batching import MicroBatcher
+from fetalflex.backends.onnx_export import example_inputs
+from fetalflex.generation import Engine
+from service.api.fetalflex.v1 import fetalflex_pb2 as pb
+from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
+from service.config import ServiceSettings
+from service.metrics import BATCH_ROWS, DENOISER_CALL_SECONDS, REGISTRY
+from service.servicer import FetalFlexServicer
+
+log = logging.getLogger("fetalflex.service")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FetalFlex"].full_name
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Bearer-token check on every RPC except health (probes carry no token)."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        if details.method.startswith(HEALTH_PREFIX):
+            return await continuation(details)
+        md = dict(details.invocation_metadata or ())
+        got = str(md.get("authorization", "")).encode()
+        if hmac.compare_digest(got, self.expected):
+            return await continuation(details)
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid token")
+
+        handler = await continuation(details)
+        if handler is not None and handler.response_streaming:
+            async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid token")
+                yield  # pragma: no cover
+
+            return grpc.unary_stream_rpc_method_handler(
+                deny_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            deny, request_deserializer=handler.request_deserializer if handler else None,
+            response_serializer=handler.response_serializer if handler else None)
+
+
+class _TimedCall:
+    """Model call wrapper that records call durations and batch rows."""
+
+    def __init__(self, call: Any, backend: str) -> None:
+        self.call, self.backend = call, backend
+
+    def __call__(self, *args: Any) -> Any:
+        import time
+
+        t0 = time.perf_counter()
+        out = self.call(*args)
+        DENOISER_CALL_SECONDS.labels(self.backend).observe(time.perf_counter() - t0)
+        BATCH_ROWS.observe(int(args[0].shape[0]))
+        return out
+
+
+def build_engine(settings: ServiceSettings) -> tuple[Engine, dict[str, str], Backend]:
+    b = load_backend(settings.backend, settings.weights, threads=settings.threads,
+                     triton_url=settings.triton_url, triton_model=settings.triton_model)
+    call: Any = _TimedCall(b.call, b.name)
+    if settings.backend != "triton":  # Triton batches on the server
+        call = MicroBatcher(call, max_batch=settings.max_batch_rows,
+                            window_s=settings.batch_window_ms / 1000.0)
+    backend = Backend(b.name, b.config, call, b.model_id, b.model_hash)
+    call(*example_inputs(b.config, 2))  # warm-up: the backend answers before SERVING
+    model = {"name": "fetalflex-denoiser", "version": b.model_id.split("@")[-1],
+             "sha256": b.model_hash, "backend": b.name}
+    return Engine(backend), model, backend
+
+
+def _credentials(s: ServiceSettings) -> grpc.ServerCredentials | None:
+    if s.tls_cert is None and s.tls_key is None:
+        return None
+    if s.tls_cert is None or s.tls_key is None:
+        raise ValueError("tls_cert/tls_key: give both or neither")
+    ca = s.tls_client_ca.read_bytes() if s.tls_client_ca else None
+    return grpc.ssl_server_credentials([(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],
+                                       root_certificates=ca, require_client_auth=ca is not None)
+
+
+class Server:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.engine, self.model, self.backend = build_engine(settings)
+        interceptors = []
+        if settings.auth_token_file is not None:
+            token = settings.auth_token_file.read_text().strip()
+            if not token:
+                raise ValueError("auth_token_file: the file is empty")
+            interceptors.append(TokenAuth(token))
+        opts = [("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes)]
+        self.server = grpc.aio.server(interceptors=interceptors, options=opts)
+        self.servicer = FetalFlexServicer(self.engine, settings, self.model)
+        pb_grpc.add_FetalFlexServicer_to_server(self.servicer, self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        addr = f"{settings.host}:{settings.port}"
+        creds = _credentials(settings)
+        self.port = (self.server.add_secure_port(addr, creds) if creds
+                     else self.server.add_insecure_port(addr))
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        if self.settings.metrics_port:
+            from prometheus_client import start_http_server
+
+            srv, _ = start_http_server(self.settings.metrics_port, addr=self.settings.host,
+                                       registry=REGISTRY)
+            self.metrics_port = int(srv.server_port)
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving on port %d (backend %s)", self.port, self.backend.name)
+
+    async def stop(self) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(self.settings.grace_s)
+        close = getattr(self.backend.call, "close", None)
+        if close is not None:
+            close()
+
+    async def run_until_signal(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        log.info("shutting down: draining for up to %.0f s", self.settings.grace_s)
+        await self.stop()
+
+
+def serve(settings: ServiceSettings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s "
+                                                   "%(message)s")
+    asyncio.run(Server(settings).run_until_signal())

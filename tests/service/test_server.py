@@ -1,0 +1,249 @@
+"""The gRPC service end to end: a real server on loopback, a real client."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pydicom
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+
+from service.api.fetalflex.v1 import fetalflex_pb2 as pb
+from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
+from service.config import ServiceSettings
+from service.server import Server
+
+
+class Running:
+    """A Server on its own event loop in a background thread."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server: Server | None = None
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.server = Server(settings)
+            self.loop.run_until_complete(self.server.start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(60), "server did not start"
+        assert self.server is not None
+        self.target = f"127.0.0.1:{self.server.port}"
+
+    @property
+    def calls(self) -> int:
+        return int(self.server.backend.call.stats.calls)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        assert self.server is not None
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    import os
+
+    os.environ["FETALFLEX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    r = Running(ServiceSettings(port=0, metrics_port=0, backend="embedded",
+                                weights=tiny_weights, max_concurrent=2, max_queued=1,
+                                max_count=4, max_steps=50, grace_s=2))
+    yield r
+    r.stop()
+
+
+@pytest.fixture()
+def stub(server: Running) -> Iterator[pb_grpc.FetalFlexStub]:
+    with grpc.insecure_channel(server.target) as ch:
+        yield pb_grpc.FetalFlexStub(ch)
+
+
+def _png_label(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_health_and_planes(server: Running, stub: pb_grpc.FetalFlexStub) -> None:
+    with grpc.insecure_channel(server.target) as ch:
+        h = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(
+            service="fetalflex.v1.FetalFlex"))
+    assert h.status == health_pb2.HealthCheckResponse.SERVING
+    r = stub.ListPlanes(pb.ListPlanesRequest())
+    assert [p.code for p in r.planes] == ["TV", "TT", "TC", "AC", "4CH", "FL", "LIP"]
+    assert len(r.structures) == 35 and json.loads(r.vocabulary_json)["version"] == 1
+
+
+def test_render_layout_with_preset(stub: pb_grpc.FetalFlexStub) -> None:
+    normal = stub.RenderLayout(pb.RenderLayoutRequest(plane="TV", seed=4, size=64))
+    gone = stub.RenderLayout(pb.RenderLayoutRequest(plane="TV", seed=4, size=64,
+                                                    preset="absent_csp"))
+    lm = np.asarray(Image.open(io.BytesIO(normal.label_map_png)))
+    lm2 = np.asarray(Image.open(io.BytesIO(gone.label_map_png)))
+    assert (lm == 6).sum() > 0 and (lm2 == 6).sum() == 0
+    assert any(s.structure == "skull" for s in normal.structures.shapes)
+
+
+def test_generate_pair_png(stub: pb_grpc.FetalFlexStub) -> None:
+    r = stub.Generate(pb.GenerateRequest(plane="LIP", preset="cleft_lip", pair=True, steps=3,
+                                         return_layouts=True, client_request_id="abc"))
+    assert r.synthetic and r.client_request_id == "abc" and r.denoiser_calls > 3
+    s = r.samples[0]
+    img = Image.open(io.BytesIO(s.image.data))
+    assert img.text["Synthetic"] == "true" and img.size == (32, 32)
+    twin = np.asarray(Image.open(io.BytesIO(s.abnormal_image.data)))
+    region = np.asarray(Image.open(io.BytesIO(s.edit_region_png))) > 0
+    assert np.array_equal(twin[~region], np.asarray(img)[~region])
+    assert s.label_map_png and s.abnormal_label_map_png
+
+
+def test_generate_dicom_and_raw(stub: pb_grpc.FetalFlexStub) -> None:
+    r = stub.Generate(pb.GenerateRequest(plane="FL", steps=2, count=2,
+                                         output_format=pb.OUTPUT_FORMAT_DICOM))
+    uids = set()
+    for s in r.samples:
+        ds = pydicom.dcmread(io.BytesIO(s.image.data))
+        assert ds.Modality == "US" and ds.ConversionType == "SYN"
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"] and ds.BurnedInAnnotation == "NO"
+        assert "fetalflex-denoiser" in ds.DerivationDescription
+        assert ds.pixel_array.shape == (32, 32)
+        uids.add(ds.SOPInstanceUID)
+    assert len(uids) == 2
+    raw = stub.Generate(pb.GenerateRequest(plane="FL", steps=2,
+                                           output_format=pb.OUTPUT_FORMAT_RAW_FLOAT32))
+    arr = np.frombuffer(raw.samples[0].image.data, "<f4").reshape(32, 32)
+    assert arr.min() >= -1.0 and arr.max() <= 1.0
+
+
+def test_stream_progress_then_result(stub: pb_grpc.FetalFlexStub) -> None:
+    events = list(stub.GenerateStream(pb.GenerateRequest(plane="AC", steps=4, preview=True)))
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["progress"] * 4 + ["result"]
+    assert [e.progress.step for e in events[:4]] == [1, 2, 3, 4]
+    assert Image.open(io.BytesIO(events[0].progress.preview_png)).size == (32, 32)
+
+
+BAD = [
+    (dict(plane="XX"), "plane"),
+    (dict(plane="TV", preset="cleft_lip"), "preset"),
+    (dict(plane="TV", steps=51), "steps"),
+    (dict(plane="TV", count=5), "count"),
+    (dict(plane="TV", guidance_scale=float("nan")), "guidance_scale"),
+    (dict(plane="TV", edits=[pb.Edit(json='{"op": "scale"')]), "edits[0].json"),
+    (dict(plane="TV", edits=[pb.Edit(json='{"op": "remove", "structure": "femur"}')]),
+     "femur"),
+    (dict(plane="TV", layout=pb.Layout(label_map_png=b"not a png")), "layout.label_map_png"),
+    (dict(plane="TV", layout=pb.Layout(label_map_png=_png_label(np.zeros((16, 16))))),
+     "the model needs 32x32"),
+    (dict(plane="TV", layout=pb.Layout(label_map_png=_png_label(np.full((32, 32), 99)))),
+     "unknown label ids [99]"),
+    (dict(plane="FL", layout=pb.Layout(label_map_png=_png_label(np.full((32, 32), 3)))),
+     "not part of plane FL"),
+    (dict(plane="TV", pair=True), "pair"),
+]
+
+
+@pytest.mark.parametrize(("fields", "needle"), BAD, ids=[b[1] for b in BAD])
+def test_invalid_requests_name_the_field_and_cost_nothing(
+        server: Running, stub: pb_grpc.FetalFlexStub, fields: dict, needle: str) -> None:
+    before = server.calls
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.Generate(pb.GenerateRequest(**fields))
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in ei.value.details()
+    assert server.calls == before
+
+
+def test_oversize_message_is_refused(stub: pb_grpc.FetalFlexStub) -> None:
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.Generate(pb.GenerateRequest(plane="TV", reference_png=b"x" * (17 * 2**20)))
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_overload_sheds_and_cancellation_frees_slots(server: Running) -> None:
+    assert server.server is not None
+    adm = server.server.servicer.admission
+    with grpc.insecure_channel(server.target) as ch:
+        stub = pb_grpc.FetalFlexStub(ch)
+        futures = [stub.Generate.future(pb.GenerateRequest(plane="TV", steps=50))
+                   for _ in range(5)]
+        codes = []
+        for f in futures:
+            try:
+                f.result(timeout=120)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1
+    assert grpc.StatusCode.OK in codes
+    with grpc.insecure_channel(server.target) as ch:
+        stream = pb_grpc.FetalFlexStub(ch).GenerateStream(
+            pb.GenerateRequest(plane="TV", steps=50))
+        next(stream)
+        stream.cancel()
+    deadline = time.monotonic() + 10
+    while (adm.running or adm.queued) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert adm.running == 0 and adm.queued == 0
+    with grpc.insecure_channel(server.target) as ch, pytest.raises(grpc.RpcError) as ei:
+        pb_grpc.FetalFlexStub(ch).Generate(pb.GenerateRequest(plane="TV", steps=50),
+                                           timeout=0.3)
+    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 10
+    while adm.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert adm.running == 0
+
+
+def test_token_auth_and_metrics(tiny_weights: Path, tmp_path: Path) -> None:
+    import urllib.request
+
+    from export.triton_server import free_port
+
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    mport = free_port()
+    r = Running(ServiceSettings(port=0, metrics_port=mport, weights=tiny_weights,
+                                auth_token_file=token, reflection=False))
+    try:
+        with grpc.insecure_channel(r.target) as ch:
+            stub = pb_grpc.FetalFlexStub(ch)
+            with pytest.raises(grpc.RpcError) as ei:
+                stub.ListPlanes(pb.ListPlanesRequest())
+            assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as ei:
+                list(stub.GenerateStream(pb.GenerateRequest(plane="TV", steps=2),
+                                         metadata=[("authorization", "Bearer wrong")]))
+            assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            ok = stub.Generate(pb.GenerateRequest(plane="TV", steps=2,
+                                                  client_request_id="PATIENT-SENTINEL-42"),
+                               metadata=[("authorization", "Bearer s3cret-token")])
+            assert ok.samples
+            h = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            assert h.status == health_pb2.HealthCheckResponse.SERVING  # no token needed
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read()
+        from prometheus_client.parser import text_string_to_metric_families
+
+        fams = {f.name: f for f in text_string_to_metric_families(text.decode())}
+        assert "fetalflex_request_duration_seconds" in fams
+        assert "fetalflex_denoiser_call_duration_seconds" in fams
+        gen = [s for s in fams["fetalflex_images_generated"].samples
+               if s.name.endswith("_total") and s.labels.get("plane") == "TV"]
+        assert gen and gen[0].value >= 1
+    finally:
+        r.stop()
