@@ -221,6 +221,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_client(args: argparse.Namespace) -> int:
+    from service.client import run_client
+
+    return run_client(args)
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from service.client import load
+
+    print(json.dumps(load(args.target, args.concurrency, args.requests, args.steps,
+                          token_file=args.token_file)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -371,6 +385,32 @@ def build_parser() -> argparse.ArgumentParser:
                                      "or --config JSON)")
     p.add_argument("--config", help="settings JSON file (keys as in service/config.py)")
     p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("client", help="talk to a running service")
+    p.add_argument("action", choices=["generate", "stream", "planes"])
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--ca", help="CA certificate (PEM) for TLS")
+    p.add_argument("--token-file", help="file holding the bearer token")
+    p.add_argument("--plane", default="TV", choices=PLANE_CODES)
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES))
+    p.add_argument("--edit", action="append", help="edit JSON (repeatable)")
+    p.add_argument("--pair", action="store_true")
+    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmsolver++", "two-stage"])
+    p.add_argument("--format", default="png", choices=["png", "dicom", "raw"])
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--out", default="out/client")
+    p.set_defaults(func=_cmd_client)
+
+    p = sub.add_parser("load", help="bounded load against a running service (p50/p95)")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--requests", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--token-file")
+    p.set_defaults(func=_cmd_load)
     return ap
 
 

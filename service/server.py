@@ -167,4 +167,8 @@ class Server:
 def serve(settings: ServiceSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s "
                                                    "%(message)s")
-    asyncio.run(Server(settings).run_until_signal())
+
+    async def main() -> None:  # the grpc.aio server must be made inside the running loop
+        await Server(settings).run_until_signal()
+
+    asyncio.run(main())

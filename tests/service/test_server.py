@@ -247,3 +247,36 @@ def test_token_auth_and_metrics(tiny_weights: Path, tmp_path: Path) -> None:
         assert gen and gen[0].value >= 1
     finally:
         r.stop()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_EDIT_JSON = st.sampled_from([
+    '{"op": "remove", "structure": "cavum_septi_pellucidi"}', '{"op": "remove"}', "[]", "{",
+    '{"op": "scale", "structures": ["skull"], "factor": 9}', '"x"', "null",
+    '{"op": "dilate", "structure": "lateral_ventricle", "mm": 1.5}'])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(plane=st.sampled_from(["TV", "TT", "AC", "FL", "LIP", "XX", "", "tv"]),
+       preset=st.sampled_from(["", "absent_csp", "cleft_lip", "short_femur", "nope"]),
+       steps=st.integers(-3, 60), count=st.integers(-1, 6), seed=st.integers(-5, 2**33),
+       guidance=st.floats(allow_nan=True, allow_infinity=True, width=32),
+       control=st.floats(-1, 5, width=32), pair=st.booleans(),
+       sampler=st.integers(0, 5), fmt=st.integers(0, 4),
+       edits=st.lists(_EDIT_JSON, max_size=2))
+def test_random_requests_get_ok_or_invalid_argument(
+        server: Running, plane: str, preset: str, steps: int, count: int, seed: int,
+        guidance: float, control: float, pair: bool, sampler: int, fmt: int,
+        edits: list[str]) -> None:
+    req = pb.GenerateRequest(plane=plane, preset=preset, steps=min(steps, 3) if 0 < steps <= 50
+                             else steps, count=min(count, 2) if count > 0 else count,
+                             seed=seed, guidance_scale=guidance, control_scale=control,
+                             pair=pair, sampler=sampler, output_format=fmt,
+                             edits=[pb.Edit(json=e) for e in edits])
+    with grpc.insecure_channel(server.target) as ch:
+        try:
+            pb_grpc.FetalFlexStub(ch).Generate(req, timeout=60)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())

@@ -1,0 +1,158 @@
+"""``fetalflex client``: a command-line client for people (and the load script).
+
+Writes files like ``fetalflex generate`` does: images, label maps, regions and a JSON
+sidecar per request. Exits non-zero with the server's status on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from service.api.fetalflex.v1 import fetalflex_pb2 as pb
+from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
+
+EXT = {"png": "png", "dicom": "dcm", "raw_float32": "f32"}
+FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "dicom": pb.OUTPUT_FORMAT_DICOM,
+           "raw": pb.OUTPUT_FORMAT_RAW_FLOAT32}
+SAMPLERS = {"ddim": pb.SAMPLER_DDIM, "dpmsolver++": pb.SAMPLER_DPM_SOLVER_PP,
+            "two-stage": pb.SAMPLER_TWO_STAGE}
+
+
+def channel(target: str, ca: str | None = None, token: str | None = None) -> grpc.Channel:
+    if ca is None:
+        return grpc.insecure_channel(target)
+    creds = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    return grpc.secure_channel(target, creds)
+
+
+def _metadata(token_file: str | None) -> list[tuple[str, str]]:
+    if not token_file:
+        return []
+    return [("authorization", f"Bearer {Path(token_file).read_text().strip()}")]
+
+
+def request_from(args: Any) -> pb.GenerateRequest:
+    req = pb.GenerateRequest(plane=args.plane, preset=args.preset or "", count=args.n,
+                             seed=args.seed, steps=args.steps, guidance_scale=args.guidance,
+                             sampler=SAMPLERS[args.sampler], pair=args.pair,
+                             output_format=FORMATS[args.format], return_layouts=True)
+    for e in args.edit or []:
+        req.edits.append(pb.Edit(json=e))
+    return req
+
+
+def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, s in enumerate(resp.samples):
+        stem = f"{prefix}_{i:03d}"
+        rec: dict[str, Any] = {"seed": s.seed}
+        for key, img in (("image", s.image), ("abnormal_image", s.abnormal_image)):
+            if img.data:
+                name = f"{stem}{'' if key == 'image' else '_abnormal'}.{EXT[img.format]}"
+                (out / name).write_bytes(img.data)
+                rec[key] = name
+        for key, data in (("label_map", s.label_map_png), ("abnormal_label_map",
+                                                           s.abnormal_label_map_png),
+                          ("region", s.edit_region_png)):
+            if data:
+                name = f"{stem}_{key}.png"
+                (out / name).write_bytes(data)
+                rec[key] = name
+        files.append(rec)
+    side = {"synthetic": resp.synthetic, "model": resp.model_name,
+            "model_version": resp.model_version, "model_sha256": resp.model_sha256,
+            "backend": resp.backend, "denoiser_calls": resp.denoiser_calls,
+            "seconds": resp.seconds, "timings": {t.stage: t.seconds for t in resp.timings},
+            "samples": files}
+    p = out / f"{prefix}.json"
+    p.write_text(json.dumps(side, indent=2) + "\n")
+    return p
+
+
+def run_client(args: Any) -> int:
+    md = _metadata(args.token_file)
+    with channel(args.target, args.ca) as ch:
+        stub = pb_grpc.FetalFlexStub(ch)
+        try:
+            if args.action == "planes":
+                r = stub.ListPlanes(pb.ListPlanesRequest(), metadata=md, timeout=args.timeout)
+                for p in r.planes:
+                    print(f"{p.code:4s} {p.name}: {', '.join(p.structures)} | presets: "
+                          f"{', '.join(p.presets) or '-'}")
+                return 0
+            req = request_from(args)
+            if args.action == "stream":
+                resp = None
+                for ev in stub.GenerateStream(req, metadata=md, timeout=args.timeout):
+                    if ev.WhichOneof("event") == "progress":
+                        print(f"step {ev.progress.step} {ev.progress.phase} "
+                              f"t={ev.progress.timestep}", flush=True)
+                    else:
+                        resp = ev.result
+                assert resp is not None
+            else:
+                resp = stub.Generate(req, metadata=md, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"fetalflex client: {exc.code().name}: {exc.details()}")
+            return 1
+    p = save_response(Path(args.out), args.plane.lower(), resp)
+    print(f"wrote {len(resp.samples)} sample(s), sidecar {p} ({resp.denoiser_calls} calls, "
+          f"{resp.seconds:.2f} s server time)")
+    return 0
+
+
+def load(target: str, concurrency: int, requests: int, steps: int = 10,
+         timeout_s: float = 120.0, token_file: str | None = None) -> dict[str, Any]:
+    """A bounded load: ``requests`` Generate calls from ``concurrency`` client threads."""
+    md = _metadata(token_file)
+    lat: list[float] = []
+    codes: dict[str, int] = {}
+    lock = threading.Lock()
+    todo = list(range(requests))
+
+    def worker() -> None:
+        with grpc.insecure_channel(target) as ch:
+            stub = pb_grpc.FetalFlexStub(ch)
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop()
+                t0 = time.perf_counter()
+                try:
+                    stub.Generate(pb.GenerateRequest(plane=("TV", "AC", "FL", "4CH")[i % 4],
+                                                     seed=i, steps=steps),
+                                  metadata=md, timeout=timeout_s)
+                    code = "OK"
+                except grpc.RpcError as exc:
+                    code = exc.code().name
+                dt = time.perf_counter() - t0
+                with lock:
+                    codes[code] = codes.get(code, 0) + 1
+                    if code == "OK":
+                        lat.append(dt)
+
+    t0 = time.perf_counter()
+    ths = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    wall = time.perf_counter() - t0
+    lat.sort()
+
+    def q(f: float) -> float:
+        return lat[min(len(lat) - 1, int(f * len(lat)))] if lat else float("nan")
+
+    return {"concurrency": concurrency, "requests": requests, "steps": steps, "codes": codes,
+            "p50_s": round(q(0.5), 3), "p95_s": round(q(0.95), 3),
+            "mean_s": round(statistics.mean(lat), 3) if lat else None,
+            "images_per_s": round(codes.get("OK", 0) / wall, 3), "wall_s": round(wall, 2)}
