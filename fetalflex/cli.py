@@ -235,6 +235,15 @@ def _cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_service(args: argparse.Namespace) -> int:
+    from service.bench import bench_service
+
+    bench_service(Path(args.weights) if args.weights else None, reps=args.reps,
+                  steps=args.steps, concurrencies=tuple(args.concurrency),
+                  requests=args.requests)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -411,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--token-file")
     p.set_defaults(func=_cmd_load)
+    p = sub.add_parser("bench-service", help="gRPC overhead vs in-process, bounded load")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--requests", type=int, default=24)
+    p.set_defaults(func=_cmd_bench_service)
     return ap
 
 

@@ -122,22 +122,28 @@ def edits_from(field: str, edits: Any) -> list[Any]:
 
 
 def to_job(req: pb.GenerateRequest, settings: ServiceSettings, size: int) -> Job:
-    if req.count < 0 or req.count > settings.max_count:
-        raise InvalidRequestError("count", f"must be within 1..{settings.max_count}")
-    if req.steps < 0 or req.steps > settings.max_steps:
-        raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}")
+    count = req.count if req.HasField("count") else 1
+    steps = req.steps if req.HasField("steps") else 25
+    if not 1 <= count <= settings.max_count:
+        raise InvalidRequestError("count", f"must be within 1..{settings.max_count}, "
+                                           f"got {count}")
+    if not 1 <= steps <= settings.max_steps:
+        raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
+                                           f"got {steps}")
     if req.seed < 0 or req.seed >= 2**31:
         raise InvalidRequestError("seed", "must be within 0..2^31-1")
-    guidance = _finite("guidance_scale", req.guidance_scale)
-    control = _finite("control_scale", req.control_scale)
+    guidance = (_finite("guidance_scale", req.guidance_scale)
+                if req.HasField("guidance_scale") else 2.0)
+    control = (_finite("control_scale", req.control_scale)
+               if req.HasField("control_scale") else 1.0)
     rp = req.repaint
     repaint = RepaintSettings(**{k: v for k, v in {
         "steps": rp.steps, "jump_length": rp.jump_length, "jump_n_sample": rp.jump_n_sample,
         "feather_px": _finite("repaint.feather_px", rp.feather_px),
         "dilate_px": _finite("repaint.dilate_px", rp.dilate_px)}.items() if v})
     domain = GenerationRequest(
-        plane=req.plane, n=req.count or 1, seed=req.seed, steps=req.steps or 25,
-        guidance=guidance or 2.0, control_scale=control or 1.0,
+        plane=req.plane, n=count, seed=req.seed, steps=steps,
+        guidance=guidance, control_scale=control,
         sampler=SAMPLERS.get(req.sampler, "ddim"), preset=req.preset or None,
         edits=tuple(edits_from("edits", req.edits)), pair=req.pair, repaint=repaint)
     layout = _layout("layout", req.layout, req.plane, size, req.seed) if req.HasField(

@@ -142,6 +142,7 @@ BAD = [
     (dict(plane="XX"), "plane"),
     (dict(plane="TV", preset="cleft_lip"), "preset"),
     (dict(plane="TV", steps=51), "steps"),
+    (dict(plane="TV", steps=0), "steps: must be within 1..50, got 0"),
     (dict(plane="TV", count=5), "count"),
     (dict(plane="TV", guidance_scale=float("nan")), "guidance_scale"),
     (dict(plane="TV", edits=[pb.Edit(json='{"op": "scale"')]), "edits[0].json"),
@@ -270,8 +271,9 @@ def test_random_requests_get_ok_or_invalid_argument(
         server: Running, plane: str, preset: str, steps: int, count: int, seed: int,
         guidance: float, control: float, pair: bool, sampler: int, fmt: int,
         edits: list[str]) -> None:
-    req = pb.GenerateRequest(plane=plane, preset=preset, steps=min(steps, 3) if 0 < steps <= 50
-                             else steps, count=min(count, 2) if count > 0 else count,
+    req = pb.GenerateRequest(plane=plane, preset=preset,
+                             steps=min(steps, 3) if 0 < steps <= 50 else steps,
+                             count=min(count, 2) if count > 0 else count,
                              seed=seed, guidance_scale=guidance, control_scale=control,
                              pair=pair, sampler=sampler, output_format=fmt,
                              edits=[pb.Edit(json=e) for e in edits])

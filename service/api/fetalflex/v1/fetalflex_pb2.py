@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65talflex/v1/fetalflex.proto\x12\x0c\x66\x65talflex.v1\"\x7f\n\x05Shape\x12\x11\n\tstructure\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x63\x65nter_x\x18\x03 \x01(\x02\x12\x10\n\x08\x63\x65nter_y\x18\x04 \x01(\x02\x12\x0e\n\x06\x61xis_x\x18\x05 \x01(\x02\x12\x0e\n\x06\x61xis_y\x18\x06 \x01(\x02\x12\x11\n\tangle_deg\x18\x07 \x01(\x02\"4\n\rStructureList\x12#\n\x06shapes\x18\x01 \x03(\x0b\x32\x13.fetalflex.v1.Shape\"*\n\x08Template\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12\x10\n\x08ga_weeks\x18\x02 \x01(\x02\"\x9c\x01\n\x06Layout\x12*\n\x08template\x18\x01 \x01(\x0b\x32\x16.fetalflex.v1.TemplateH\x00\x12\x17\n\rlabel_map_png\x18\x02 \x01(\x0cH\x00\x12\x31\n\nstructures\x18\x03 \x01(\x0b\x32\x1b.fetalflex.v1.StructureListH\x00\x12\x10\n\x08\x66ield_mm\x18\x04 \x01(\x02\x42\x08\n\x06source\"\x14\n\x04\x45\x64it\x12\x0c\n\x04json\x18\x01 \x01(\t\"r\n\x0eRepaintOptions\x12\r\n\x05steps\x18\x01 \x01(\x05\x12\x13\n\x0bjump_length\x18\x02 \x01(\x05\x12\x15\n\rjump_n_sample\x18\x03 \x01(\x05\x12\x12\n\nfeather_px\x18\x04 \x01(\x02\x12\x11\n\tdilate_px\x18\x05 \x01(\x02\"\x81\x04\n\x0fGenerateRequest\x12\r\n\x05plane\x18\x01 \x01(\t\x12$\n\x06layout\x18\x02 \x01(\x0b\x32\x14.fetalflex.v1.Layout\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12!\n\x05\x65\x64its\x18\x04 \x03(\x0b\x32\x12.fetalflex.v1.Edit\x12\x15\n\rreference_png\x18\x05 \x01(\x0c\x12\x1f\n\x17reference_label_map_png\x18\x06 \x01(\x0c\x12\x17\n\x0f\x65\x64it_region_png\x18\x07 \x01(\x0c\x12\r\n\x05\x63ount\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\r\n\x05steps\x18\n \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x0b \x01(\x02\x12\x15\n\rcontrol_scale\x18\x0c \x01(\x02\x12&\n\x07sampler\x18\r \x01(\x0e\x32\x15.fetalflex.v1.Sampler\x12-\n\x07repaint\x18\x0e \x01(\x0b\x32\x1c.fetalflex.v1.RepaintOptions\x12\x31\n\routput_format\x18\x0f \x01(\x0e\x32\x1a.fetalflex.v1.OutputFormat\x12\x0c\n\x04pair\x18\x10 \x01(\x08\x12\x16\n\x0ereturn_layouts\x18\x11 \x01(\x08\x12\x0f\n\x07preview\x18\x12 \x01(\x08\x12\x19\n\x11\x63lient_request_id\x18\x13 \x01(\t\"D\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\xc0\x01\n\x0fGeneratedSample\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12\"\n\x05image\x18\x02 \x01(\x0b\x32\x13.fetalflex.v1.Image\x12+\n\x0e\x61\x62normal_image\x18\x03 \x01(\x0b\x32\x13.fetalflex.v1.Image\x12\x15\n\rlabel_map_png\x18\x04 \x01(\x0c\x12\x1e\n\x16\x61\x62normal_label_map_png\x18\x05 \x01(\x0c\x12\x17\n\x0f\x65\x64it_region_png\x18\x06 \x01(\x0c\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\x97\x02\n\x10GenerateResponse\x12.\n\x07samples\x18\x01 \x03(\x0b\x32\x1d.fetalflex.v1.GeneratedSample\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x16\n\x0e\x64\x65noiser_calls\x18\x06 \x01(\x05\x12*\n\x07timings\x18\x07 \x03(\x0b\x32\x19.fetalflex.v1.StageTiming\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x19\n\x11\x63lient_request_id\x18\t \x01(\t\x12\x11\n\tsynthetic\x18\n \x01(\x08\"]\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\x05\x12\x10\n\x08timestep\x18\x04 \x01(\x05\x12\x13\n\x0bpreview_png\x18\x05 \x01(\x0c\"v\n\rGenerateEvent\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.fetalflex.v1.ProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.fetalflex.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListPlanesRequest\":\n\rStructureInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x64isplay\x18\x03 \x01(\t\"a\n\tPlaneInfo\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nstructures\x18\x04 \x03(\t\x12\x0f\n\x07presets\x18\x05 \x03(\t\"L\n\nPresetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07meaning\x18\x02 \x01(\t\x12\x0e\n\x06planes\x18\x03 \x03(\t\x12\x0f\n\x07\x63hanges\x18\x04 \x03(\t\"\xb2\x01\n\x12ListPlanesResponse\x12/\n\nstructures\x18\x01 \x03(\x0b\x32\x1b.fetalflex.v1.StructureInfo\x12\'\n\x06planes\x18\x02 \x03(\x0b\x32\x17.fetalflex.v1.PlaneInfo\x12)\n\x07presets\x18\x03 \x03(\x0b\x32\x18.fetalflex.v1.PresetInfo\x12\x17\n\x0fvocabulary_json\x18\x04 \x01(\t\"\x99\x01\n\x13RenderLayoutRequest\x12\r\n\x05plane\x18\x01 \x01(\t\x12$\n\x06layout\x18\x02 \x01(\x0b\x32\x14.fetalflex.v1.Layout\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12!\n\x05\x65\x64its\x18\x04 \x03(\x0b\x32\x12.fetalflex.v1.Edit\x12\x0c\n\x04size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x03\"\x84\x01\n\x14RenderLayoutResponse\x12\x15\n\rlabel_map_png\x18\x01 \x01(\x0c\x12\x12\n\ncolour_png\x18\x02 \x01(\x0c\x12/\n\nstructures\x18\x03 \x01(\x0b\x32\x1b.fetalflex.v1.StructureList\x12\x10\n\x08\x66ield_mm\x18\x04 \x01(\x02*f\n\x07Sampler\x12\x17\n\x13SAMPLER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSAMPLER_DDIM\x10\x01\x12\x19\n\x15SAMPLER_DPM_SOLVER_PP\x10\x02\x12\x15\n\x11SAMPLER_TWO_STAGE\x10\x03*|\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_DICOM\x10\x02\x12\x1d\n\x19OUTPUT_FORMAT_RAW_FLOAT32\x10\x03\x32\xce\x02\n\tFetalFlex\x12I\n\x08Generate\x12\x1d.fetalflex.v1.GenerateRequest\x1a\x1e.fetalflex.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.fetalflex.v1.GenerateRequest\x1a\x1b.fetalflex.v1.GenerateEvent0\x01\x12O\n\nListPlanes\x12\x1f.fetalflex.v1.ListPlanesRequest\x1a .fetalflex.v1.ListPlanesResponse\x12U\n\x0cRenderLayout\x12!.fetalflex.v1.RenderLayoutRequest\x1a\".fetalflex.v1.RenderLayoutResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65talflex/v1/fetalflex.proto\x12\x0c\x66\x65talflex.v1\"\x7f\n\x05Shape\x12\x11\n\tstructure\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x63\x65nter_x\x18\x03 \x01(\x02\x12\x10\n\x08\x63\x65nter_y\x18\x04 \x01(\x02\x12\x0e\n\x06\x61xis_x\x18\x05 \x01(\x02\x12\x0e\n\x06\x61xis_y\x18\x06 \x01(\x02\x12\x11\n\tangle_deg\x18\x07 \x01(\x02\"4\n\rStructureList\x12#\n\x06shapes\x18\x01 \x03(\x0b\x32\x13.fetalflex.v1.Shape\"*\n\x08Template\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12\x10\n\x08ga_weeks\x18\x02 \x01(\x02\"\x9c\x01\n\x06Layout\x12*\n\x08template\x18\x01 \x01(\x0b\x32\x16.fetalflex.v1.TemplateH\x00\x12\x17\n\rlabel_map_png\x18\x02 \x01(\x0cH\x00\x12\x31\n\nstructures\x18\x03 \x01(\x0b\x32\x1b.fetalflex.v1.StructureListH\x00\x12\x10\n\x08\x66ield_mm\x18\x04 \x01(\x02\x42\x08\n\x06source\"\x14\n\x04\x45\x64it\x12\x0c\n\x04json\x18\x01 \x01(\t\"r\n\x0eRepaintOptions\x12\r\n\x05steps\x18\x01 \x01(\x05\x12\x13\n\x0bjump_length\x18\x02 \x01(\x05\x12\x15\n\rjump_n_sample\x18\x03 \x01(\x05\x12\x12\n\nfeather_px\x18\x04 \x01(\x02\x12\x11\n\tdilate_px\x18\x05 \x01(\x02\"\xce\x04\n\x0fGenerateRequest\x12\r\n\x05plane\x18\x01 \x01(\t\x12$\n\x06layout\x18\x02 \x01(\x0b\x32\x14.fetalflex.v1.Layout\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12!\n\x05\x65\x64its\x18\x04 \x03(\x0b\x32\x12.fetalflex.v1.Edit\x12\x15\n\rreference_png\x18\x05 \x01(\x0c\x12\x1f\n\x17reference_label_map_png\x18\x06 \x01(\x0c\x12\x17\n\x0f\x65\x64it_region_png\x18\x07 \x01(\x0c\x12\x12\n\x05\x63ount\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x12\n\x05steps\x18\n \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1a\n\rcontrol_scale\x18\x0c \x01(\x02H\x03\x88\x01\x01\x12&\n\x07sampler\x18\r \x01(\x0e\x32\x15.fetalflex.v1.Sampler\x12-\n\x07repaint\x18\x0e \x01(\x0b\x32\x1c.fetalflex.v1.RepaintOptions\x12\x31\n\routput_format\x18\x0f \x01(\x0e\x32\x1a.fetalflex.v1.OutputFormat\x12\x0c\n\x04pair\x18\x10 \x01(\x08\x12\x16\n\x0ereturn_layouts\x18\x11 \x01(\x08\x12\x0f\n\x07preview\x18\x12 \x01(\x08\x12\x19\n\x11\x63lient_request_id\x18\x13 \x01(\tB\x08\n\x06_countB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x10\n\x0e_control_scale\"D\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\xc0\x01\n\x0fGeneratedSample\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12\"\n\x05image\x18\x02 \x01(\x0b\x32\x13.fetalflex.v1.Image\x12+\n\x0e\x61\x62normal_image\x18\x03 \x01(\x0b\x32\x13.fetalflex.v1.Image\x12\x15\n\rlabel_map_png\x18\x04 \x01(\x0c\x12\x1e\n\x16\x61\x62normal_label_map_png\x18\x05 \x01(\x0c\x12\x17\n\x0f\x65\x64it_region_png\x18\x06 \x01(\x0c\"-\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\x97\x02\n\x10GenerateResponse\x12.\n\x07samples\x18\x01 \x03(\x0b\x32\x1d.fetalflex.v1.GeneratedSample\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x16\n\x0e\x64\x65noiser_calls\x18\x06 \x01(\x05\x12*\n\x07timings\x18\x07 \x03(\x0b\x32\x19.fetalflex.v1.StageTiming\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x19\n\x11\x63lient_request_id\x18\t \x01(\t\x12\x11\n\tsynthetic\x18\n \x01(\x08\"]\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\x05\x12\x10\n\x08timestep\x18\x04 \x01(\x05\x12\x13\n\x0bpreview_png\x18\x05 \x01(\x0c\"v\n\rGenerateEvent\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.fetalflex.v1.ProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.fetalflex.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListPlanesRequest\":\n\rStructureInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x64isplay\x18\x03 \x01(\t\"a\n\tPlaneInfo\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nstructures\x18\x04 \x03(\t\x12\x0f\n\x07presets\x18\x05 \x03(\t\"L\n\nPresetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07meaning\x18\x02 \x01(\t\x12\x0e\n\x06planes\x18\x03 \x03(\t\x12\x0f\n\x07\x63hanges\x18\x04 \x03(\t\"\xb2\x01\n\x12ListPlanesResponse\x12/\n\nstructures\x18\x01 \x03(\x0b\x32\x1b.fetalflex.v1.StructureInfo\x12\'\n\x06planes\x18\x02 \x03(\x0b\x32\x17.fetalflex.v1.PlaneInfo\x12)\n\x07presets\x18\x03 \x03(\x0b\x32\x18.fetalflex.v1.PresetInfo\x12\x17\n\x0fvocabulary_json\x18\x04 \x01(\t\"\x99\x01\n\x13RenderLayoutRequest\x12\r\n\x05plane\x18\x01 \x01(\t\x12$\n\x06layout\x18\x02 \x01(\x0b\x32\x14.fetalflex.v1.Layout\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12!\n\x05\x65\x64its\x18\x04 \x03(\x0b\x32\x12.fetalflex.v1.Edit\x12\x0c\n\x04size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x03\"\x84\x01\n\x14RenderLayoutResponse\x12\x15\n\rlabel_map_png\x18\x01 \x01(\x0c\x12\x12\n\ncolour_png\x18\x02 \x01(\x0c\x12/\n\nstructures\x18\x03 \x01(\x0b\x32\x1b.fetalflex.v1.StructureList\x12\x10\n\x08\x66ield_mm\x18\x04 \x01(\x02*f\n\x07Sampler\x12\x17\n\x13SAMPLER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSAMPLER_DDIM\x10\x01\x12\x19\n\x15SAMPLER_DPM_SOLVER_PP\x10\x02\x12\x15\n\x11SAMPLER_TWO_STAGE\x10\x03*|\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_DICOM\x10\x02\x12\x1d\n\x19OUTPUT_FORMAT_RAW_FLOAT32\x10\x03\x32\xce\x02\n\tFetalFlex\x12I\n\x08Generate\x12\x1d.fetalflex.v1.GenerateRequest\x1a\x1e.fetalflex.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.fetalflex.v1.GenerateRequest\x1a\x1b.fetalflex.v1.GenerateEvent0\x01\x12O\n\nListPlanes\x12\x1f.fetalflex.v1.ListPlanesRequest\x1a .fetalflex.v1.ListPlanesResponse\x12U\n\x0cRenderLayout\x12!.fetalflex.v1.RenderLayoutRequest\x1a\".fetalflex.v1.RenderLayoutResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fetalflex.v1.fetalflex_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLER']._serialized_start=2625
-  _globals['_SAMPLER']._serialized_end=2727
-  _globals['_OUTPUTFORMAT']._serialized_start=2729
-  _globals['_OUTPUTFORMAT']._serialized_end=2853
+  _globals['_SAMPLER']._serialized_start=2702
+  _globals['_SAMPLER']._serialized_end=2804
+  _globals['_OUTPUTFORMAT']._serialized_start=2806
+  _globals['_OUTPUTFORMAT']._serialized_end=2930
   _globals['_SHAPE']._serialized_start=46
   _globals['_SHAPE']._serialized_end=173
   _globals['_STRUCTURELIST']._serialized_start=175
@@ -48,33 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPAINTOPTIONS']._serialized_start=454
   _globals['_REPAINTOPTIONS']._serialized_end=568
   _globals['_GENERATEREQUEST']._serialized_start=571
-  _globals['_GENERATEREQUEST']._serialized_end=1084
-  _globals['_IMAGE']._serialized_start=1086
-  _globals['_IMAGE']._serialized_end=1154
-  _globals['_GENERATEDSAMPLE']._serialized_start=1157
-  _globals['_GENERATEDSAMPLE']._serialized_end=1349
-  _globals['_STAGETIMING']._serialized_start=1351
-  _globals['_STAGETIMING']._serialized_end=1396
-  _globals['_GENERATERESPONSE']._serialized_start=1399
-  _globals['_GENERATERESPONSE']._serialized_end=1678
-  _globals['_PROGRESS']._serialized_start=1680
-  _globals['_PROGRESS']._serialized_end=1773
-  _globals['_GENERATEEVENT']._serialized_start=1775
-  _globals['_GENERATEEVENT']._serialized_end=1893
-  _globals['_LISTPLANESREQUEST']._serialized_start=1895
-  _globals['_LISTPLANESREQUEST']._serialized_end=1914
-  _globals['_STRUCTUREINFO']._serialized_start=1916
-  _globals['_STRUCTUREINFO']._serialized_end=1974
-  _globals['_PLANEINFO']._serialized_start=1976
-  _globals['_PLANEINFO']._serialized_end=2073
-  _globals['_PRESETINFO']._serialized_start=2075
-  _globals['_PRESETINFO']._serialized_end=2151
-  _globals['_LISTPLANESRESPONSE']._serialized_start=2154
-  _globals['_LISTPLANESRESPONSE']._serialized_end=2332
-  _globals['_RENDERLAYOUTREQUEST']._serialized_start=2335
-  _globals['_RENDERLAYOUTREQUEST']._serialized_end=2488
-  _globals['_RENDERLAYOUTRESPONSE']._serialized_start=2491
-  _globals['_RENDERLAYOUTRESPONSE']._serialized_end=2623
-  _globals['_FETALFLEX']._serialized_start=2856
-  _globals['_FETALFLEX']._serialized_end=3190
+  _globals['_GENERATEREQUEST']._serialized_end=1161
+  _globals['_IMAGE']._serialized_start=1163
+  _globals['_IMAGE']._serialized_end=1231
+  _globals['_GENERATEDSAMPLE']._serialized_start=1234
+  _globals['_GENERATEDSAMPLE']._serialized_end=1426
+  _globals['_STAGETIMING']._serialized_start=1428
+  _globals['_STAGETIMING']._serialized_end=1473
+  _globals['_GENERATERESPONSE']._serialized_start=1476
+  _globals['_GENERATERESPONSE']._serialized_end=1755
+  _globals['_PROGRESS']._serialized_start=1757
+  _globals['_PROGRESS']._serialized_end=1850
+  _globals['_GENERATEEVENT']._serialized_start=1852
+  _globals['_GENERATEEVENT']._serialized_end=1970
+  _globals['_LISTPLANESREQUEST']._serialized_start=1972
+  _globals['_LISTPLANESREQUEST']._serialized_end=1991
+  _globals['_STRUCTUREINFO']._serialized_start=1993
+  _globals['_STRUCTUREINFO']._serialized_end=2051
+  _globals['_PLANEINFO']._serialized_start=2053
+  _globals['_PLANEINFO']._serialized_end=2150
+  _globals['_PRESETINFO']._serialized_start=2152
+  _globals['_PRESETINFO']._serialized_end=2228
+  _globals['_LISTPLANESRESPONSE']._serialized_start=2231
+  _globals['_LISTPLANESRESPONSE']._serialized_end=2409
+  _globals['_RENDERLAYOUTREQUEST']._serialized_start=2412
+  _globals['_RENDERLAYOUTREQUEST']._serialized_end=2565
+  _globals['_RENDERLAYOUTRESPONSE']._serialized_start=2568
+  _globals['_RENDERLAYOUTRESPONSE']._serialized_end=2700
+  _globals['_FETALFLEX']._serialized_start=2933
+  _globals['_FETALFLEX']._serialized_end=3267
 # @@protoc_insertion_point(module_scope)
