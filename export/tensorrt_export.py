@@ -93,3 +93,20 @@ def build_plan(onnx_path: Path, out: Path, cfg: DenoiserConfig,
             "profiles": [p.__dict__ for p in profiles],
             "build_seconds": round(time.perf_counter() - t0, 1),
             "tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0)}
+
+
+def trtexec_command(onnx_path: str, plan_path: str, cfg: DenoiserConfig,
+                    max_batch: int = 32, opt_batch: int = 16, fp16: bool = True) -> list[str]:
+    """A ``trtexec`` build with ONE profile (1..max_batch, tuned at opt_batch), for images
+    that carry trtexec but not the tensorrt Python package (NGC's Triton image). The
+    Python builder above makes one profile per bucket instead."""
+    if not 1 <= opt_batch <= max_batch:
+        raise ValueError(f"opt_batch: must be within 1..{max_batch}, got {opt_batch}")
+    shapes = input_shapes(cfg, Profile(1, opt_batch, max_batch))
+    cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}", "--skipInference"]
+    if fp16:
+        cmd.append("--fp16")
+    for flag, k in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
+        cmd.append(flag + "=" + ",".join(f"{name}:{'x'.join(str(d) for d in dims[k])}"
+                                         for name, dims in shapes.items()))
+    return cmd

@@ -244,6 +244,22 @@ def _cmd_bench_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(args.target) as ch:
+            r = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"unhealthy: {exc.code().name}")
+        return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+    print(name)
+    return 0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
@@ -427,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--requests", type=int, default=24)
     p.set_defaults(func=_cmd_bench_service)
+    p = sub.add_parser("health", help="gRPC health check (exit 0 when SERVING)")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--service", default="")
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=_cmd_health)
     return ap
 
 

@@ -52,3 +52,17 @@ def test_cli_reports_missing_gpu_stack(tmp_path: Path, capsys: pytest.CaptureFix
                  "--weights", str(Path(__file__).resolve().parents[2] / "fetalflex" /
                                   "weights" / "denoiser")]) == 2
     assert "tensorrt: " in capsys.readouterr().err
+
+
+def test_trtexec_command_from_the_signature() -> None:
+    from export.tensorrt_export import trtexec_command
+
+    cfg = DenoiserConfig(image_size=64, block_out_channels=(32, 64, 128),
+                         attention_levels=(False, False, False))
+    cmd = trtexec_command("m.onnx", "m.plan", cfg, max_batch=32, opt_batch=16)
+    assert cmd[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.plan"]
+    assert "--fp16" in cmd
+    assert "--maxShapes=x_t:32x1x64x64,timestep:32,layout:32x35x64x64,condition:32x10," \
+           "control_scale:32" in cmd
+    with pytest.raises(ValueError, match="opt_batch"):
+        trtexec_command("m.onnx", "m.plan", cfg, max_batch=8, opt_batch=16)
