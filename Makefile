@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install triton-env test lint demo phantom-demo contact-sheet bench-phantom vocabulary triton repository
+.PHONY: install triton-env test lint demo phantom-demo contact-sheet bench-phantom vocabulary triton repository stack stack-smoke
 
 install:
 	python3 -m venv .venv
@@ -26,6 +26,13 @@ triton: repository
 
 repository:
 	$(PY) -m fetalflex.cli export repository --with-onnx
+
+# The local stack of real parts on loopback: Triton + orchestrator + Prometheus (with our rules).
+stack: triton-env
+	$(PY) -m service.stack
+
+stack-smoke: triton-env
+	$(PY) -m service.stack --smoke
 
 lint:
 	$(PY) -m ruff check .
