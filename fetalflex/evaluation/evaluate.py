@@ -96,8 +96,8 @@ def evaluate(model_dir: Path, segmenter_dir: Path, manifest: Path, out: Path,
                                               [r.ga_weeks for r in sel], seed, steps, guidance)
             total_calls += calls
             to_t = lambda a: torch.from_numpy(a.astype(np.float32) / 127.5 - 1)[:, None]  # noqa: E731
-            read_real = seg.predict(to_t(real))
-            read_gen = seg.predict(to_t(gen))
+            read_real = seg.predict(to_t(real), plane=plane)
+            read_gen = seg.predict(to_t(gen), plane=plane)
             key = "abnormal" if abnormal else "normal"
             ceiling = [mean_dice(m, r, plane) for m, r in zip(maps, read_real, strict=True)]
             adher = [mean_dice(m, r, plane) for m, r in zip(maps, read_gen, strict=True)]

@@ -59,11 +59,25 @@ class Segmenter(nn.Module):
         return self.head(x)
 
     @torch.inference_mode()
-    def predict(self, images: Tensor, batch: int = 64) -> np.ndarray:
-        """(N,1,H,W) in [-1, 1] -> (N,H,W) uint8 label ids."""
+    def predict(self, images: Tensor, batch: int = 64, plane: str | None = None) -> np.ndarray:
+        """(N,1,H,W) in [-1, 1] -> (N,H,W) uint8 label ids.
+
+        With ``plane`` the reading is restricted to that plane's labels (the plane of a
+        request is known; the question is where its structures are, not which plane it is).
+        """
         self.eval()
-        outs = [self(images[i:i + batch]).argmax(1).to(torch.uint8)
-                for i in range(0, len(images), batch)]
+        allowed = None
+        if plane is not None:
+            from fetalflex.anatomy.planes import plane as get_plane
+
+            allowed = torch.full((self.config.num_labels,), float("-inf"))
+            allowed[list(get_plane(plane).label_ids)] = 0.0
+        outs = []
+        for i in range(0, len(images), batch):
+            logits = self(images[i:i + batch])
+            if allowed is not None:
+                logits = logits + allowed.view(1, -1, 1, 1)
+            outs.append(logits.argmax(1).to(torch.uint8))
         return torch.cat(outs).numpy()
 
     def save(self, directory: Path, meta: dict[str, object] | None = None) -> None:

@@ -47,9 +47,11 @@ def _layouts(manifest: Path, per_plane: int) -> list[Layout]:
 
 
 def _adherence(seg: Segmenter, images: list[np.ndarray], layouts: list[Layout]) -> float:
-    read = seg.predict(to_float(np.stack(images)))
-    return float(np.nanmean([mean_dice(lay.label_map, r, lay.plane)
-                             for lay, r in zip(layouts, read, strict=True)]))
+    scores = []
+    for img, lay in zip(images, layouts, strict=True):
+        read = seg.predict(to_float(img[None]), plane=lay.plane)[0]
+        scores.append(mean_dice(lay.label_map, read, lay.plane))
+    return float(np.nanmean(scores))
 
 
 def _run_set(engine: Engine, layouts: list[Layout], **req: Any) -> dict[str, Any]:

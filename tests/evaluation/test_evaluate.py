@@ -34,3 +34,16 @@ def test_evaluate_end_to_end(tiny_data: Path, tiny_eval_data: Path, tmp_path: Pa
     assert 0.0 <= data["planes"]["TV"]["normal"]["adherence_dice"] <= 1.0
     assert "| TV |" in (tmp_path / "ev" / "evaluation.md").read_text()
     assert (tmp_path / "ev" / "sample_grid.png").exists()
+
+
+def test_plane_restricted_reading(tiny_data: Path, tmp_path: Path) -> None:
+    import torch
+
+    from fetalflex.anatomy.planes import plane
+    from fetalflex.evaluation.segmenter import Segmenter
+
+    seg = Segmenter.load(train_segmenter(tiny_data, tmp_path / "seg", steps=2, batch_size=4,
+                                         progress=False))
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    read = seg.predict(x, plane="FL")
+    assert set(np.unique(read).tolist()) <= set(plane("FL").label_ids)
