@@ -123,7 +123,7 @@ def edits_from(field: str, edits: Any) -> list[Any]:
 
 def to_job(req: pb.GenerateRequest, settings: ServiceSettings, size: int) -> Job:
     count = req.count if req.HasField("count") else 1
-    steps = req.steps if req.HasField("steps") else 25
+    steps = req.steps if req.HasField("steps") else 10
     if not 1 <= count <= settings.max_count:
         raise InvalidRequestError("count", f"must be within 1..{settings.max_count}, "
                                            f"got {count}")
