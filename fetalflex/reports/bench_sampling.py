@@ -105,12 +105,14 @@ def bench_sampling(weights: Path | None, segmenter: Path, manifest: Path,
     t_pair = (time.perf_counter() - t0) / len(layouts)
     ab_lays = [apply_preset(lay, presets_for(lay.plane)[i % len(presets_for(lay.plane))].name)
                for i, lay in enumerate(layouts)]
-    plain = _run_set(eng, ab_lays, steps=25)
+    default_steps = GenerationRequest.model_fields["steps"].default
+    plain = _run_set(eng, ab_lays, steps=default_steps)
     plain_imgs = plain["images"]
-    rows.append({"case": "pair (ddim-25 + repaint 20/5/2)", "calls_per_pair": calls / len(layouts),
+    rows.append({"case": f"pair (ddim-{default_steps} + repaint 20/5/2)",
+                 "calls_per_pair": calls / len(layouts),
                  "seconds_per_pair": round(t_pair, 3),
                  "twin_adherence_dice": round(_adherence(seg, pair_imgs, pair_lays), 4),
-                 "plain_ddim25_on_abnormal_layout_dice": round(
+                 "plain_sampler_on_abnormal_layout_dice": round(
                      _adherence(seg, plain_imgs, ab_lays), 4),
                  "outside_region_bit_identical": all(seam),
                  "baseline_repaint_defaults_calls": count_calls(
