@@ -55,6 +55,7 @@ class _Fp16Graph(torch.nn.Module):
     def __init__(self, model: FetalFlexDenoiser) -> None:
         super().__init__()
         self.model = model.half()
+        self.config = model.config
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, layout: torch.Tensor,
                 cond: torch.Tensor, control_scale: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ def export_fp16(model: FetalFlexDenoiser, dst: Path) -> Path:
     graph: onnxconverter-common's converter left fp32 inputs wired into fp16 nodes here."""
     import copy
 
-    return export_onnx(_Fp16Graph(copy.deepcopy(model)), dst)  # type: ignore[arg-type]
+    return export_onnx(_Fp16Graph(copy.deepcopy(model)), dst)
 
 
 def check_dynamic_batch(path: Path) -> None:

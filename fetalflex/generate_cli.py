@@ -96,11 +96,15 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
     return path
 
 
+def backend_from_args(args: Any) -> Backend:
+    """The backend named by the shared CLI options (``--backend``, ``--weights``, ...)."""
+    return load_backend(args.backend, Path(args.weights) if args.weights else None,
+                        threads=args.threads, triton_url=args.triton_url,
+                        triton_model=args.triton_model, triton_shared_memory=args.triton_shm)
+
+
 def run_generate(args: Any) -> int:
-    backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
-                           threads=args.threads, triton_url=args.triton_url,
-                           triton_model=args.triton_model,
-                           triton_shared_memory=args.triton_shm)
+    backend = backend_from_args(args)
     engine = Engine(backend)
     size = backend.config.image_size
     req = GenerationRequest(
@@ -141,10 +145,7 @@ GALLERY_PAIRS = (("TV", "ventriculomegaly"), ("4CH", "hypoplastic_left_heart"),
 def run_gallery(args: Any) -> int:
     from fetalflex.anatomy.planes import PLANE_CODES
 
-    backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
-                           threads=args.threads, triton_url=args.triton_url,
-                           triton_model=args.triton_model,
-                           triton_shared_memory=args.triton_shm)
+    backend = backend_from_args(args)
     engine = Engine(backend)
     out = Path(args.out)
     tiles: list[np.ndarray] = []

@@ -31,7 +31,7 @@ from fetalflex.anatomy.planes import plane_index
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.backends.backends import Backend
-from fetalflex.model.denoiser import condition_vector
+from fetalflex.model.denoiser import guidance_conditions
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.sampling.ddim import (
     ddim_scheduler,
@@ -159,12 +159,7 @@ class Engine:
 
     # ------------------------------------------------------------------ denoisers
     def _conds(self, plane: str, ga: list[float | None]) -> tuple[Tensor, Tensor]:
-        n = len(ga)
-        g = torch.tensor([np.nan if v is None else v for v in ga], dtype=torch.float32)
-        cond = condition_vector(torch.full((n,), plane_index(plane)), g, self.cfg.num_planes)
-        uncond = condition_vector(torch.full((n,), -1), torch.full((n,), float("nan")),
-                                  self.cfg.num_planes)
-        return cond, uncond
+        return guidance_conditions(plane_index(plane), ga, self.cfg.num_planes)
 
     def _guided(self, call: CountingCall, layouts: list[Layout], guidance: float,
                 control: float) -> Denoiser:

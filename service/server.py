@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -74,8 +75,6 @@ class _TimedCall:
         self.call, self.backend = call, backend
 
     def __call__(self, *args: Any) -> Any:
-        import time
-
         t0 = time.perf_counter()
         out = self.call(*args)
         DENOISER_CALL_SECONDS.labels(self.backend).observe(time.perf_counter() - t0)

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from scipy import ndimage
 
-from fetalflex.anatomy.layout import LabelMap, Layout
+from fetalflex.anatomy.layout import LabelMap, Layout, Shape, shape_mask
 from fetalflex.anatomy.planes import Plane
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.sector import sector_mask
@@ -415,8 +415,6 @@ def apply_edit(layout: Layout, edit: Edit) -> Layout:
         else:
             assert edit.axes_mm is not None
             axes_px = np.array(edit.axes_mm) * px_per_mm
-        from fetalflex.anatomy.layout import Shape, shape_mask
-
         shape = Shape(structure=edit.structure, kind=edit.kind, center=centre,
                       axes=(float(axes_px[0]) / size, float(axes_px[1]) / size),
                       angle=edit.angle)

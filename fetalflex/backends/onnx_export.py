@@ -32,7 +32,8 @@ def example_inputs(cfg: DenoiserConfig, n: int = 2) -> tuple[torch.Tensor, ...]:
 
 
 def export_onnx(model: torch.nn.Module, path: Path) -> Path:
-    """Write ``path`` atomically (temporary file + rename)."""
+    """Write ``path`` atomically (temporary file + rename). ``model`` has the denoiser's
+    signature and a ``config`` (:class:`DenoiserConfig`) for the example inputs."""
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,8 +42,7 @@ def export_onnx(model: torch.nn.Module, path: Path) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             # diffusers' shape asserts are constant for a fixed image size: harmless here.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            cfg = model.config if isinstance(model, FetalFlexDenoiser) else model.model.config
-            torch.onnx.export(model, example_inputs(cfg), tmp, dynamo=False,
+            torch.onnx.export(model, example_inputs(model.config), tmp, dynamo=False,
                               input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                               dynamic_axes=DYNAMIC_AXES, opset_version=OPSET)
         os.replace(tmp, path)

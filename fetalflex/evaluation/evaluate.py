@@ -30,14 +30,11 @@ from fetalflex.anatomy.render import colourize
 from fetalflex.data.manifest import Record, read_manifest, resolve
 from fetalflex.evaluation.metrics import histogram_distance, mean_dice, texture_stats
 from fetalflex.evaluation.segmenter import Segmenter
+from fetalflex.generation import to_uint8
 from fetalflex.io.png import read_gray, read_label_map, write_image
-from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
+from fetalflex.model.denoiser import FetalFlexDenoiser, guidance_conditions
 from fetalflex.sampling.ddim import ddim_scheduler, sample_ddim
 from fetalflex.sampling.denoisers import CountingCall, ModelCall, guided, torch_model_call
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).squeeze(1).numpy()
 
 
 def generate_for_layouts(call: ModelCall, model_cfg: Any, maps: np.ndarray, plane: str,
@@ -51,11 +48,8 @@ def generate_for_layouts(call: ModelCall, model_cfg: Any, maps: np.ndarray, plan
         m = maps[s:s + batch]
         n = len(m)
         layout = torch.from_numpy(np.stack([one_hot(x) for x in m]))
-        g = torch.tensor([np.nan if v is None else v for v in ga[s:s + batch]],
-                         dtype=torch.float32)
-        cond = condition_vector(torch.full((n,), plane_index(plane)), g, model_cfg.num_planes)
-        uncond = condition_vector(torch.full((n,), -1), torch.full((n,), float("nan")),
-                                  model_cfg.num_planes)
+        cond, uncond = guidance_conditions(plane_index(plane), ga[s:s + batch],
+                                           model_cfg.num_planes)
         gen = torch.Generator().manual_seed(seed + s)
         x = torch.randn((n, 1, m.shape[1], m.shape[2]), generator=gen)
         counted = CountingCall(call)

@@ -46,6 +46,16 @@ def condition_vector(plane: Tensor, ga: Tensor, num_planes: int) -> Tensor:
     return torch.cat([onehot, ga_val[:, None], ga_known.float()[:, None]], dim=1)
 
 
+def guidance_conditions(plane: int, ga: list[float | None], num_planes: int
+                        ) -> tuple[Tensor, Tensor]:
+    """Conditional and unconditional ('no plane, GA unknown') vectors for N samples."""
+    n = len(ga)
+    g = torch.tensor([float("nan") if v is None else v for v in ga], dtype=torch.float32)
+    cond = condition_vector(torch.full((n,), plane), g, num_planes)
+    uncond = condition_vector(torch.full((n,), -1), torch.full((n,), float("nan")), num_planes)
+    return cond, uncond
+
+
 def _blocks(cfg: DenoiserConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels))

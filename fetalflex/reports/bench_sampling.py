@@ -48,9 +48,11 @@ def _layouts(manifest: Path, per_plane: int) -> list[Layout]:
 
 def _adherence(seg: Segmenter, images: list[np.ndarray], layouts: list[Layout]) -> float:
     scores = []
-    for img, lay in zip(images, layouts, strict=True):
-        read = seg.predict(to_float(img[None]), plane=lay.plane)[0]
-        scores.append(mean_dice(lay.label_map, read, lay.plane))
+    for plane in sorted({lay.plane for lay in layouts}):
+        idx = [i for i, lay in enumerate(layouts) if lay.plane == plane]
+        read = seg.predict(to_float(np.stack([images[i] for i in idx])), plane=plane)
+        scores += [mean_dice(layouts[i].label_map, r, plane)
+                   for i, r in zip(idx, read, strict=True)]
     return float(np.nanmean(scores))
 
 

@@ -32,17 +32,8 @@ def sample_ddim_progressive(
     denoise: Denoiser, x: Tensor, scheduler: DDIMScheduler, steps: int, *, eta: float = 0.0,
     generator: torch.Generator | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[Event]:
-    if steps < 1:
-        raise ValueError(f"steps: must be at least 1, got {steps}")
-    scheduler.set_timesteps(steps)
-    n = x.shape[0]
-    for i, t in enumerate(scheduler.timesteps):
-        if should_stop is not None and should_stop():
-            raise InterruptedError("sampling cancelled")
-        out = denoise(x, torch.full((n,), int(t), dtype=torch.long))
-        res = scheduler.step(out, t, x, eta=eta, generator=generator)
-        x = res.prev_sample
-        yield {"x": x, "i": i, "t": int(t), "denoised": res.pred_original_sample}
+    return sample_scheduler_progressive(denoise, x, scheduler, steps, should_stop=should_stop,
+                                        step_kwargs={"eta": eta, "generator": generator})
 
 
 def sample_ddim(denoise: Denoiser, x: Tensor, scheduler: DDIMScheduler, steps: int, *,
@@ -69,11 +60,12 @@ def sample_scheduler_progressive(
     denoise: Denoiser, x: Tensor, scheduler: SchedulerMixin, steps: int, *,
     preview: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    step_kwargs: dict[str, Any] | None = None,
 ) -> Iterator[Event]:
-    """Any diffusers scheduler (DPM-Solver++ here) over a denoiser, one event per step.
+    """Any diffusers scheduler over a denoiser, one event per step (the one sampling loop).
 
-    ``preview(out, x_t, t) -> x0`` supplies the predicted clean image when the scheduler
-    does not report it."""
+    ``denoised`` is the scheduler's own x0 prediction when it reports one (DDIM), else
+    ``preview(out, x_t, t)`` (DPM-Solver++), else the current sample."""
     if steps < 1:
         raise ValueError(f"steps: must be at least 1, got {steps}")
     scheduler.set_timesteps(steps)
@@ -83,6 +75,9 @@ def sample_scheduler_progressive(
             raise InterruptedError("sampling cancelled")
         tt = torch.full((n,), int(t), dtype=torch.long)
         out = denoise(x, tt)
-        den = preview(out, x, tt) if preview is not None else None
-        x = scheduler.step(out, t, x).prev_sample
+        res = scheduler.step(out, t, x, **(step_kwargs or {}))
+        den = getattr(res, "pred_original_sample", None)
+        if den is None and preview is not None:
+            den = preview(out, x, tt)
+        x = res.prev_sample
         yield {"x": x, "i": i, "t": int(t), "denoised": den if den is not None else x}

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -175,6 +176,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
     log_path = out / "log.jsonl"
     ckpt_path = out / "checkpoint.pt"
     done: dict[str, int] = {}
+    ck: dict[str, Any] = {}
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -205,11 +207,9 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
                 find_unused_parameters=True)
         opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sc))  # type: ignore[arg-type]
-        ck_state = (torch.load(ckpt_path, map_location=dev, weights_only=False)
-                    if resume and ckpt_path.exists() and start else {})
-        if ck_state.get("stage") == stage:  # resume inside a stage: optimizer state too
-            opt.load_state_dict(ck_state["opt"])
-            sched.load_state_dict(ck_state["sched"])
+        if start and ck.get("stage") == stage:  # resume inside a stage: optimizer too
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
         it = _batches(loader, sampler)
         bar = tqdm(total=sc.steps, initial=start, desc=stage, disable=not (progress and d.main),
                    dynamic_ncols=True)
