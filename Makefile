@@ -51,7 +51,7 @@ contact-sheet:
 	$(PY) -m fetalflex.cli contact-sheet --out docs/contact_sheet.png
 
 bench-phantom:
-	$(PY) -m fetalflex.cli bench-phantom --sizes 128 256 --n 400
+	$(PY) -m fetalflex.cli bench phantom --sizes 128 256 --n 400
 
 vocabulary:
 	$(PY) -m fetalflex.anatomy.vocabulary

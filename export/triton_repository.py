@@ -39,6 +39,7 @@ class BatchingPolicy:
     max_queue_delay_us: int = 2000
     max_queue_size: int = 256
     queue_timeout_us: int = 10_000_000  # requests waiting longer are rejected
+    dynamic: bool = True  # False: no dynamic batcher (each request runs alone; benchmarks)
 
 
 def _tensor(spec: TensorSpec, cfg: DenoiserConfig, kind: str) -> str:
@@ -66,14 +67,16 @@ def config_pbtxt(target: str, cfg: DenoiserConfig, policy: BatchingPolicy) -> st
         f'name: "{name}"', head, f"max_batch_size: {policy.max_batch_size}",
         f"input [\n{ins}\n]", f"output [\n{outs}\n]",
         f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]",
-        "dynamic_batching {\n"
-        f"  preferred_batch_size: [ {', '.join(map(str, policy.preferred_batch_sizes))} ]\n"
-        f"  max_queue_delay_microseconds: {policy.max_queue_delay_us}\n"
-        "  default_queue_policy {\n    timeout_action: REJECT\n"
-        f"    default_timeout_microseconds: {policy.queue_timeout_us}\n"
-        "    allow_timeout_override: true\n"
-        f"    max_queue_size: {policy.max_queue_size}\n  }}\n}}",
     ]
+    if policy.dynamic:
+        parts.append(
+            "dynamic_batching {\n"
+            f"  preferred_batch_size: [ {', '.join(map(str, policy.preferred_batch_sizes))} ]\n"
+            f"  max_queue_delay_microseconds: {policy.max_queue_delay_us}\n"
+            "  default_queue_policy {\n    timeout_action: REJECT\n"
+            f"    default_timeout_microseconds: {policy.queue_timeout_us}\n"
+            "    allow_timeout_override: true\n"
+            f"    max_queue_size: {policy.max_queue_size}\n  }}\n}}")
     if target == "onnx":
         parts.append(
             "optimization {\n  execution_accelerators {\n    gpu_execution_accelerator: [\n"

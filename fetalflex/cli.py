@@ -80,12 +80,6 @@ def _cmd_contact_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_phantom(args: argparse.Namespace) -> int:
-    from fetalflex.reports.bench_phantom import bench_phantom
-
-    for row in bench_phantom(tuple(args.sizes), n=args.n, workers=args.workers):
-        print(json.dumps(row))
-    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -120,6 +114,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_downstream(args: argparse.Namespace) -> int:
+    import torch
+
+    from fetalflex.backends.backends import load_backend
+    from fetalflex.evaluation.downstream import DownstreamOptions, run_downstream
+    from fetalflex.reports.downstream_report import markdown
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    opts = DownstreamOptions(
+        normals_per_plane=args.normals_per_plane, synth_per_preset=args.synth_per_preset,
+        test_per_preset=args.test_per_preset, plane_sizes=tuple(args.plane_sizes),
+        plane_synth_per_plane=args.plane_synth_per_plane,
+        plane_test_per_plane=args.plane_test_per_plane, train_seeds=tuple(args.train_seeds),
+        classifier_steps=args.classifier_steps, seed=args.seed,
+        **({"presets": tuple(args.presets)} if args.presets else {}))
+    backend = load_backend(args.backend, Path(args.model) if args.model else None,
+                           threads=args.threads)
+    res = run_downstream(backend, opts, Path(args.out))
+    print(markdown(res))
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fetalflex.generate_cli import run_generate
 
@@ -147,24 +164,8 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def _cmd_bench_sampling(args: argparse.Namespace) -> int:
-    from fetalflex.reports.bench_sampling import bench_sampling
-
-    rows = bench_sampling(Path(args.weights) if args.weights else None, Path(args.segmenter),
-                          Path(args.data), per_plane=args.per_plane, threads=args.threads)
-    if args.out:
-        Path(args.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return 0
 
 
-def _cmd_bench_prealign(args: argparse.Namespace) -> int:
-    from fetalflex.reports.bench_prealign import bench_prealign
-    from fetalflex.training.config import TrainConfig
-
-    bench_prealign(Path(args.base_checkpoint), TrainConfig.load(Path(args.config)),
-                   Path(args.data), Path(args.eval_data), Path(args.segmenter), Path(args.out),
-                   steps=args.steps, eval_every=args.eval_every, n_per_plane=args.n_per_plane)
-    return 0
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -203,12 +204,6 @@ def _cmd_export_tensorrt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_triton(args: argparse.Namespace) -> int:
-    from fetalflex.reports.bench_triton import bench_triton
-
-    bench_triton(Path(args.weights) if args.weights else None, Path(args.env),
-                 reps=args.reps, concurrency=args.concurrency)
-    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -235,13 +230,6 @@ def _cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_service(args: argparse.Namespace) -> int:
-    from service.bench import bench_service
-
-    bench_service(Path(args.weights) if args.weights else None, reps=args.reps,
-                  steps=args.steps, concurrencies=tuple(args.concurrency),
-                  requests=args.requests)
-    return 0
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
@@ -305,11 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=_cmd_contact_sheet)
 
-    p = sub.add_parser("bench-phantom", help="phantom throughput (images/s) per size")
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--n", type=int, default=400)
-    p.add_argument("--workers", type=int, default=0)
-    p.set_defaults(func=_cmd_bench_phantom)
     p = sub.add_parser("train", help="train the denoiser (base, pre-alignment, control)")
     p.add_argument("--config", required=True, help="training config JSON")
     p.add_argument("--data", required=True, help="manifest.jsonl")
@@ -335,6 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES)
     p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser("evaluate-downstream",
+                       help="anomaly classifiers trained on FetalFlex twins vs baselines (AUC)")
+    p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--backend", default="embedded", choices=("embedded", "torch"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--normals-per-plane", type=int, default=120)
+    p.add_argument("--synth-per-preset", type=int, default=48)
+    p.add_argument("--test-per-preset", type=int, default=100)
+    p.add_argument("--plane-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--plane-synth-per-plane", type=int, default=32)
+    p.add_argument("--plane-test-per-plane", type=int, default=40)
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--classifier-steps", type=int, default=300)
+    p.add_argument("--presets", nargs="+", choices=sorted(PRESET_NAMES), default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_evaluate_downstream)
     p = sub.add_parser("generate", help="generate synthetic images (the main job)")
     p.add_argument("--plane", required=True, choices=PLANE_CODES)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES))
@@ -358,25 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/gallery")
     _backend_args(p)
     p.set_defaults(func=_cmd_gallery)
-    p = sub.add_parser("bench-sampling", help="calls, seconds, adherence per sampler")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
-    p.add_argument("--data", required=True, help="evaluation manifest.jsonl")
-    p.add_argument("--per-plane", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", help="also write the JSON lines here")
-    p.set_defaults(func=_cmd_bench_sampling)
-    p = sub.add_parser("bench-prealign", help="adherence per control step, pre-alignment on/off")
-    p.add_argument("--base-checkpoint", required=True)
-    p.add_argument("--config", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--eval-data", required=True)
-    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--n-per-plane", type=int, default=2)
-    p.set_defaults(func=_cmd_bench_prealign)
     p = sub.add_parser("export", help="export the denoiser (onnx)")
     esub = p.add_subparsers(dest="target", required=True)
     e = esub.add_parser("onnx", help="ONNX fp32/fp16 with checker, dynamic-batch and parity "
@@ -400,12 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fp32", action="store_true", help="no fp16 kernels")
     e.add_argument("--workspace-gib", type=float, default=4.0)
     e.set_defaults(func=_cmd_export_tensorrt)
-    p = sub.add_parser("bench-triton", help="Triton vs embedded latency, dynamic batching")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--env", default=".venv-triton", help="the nvidia-pytriton venv")
-    p.add_argument("--reps", type=int, default=30)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.set_defaults(func=_cmd_bench_triton)
     p = sub.add_parser("serve", help="run the gRPC service (settings: FETALFLEX_* env vars "
                                      "or --config JSON)")
     p.add_argument("--config", help="settings JSON file (keys as in service/config.py)")
@@ -436,13 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--token-file")
     p.set_defaults(func=_cmd_load)
-    p = sub.add_parser("bench-service", help="gRPC overhead vs in-process, bounded load")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
-    p.add_argument("--requests", type=int, default=24)
-    p.set_defaults(func=_cmd_bench_service)
+    from fetalflex.bench.cli import add_bench_commands
+
+    add_bench_commands(sub)
     p = sub.add_parser("health", help="gRPC health check (exit 0 when SERVING)")
     p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--service", default="")

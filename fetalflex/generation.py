@@ -256,27 +256,56 @@ class Engine:
         else:
             regions = [edit_region(a.label_map, b.label_map, req.repaint.dilate_px)
                        for a, b in zip(normals, abnormal, strict=True)]
-        mask = torch.from_numpy(np.stack([feathered(r, req.repaint.feather_px)
-                                          for r in regions]))[:, None]
-        den = self._guided(call, abnormal, req.guidance, req.control_scale)
         t2 = time.perf_counter()
-        rp_noise = SampleNoise([s + 7_919 for s in seeds])
-        out = None
-        for ev in repaint_progressive(den, to_float(images), mask, self.ac, self.pred,
-                                      req.repaint.options(), rp_noise, should_stop):
-            if ev.get("final"):
-                out = ev["x"]
+        twin = None
+        for ev in self._repaint(call, images, abnormal, regions, seeds, req.guidance,
+                                req.control_scale, req.repaint, should_stop):
+            if "twin" in ev:
+                twin = ev["twin"]
             else:
                 yield {"phase": "repaint", **ev}
         timings["repaint_s"] = time.perf_counter() - t2
-        assert out is not None
-        twin = to_uint8(out)  # type: ignore[arg-type]
-        # Outside the region the twin IS the reference, byte for byte.
-        twin = np.where(np.stack(regions), twin, images)
+        assert twin is not None
         samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
                    for i in range(req.n)]
         yield {"result": GenerationResult(samples, call.calls, time.perf_counter() - t0,
                                           timings)}
+
+    def _repaint(self, call: CountingCall, images: np.ndarray, layouts: list[Layout],
+                 regions: list[np.ndarray], seeds: list[int], guidance: float, control: float,
+                 settings: RepaintSettings, should_stop: Callable[[], bool] | None = None,
+                 ) -> Iterator[dict[str, Any]]:
+        mask = torch.from_numpy(np.stack([feathered(r, settings.feather_px)
+                                          for r in regions]))[:, None]
+        den = self._guided(call, layouts, guidance, control)
+        rp_noise = SampleNoise([s + 7_919 for s in seeds])
+        out = None
+        for ev in repaint_progressive(den, to_float(images), mask, self.ac, self.pred,
+                                      settings.options(), rp_noise, should_stop):
+            if ev.get("final"):
+                out = ev["x"]
+            else:
+                yield ev
+        assert out is not None
+        twin = to_uint8(out)  # type: ignore[arg-type]
+        # Outside the region the twin IS the reference, byte for byte.
+        yield {"twin": np.where(np.stack(regions), twin, images)}
+
+    def repaint(self, images: np.ndarray, layouts: list[Layout], regions: list[np.ndarray],
+                seeds: list[int], guidance: float = 2.0, control_scale: float = 1.0,
+                settings: RepaintSettings | None = None) -> tuple[np.ndarray, int]:
+        """Repaint a batch of images (uint8, one plane) inside ``regions``, conditioned on
+        ``layouts``; returns the images and the denoiser calls made. ``run`` uses the same
+        loop for counterfactual twins; this form lets a caller repaint many references of
+        one plane in one batch (and with the unedited layout, as a control)."""
+        if not layouts or len({x.plane for x in layouts}) != 1:
+            raise ValueError("layouts: one batch must hold one plane")
+        call = CountingCall(self.backend.call)
+        for ev in self._repaint(call, images, layouts, regions, seeds, guidance,
+                                control_scale, settings or RepaintSettings()):
+            if "twin" in ev:
+                return ev["twin"], call.calls
+        raise RuntimeError("repaint ended without a result")  # pragma: no cover
 
     def run(self, req: GenerationRequest, **kw: Any) -> GenerationResult:
         for ev in self.run_progressive(req, **kw):

@@ -1,23 +1,31 @@
-"""gRPC path vs in-process: request latency overhead and the load held (figures only).
+"""Service benchmarks (figures only; nothing asserts a speed).
 
-Starts the real server (loopback, same process, its own event loop thread), then:
-1. the same Generate request ``reps`` times in-process (Engine.run) and over gRPC, one at
-   a time: median latency of each and the ratio;
-2. a bounded load at each concurrency: p50/p95 latency, images/s and status codes.
+* ``bench_grpc``: the gRPC path's overhead. The real server (loopback, same process, its
+  own event-loop thread); the same Generate request ``reps`` times in-process
+  (``Engine.run``) and over gRPC, alternately: median latency of each and the ratio.
+* ``bench_end_to_end``: images/s and p50/p95 latency at several client concurrencies,
+  through the gRPC service, for four serving set-ups: the embedded ONNX Runtime backend
+  with and without batching across requests (the orchestrator's micro-batcher), and a
+  local Triton (CPU, Python backend + ONNX Runtime) with and without its dynamic batcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from fetalflex.bench.results import print_table, write_results
 from fetalflex.generation import GenerationRequest
+from fetalflex.reports.figures import new_figure, save_figure
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.client import load
@@ -25,53 +33,146 @@ from service.config import ServiceSettings
 from service.server import Server
 
 
-def bench_service(weights: Path | None, reps: int = 10, steps: int = 25,
-                  concurrencies: tuple[int, ...] = (1, 4, 8), requests: int = 24
-                  ) -> list[dict[str, Any]]:
+@contextmanager
+def running_server(settings: ServiceSettings) -> Iterator[Server]:
+    """The real server on its own event-loop thread; stopped (drained) on exit."""
     loop = asyncio.new_event_loop()
-    holder: dict[str, Server] = {}
+    holder: dict[str, Any] = {}
     ready = threading.Event()
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        holder["s"] = Server(ServiceSettings(port=0, metrics_port=0, weights=weights,
-                                             max_concurrent=8, max_queued=64))
-        loop.run_until_complete(holder["s"].start())
+        try:
+            holder["s"] = Server(settings)
+            loop.run_until_complete(holder["s"].start())
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller thread
+            holder["error"] = exc
+            ready.set()
+            return
         ready.set()
         loop.run_forever()
 
     th = threading.Thread(target=run, daemon=True)
     th.start()
-    ready.wait(120)
-    srv = holder["s"]
-    target = f"127.0.0.1:{srv.port}"
-    rows: list[dict[str, Any]] = []
+    if not ready.wait(180):
+        raise TimeoutError("server: did not start within 180 s")
+    if "error" in holder:
+        raise RuntimeError(f"server: failed to start: {holder['error']}") from holder["error"]
+    srv: Server = holder["s"]
     try:
-        req = GenerationRequest(plane="TV", seed=1, steps=steps)
-        srv.engine.run(req)  # warm-up
-        t_in = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            srv.engine.run(req)
-            t_in.append(time.perf_counter() - t0)
-        t_rpc = []
-        with grpc.insecure_channel(target) as ch:
-            stub = pb_grpc.FetalFlexStub(ch)
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                stub.Generate(pb.GenerateRequest(plane="TV", seed=1, steps=steps), timeout=300)
-                t_rpc.append(time.perf_counter() - t0)
-        rows.append({"case": f"Generate TV DDIM-{steps}, one at a time",
-                     "in_process_median_s": round(statistics.median(t_in), 4),
-                     "grpc_median_s": round(statistics.median(t_rpc), 4),
-                     "grpc_over_in_process": round(statistics.median(t_rpc) /
-                                                   statistics.median(t_in), 3)})
-        print(rows[-1], flush=True)
-        for c in concurrencies:
-            rows.append({"case": "bounded load", **load(target, c, requests, steps)})
-            print(rows[-1], flush=True)
+        yield srv
     finally:
         asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         th.join(10)
+
+
+def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = 10
+               ) -> list[dict[str, Any]]:
+    settings = ServiceSettings(port=0, metrics_port=0, weights=weights, max_concurrent=8,
+                               max_queued=64)
+    with running_server(settings) as srv, grpc.insecure_channel(
+            f"127.0.0.1:{srv.port}") as ch:
+        stub = pb_grpc.FetalFlexStub(ch)
+        req = GenerationRequest(plane="TV", seed=1, steps=steps)
+        srv.engine.run(req)  # warm-up, both paths
+        stub.Generate(pb.GenerateRequest(plane="TV", seed=1, steps=steps), timeout=300)
+        t_in, t_rpc = [], []
+        for _ in range(reps):  # alternate: drifts of a noisy machine hit both alike
+            t0 = time.perf_counter()
+            srv.engine.run(req)
+            t_in.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            stub.Generate(pb.GenerateRequest(plane="TV", seed=1, steps=steps), timeout=300)
+            t_rpc.append(time.perf_counter() - t0)
+    rows = [{"case": f"Generate TV DDIM-{steps}, one at a time", "reps": reps,
+             "in_process_median_s": round(statistics.median(t_in), 4),
+             "grpc_median_s": round(statistics.median(t_rpc), 4),
+             "grpc_minus_in_process_ms": round((statistics.median(t_rpc) -
+                                                statistics.median(t_in)) * 1e3, 1),
+             "grpc_over_in_process": round(statistics.median(t_rpc) /
+                                           statistics.median(t_in), 3)}]
+    print_table(rows)
+    write_results(out, "grpc_overhead", rows)
     return rows
+
+
+SETUPS = ("embedded", "embedded+batching", "triton", "triton+batching")
+
+
+def bench_end_to_end(weights: Path | None, out: Path,
+                     concurrencies: tuple[int, ...] = (1, 4, 16), requests_per_client: int = 2,
+                     min_requests: int = 8, steps: int = 10, setups: tuple[str, ...] = SETUPS,
+                     triton_env: Path | None = None) -> list[dict[str, Any]]:
+    from export.triton_repository import BatchingPolicy, write_repository
+    from export.triton_server import DEFAULT_ENV, LocalTriton
+    from fetalflex.backends.backends import DEFAULT_WEIGHTS
+    from fetalflex.backends.onnx_export import onnx_for
+    from fetalflex.model.config import DenoiserConfig
+
+    w = weights or DEFAULT_WEIGHTS
+    cfg = DenoiserConfig.load(w / "config.json")
+    top = max(concurrencies)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
+        for setup in setups:
+            base = dict(port=0, metrics_port=0, weights=w, max_concurrent=top,
+                        max_queued=4 * top, max_batch_rows=2 * top)
+            if setup.startswith("triton"):
+                dyn = setup.endswith("+batching")
+                repo = Path(d) / f"repo-{int(dyn)}"
+                write_repository(repo, cfg, onnx_for(w), BatchingPolicy(dynamic=dyn))
+                server = stack.enter_context(LocalTriton(repo, triton_env or DEFAULT_ENV,
+                                                         workdir=Path(d) / "work"))
+                settings = ServiceSettings(**base, backend="triton",
+                                           triton_url=server.grpc_url)
+            else:
+                settings = ServiceSettings(**base, backend="embedded",
+                                           batch_across_requests=setup.endswith("+batching"))
+            with running_server(settings) as srv:
+                target = f"127.0.0.1:{srv.port}"
+                load(target, 1, 1, steps)  # warm-up
+                for c in concurrencies:
+                    n = max(min_requests, requests_per_client * c)
+                    r = load(target, c, n, steps)
+                    rows.append({"setup": setup, "concurrency": c, "requests": n,
+                                 "images_per_s": r["images_per_s"], "p50_s": r["p50_s"],
+                                 "p95_s": r["p95_s"], "ok": r["codes"].get("OK", 0),
+                                 "errors": n - r["codes"].get("OK", 0)})
+                    print(rows[-1], flush=True)
+            if setup.startswith("triton"):
+                stack.close()  # stop this Triton before the next set-up starts
+    for c in concurrencies:
+        ref = next((r for r in rows if r["setup"] == setups[0] and r["concurrency"] == c),
+                   None)
+        for r in rows:
+            if r["concurrency"] == c and ref:
+                r[f"throughput_vs_{setups[0]}"] = round(r["images_per_s"] /
+                                                        ref["images_per_s"], 2)
+    print_table(rows)
+    write_results(out, "end_to_end", rows, {"steps": steps, "image_size": cfg.image_size,
+                                            "note": "client, orchestrator and Triton share "
+                                                    "this machine's CPUs"})
+    _plot(rows, out / "end_to_end.png", steps)
+    return rows
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, steps: int) -> None:
+    fig, axes = new_figure(ncols=2, width=5, height=3.8)
+    a0, a1 = axes[0]
+    for setup in dict.fromkeys(r["setup"] for r in rows):
+        sel = [r for r in rows if r["setup"] == setup]
+        c = [r["concurrency"] for r in sel]
+        line = a0.plot(c, [r["images_per_s"] for r in sel], "o-", label=setup)[0]
+        a1.plot(c, [r["p95_s"] for r in sel], "o-", color=line.get_color(),
+                label=f"{setup} p95")
+        a1.plot(c, [r["p50_s"] for r in sel], "x--", color=line.get_color())
+    for ax in (a0, a1):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("client concurrency")
+        ax.legend(fontsize=7)
+    a0.set_ylabel("images per second")
+    a1.set_ylabel("latency s (solid p95, dashed p50)")
+    a0.set_title(f"End to end through gRPC (DDIM-{steps})")
+    a1.set_title("Request latency")
+    save_figure(fig, path, "end-to-end throughput and latency; embedded vs Triton")

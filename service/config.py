@@ -31,6 +31,8 @@ class ServiceSettings(BaseSettings):
     default_deadline_s: float = Field(default=300.0, gt=0)
     grace_s: float = Field(default=20.0, ge=0)
     batch_window_ms: float = Field(default=4.0, ge=0)
+    # In-process backends: merge concurrent requests' denoiser calls (Triton batches itself).
+    batch_across_requests: bool = True
     max_batch_rows: int = Field(default=32, ge=1)
     reflection: bool = True
     tls_cert: Path | None = None

@@ -86,7 +86,8 @@ def build_engine(settings: ServiceSettings) -> tuple[Engine, dict[str, str], Bac
     b = load_backend(settings.backend, settings.weights, threads=settings.threads,
                      triton_url=settings.triton_url, triton_model=settings.triton_model)
     call: Any = _TimedCall(b.call, b.name)
-    if settings.backend != "triton":  # Triton batches on the server
+    # Triton batches on the server; in-process backends merge concurrent calls here.
+    if settings.backend != "triton" and settings.batch_across_requests:
         call = MicroBatcher(call, max_batch=settings.max_batch_rows,
                             window_s=settings.batch_window_ms / 1000.0)
     backend = Backend(b.name, b.config, call, b.model_id, b.model_hash)

@@ -49,3 +49,16 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_weights") / "denoiser"
     m.save(out)
     return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def triton_env_path() -> Path:
+    """The nvidia-pytriton venv (real tritonserver, CPU); CI must have it, others skip."""
+    env = Path(os.environ.get("FETALFLEX_TRITON_ENV", ROOT / ".venv-triton"))
+    if not (env / "bin").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"the Triton test environment {env} is missing (make triton-env)")
+        pytest.skip(f"no Triton environment at {env} (make triton-env)")
+    return env

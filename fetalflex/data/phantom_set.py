@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fetalflex.anatomy.layout import extract, rasterize
+from fetalflex.anatomy.layout import Layout, extract, rasterize
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.presets import apply_preset, presets_for
@@ -47,22 +47,30 @@ def plan_items(n: int, planes: Sequence[str], seed: int,
             for i in range(n)]
 
 
+def render_phantom(plane: str, seed: int, size: int, preset: str | None = None,
+                   ) -> tuple[np.ndarray, Layout, list[dict[str, object]]]:
+    """One phantom: (B-mode image, layout, structure list) of ``plane`` from ``seed``,
+    with the anomaly ``preset`` applied to the layout before simulation when given."""
+    sl = sample_template(plane, seed)
+    layout = rasterize(sl, size)
+    structures = [s.model_dump() for s in sl.structures]
+    if preset is not None:
+        layout = apply_preset(layout, preset)
+        structures = [s.model_dump() for s in extract(layout).structures]
+    return simulate_bmode(layout.label_map, seed), layout, structures
+
+
 def make_item(item: PhantomItem, size: int) -> tuple[np.ndarray, np.ndarray, Record]:
     """Render one item: (image, label map, manifest record with relative paths)."""
-    sl = sample_template(item.plane, item.seed)
-    layout = rasterize(sl, size)
     preset_name: str | None = None
-    structures = [s.model_dump() for s in sl.structures]
     if item.abnormal:
         choices = presets_for(item.plane)
         preset_name = choices[item.seed % len(choices)].name
-        layout = apply_preset(layout, preset_name)
-        structures = [s.model_dump() for s in extract(layout).structures]
-    image = simulate_bmode(layout.label_map, item.seed)
+    image, layout, structures = render_phantom(item.plane, item.seed, size, preset_name)
     rec = Record(
         image=f"images/{item.index:06d}.png", label_map=f"labels/{item.index:06d}.png",
-        plane=item.plane, ga_weeks=round(float(sl.ga_weeks or 0.0), 3), seed=item.seed,
-        field_mm=round(sl.field_mm, 4), preset=preset_name, structures=structures,
+        plane=item.plane, ga_weeks=round(float(layout.ga_weeks or 0.0), 3), seed=item.seed,
+        field_mm=round(layout.field_mm, 4), preset=preset_name, structures=structures,
     )
     return image, layout.label_map, rec
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -18,23 +17,14 @@ from fetalflex.backends.triton import TritonUnavailableError, request_deadline
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
+from tests.conftest import triton_env_path
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fetalflex_denoiser_cpu"
-
-
-def _env() -> Path:
-    env = Path(os.environ.get("FETALFLEX_TRITON_ENV", ROOT / ".venv-triton"))
-    if not (env / "bin").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"the Triton test environment {env} is missing (make triton-env)")
-        pytest.skip(f"no Triton environment at {env} (make triton-env)")
-    return env
 
 
 @pytest.fixture(scope="module")
 def triton(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    env = _env()
+    env = triton_env_path()
     tmp = tmp_path_factory.mktemp("triton")
     onnx = export_onnx(FetalFlexDenoiser.load(tiny_weights), tmp / "d.onnx")
     write_repository(tmp / "repo", DenoiserConfig.load(tiny_weights / "config.json"), onnx)

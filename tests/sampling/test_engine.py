@@ -46,6 +46,31 @@ def test_pair_keeps_every_pixel_outside_the_region(tiny_weights: Path) -> None:
         repaint_transitions(trailing_timesteps(1000, 6), 2, 2))
 
 
+def test_batch_repaint_reproduces_the_pair_twin(tiny_weights: Path) -> None:
+    """Engine.repaint (many references of one plane per batch) is the loop behind pairs."""
+    from fetalflex.generation import RepaintSettings
+
+    eng = Engine(load_backend("torch", tiny_weights))
+    rp = RepaintSettings(steps=6, jump_length=2)
+    reqs = [GenerationRequest(plane="TV", preset="hydrocephalus", pair=True, steps=4, seed=s,
+                              repaint=rp) for s in (3, 4)]
+    pairs = [eng.run(r).samples[0] for r in reqs]
+    twins, calls = eng.repaint(np.stack([p.image for p in pairs]),
+                               [p.abnormal_layout for p in pairs],  # type: ignore[misc]
+                               [p.region for p in pairs],  # type: ignore[misc]
+                               [3, 4], settings=rp)
+    assert calls == count_calls(repaint_transitions(trailing_timesteps(1000, 6), 2, 2))
+    for twin, p in zip(twins, pairs, strict=True):
+        assert p.abnormal_image is not None and p.region is not None
+        diff = np.abs(twin.astype(int) - p.abnormal_image.astype(int))
+        assert diff.max() <= 1  # same seeds: the same twin, batched or alone
+        assert np.array_equal(twin[~p.region], p.image[~p.region])
+    with pytest.raises(ValueError, match="layouts: one batch must hold one plane"):
+        eng.repaint(np.stack([pairs[0].image] * 2), [pairs[0].layout,
+                    eng.layouts_for(GenerationRequest(plane="AC"), None)[0]],
+                    [pairs[0].region] * 2, [1, 2])  # type: ignore[list-item]
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "two-stage"])
 def test_batched_equals_alone(tiny_weights: Path, sampler: str) -> None:
     eng = Engine(load_backend("torch", tiny_weights))

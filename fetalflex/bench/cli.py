@@ -1,0 +1,158 @@
+"""``fetalflex bench <name>``: every benchmark prints a table and writes JSON (+ a PNG plot)
+under ``--out`` (default ``out/bench``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+OUT = "out/bench"
+
+
+def _weights(args: argparse.Namespace) -> Path | None:
+    return Path(args.weights) if args.weights else None
+
+
+def _denoiser(args: argparse.Namespace) -> int:
+    from fetalflex.bench.denoiser_latency import bench_denoiser
+
+    bench_denoiser(_weights(args), Path(args.out), tuple(args.batches), reps=args.reps,
+                   threads=args.threads)
+    return 0
+
+
+def _sampler(args: argparse.Namespace) -> int:
+    from fetalflex.bench.sampler_cost import bench_sampler_cost
+
+    bench_sampler_cost(_weights(args), Path(args.segmenter), Path(args.data), Path(args.out),
+                       per_plane=args.per_plane, baseline_n=args.baseline_n,
+                       threads=args.threads)
+    return 0
+
+
+def _e2e(args: argparse.Namespace) -> int:
+    from service.bench import bench_end_to_end
+
+    bench_end_to_end(_weights(args), Path(args.out), tuple(args.concurrency),
+                     requests_per_client=args.requests_per_client, steps=args.steps,
+                     setups=tuple(args.setups), triton_env=Path(args.env))
+    return 0
+
+
+def _grpc(args: argparse.Namespace) -> int:
+    from service.bench import bench_grpc
+
+    bench_grpc(_weights(args), Path(args.out), reps=args.reps, steps=args.steps)
+    return 0
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    from fetalflex.bench.gpu import bench_gpu
+
+    bench_gpu(_weights(args), Path(args.out), tuple(args.batches), reps=args.reps,
+              device=args.device, variants=tuple(args.variants) if args.variants else None)
+    return 0
+
+
+def _triton(args: argparse.Namespace) -> int:
+    from fetalflex.bench.triton_step import bench_triton
+
+    bench_triton(_weights(args), Path(args.env), reps=args.reps, concurrency=args.concurrency)
+    return 0
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from fetalflex.bench.phantom import bench_phantom
+    from fetalflex.bench.results import print_table, write_results
+
+    rows: list[dict[str, Any]] = list(bench_phantom(tuple(args.sizes), n=args.n,
+                                                    workers=args.workers))
+    print_table(rows)
+    write_results(Path(args.out), "phantom", rows)
+    return 0
+
+
+def _prealign(args: argparse.Namespace) -> int:
+    from fetalflex.bench.prealign import bench_prealign
+    from fetalflex.training.config import TrainConfig
+
+    bench_prealign(Path(args.base_checkpoint), TrainConfig.load(Path(args.config)),
+                   Path(args.data), Path(args.eval_data), Path(args.segmenter), Path(args.out),
+                   steps=args.steps, eval_every=args.eval_every, n_per_plane=args.n_per_plane)
+    return 0
+
+
+def add_bench_commands(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmarks: table + JSON + PNG under --out")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+
+    def common(name: str, helps: str, weights: bool = True) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = bsub.add_parser(name, help=helps)
+        p.add_argument("--out", default=OUT)
+        if weights:
+            p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
+        return p
+
+    p = common("denoiser", "per-call latency/throughput vs batch: PyTorch eager vs ONNX Runtime")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_denoiser)
+
+    p = common("sampler", "calls, seconds and adherence per sampler, repaint setting and the "
+                          "diffusers RePaint baseline")
+    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    p.add_argument("--data", required=True, help="evaluation manifest.jsonl")
+    p.add_argument("--per-plane", type=int, default=2)
+    p.add_argument("--baseline-n", type=int, default=2,
+                   help="twins also made with diffusers' RePaint defaults (2,410 calls each)")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_sampler)
+
+    p = common("e2e", "images/s and p50/p95 through gRPC: embedded vs Triton, with and "
+                      "without batching across requests")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--requests-per-client", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--setups", nargs="+", default=["embedded", "embedded+batching", "triton",
+                                                   "triton+batching"],
+                   choices=["embedded", "embedded+batching", "triton", "triton+batching"])
+    p.add_argument("--env", default=".venv-triton", help="the nvidia-pytriton venv")
+    p.set_defaults(func=_e2e)
+
+    p = common("grpc", "the gRPC path's overhead vs in-process, same request")
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=10)
+    p.set_defaults(func=_grpc)
+
+    p = common("gpu", "eager vs CUDA graphs vs torch.compile vs ONNX Runtime vs TensorRT, "
+                      "fraction of measured peak (run where a GPU is)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 8, 16, 32])
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--device", choices=["cuda", "cpu"], default=None)
+    p.add_argument("--variants", nargs="+", default=None)
+    p.set_defaults(func=_gpu)
+
+    p = common("triton", "per-step latency Triton vs embedded, rows per Triton execution")
+    p.add_argument("--env", default=".venv-triton", help="the nvidia-pytriton venv")
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.set_defaults(func=_triton)
+
+    p = common("phantom", "phantom simulator throughput (images/s) per size", weights=False)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=_phantom)
+
+    p = common("prealign", "adherence per control step, pre-alignment on/off", weights=False)
+    p.add_argument("--base-checkpoint", required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--eval-data", required=True)
+    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--n-per-plane", type=int, default=2)
+    p.set_defaults(func=_prealign)

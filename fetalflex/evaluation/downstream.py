@@ -1,0 +1,323 @@
+"""Downstream utility: can FetalFlex-synthesized abnormal images replace abnormal data?
+
+The paper's central claim, tested in the phantom world. For every anomaly preset, a small
+classifier (``classifier.SmallCNN``) learns normal vs abnormal under four regimes and is
+tested on the same held-out simulator phantoms (normal and abnormal of that preset):
+
+* ``synthetic``: real normal phantoms + FetalFlex twins: each twin is a real normal
+  phantom whose anatomy was edited by the preset and repainted in the edit region (no
+  abnormal phantom is ever used). As a control against "synthetic-looking" shortcuts the
+  normal class also holds the same phantoms repainted in the same region with their own,
+  unedited layout, so the repaint itself carries no label.
+* ``synthetic_no_control``: the same without the repainted normals (the naive recipe).
+* ``normal_only``: anomaly detection with normal data only: Mahalanobis distance of a
+  plane classifier's pooled features to the normal features of the image's plane.
+* ``oracle``: real normal phantoms + as many real abnormal phantoms of the preset.
+
+A second experiment asks whether synthetic *normal* images (plain generation from template
+layouts) help a 7-plane classifier trained on a small real set: accuracy against the
+real-set size, with and without the synthetic images.
+
+Seeds come from disjoint ranges per role, so no test phantom is a training phantom.
+Everything here is about phantoms, not patients.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fetalflex.anatomy.layout import Layout
+from fetalflex.anatomy.planes import PLANE_CODES
+from fetalflex.anatomy.presets import PRESETS, apply_preset
+from fetalflex.backends.backends import Backend
+from fetalflex.data.phantom_set import render_phantom
+from fetalflex.evaluation.classifier import (
+    GaussianScore,
+    TrainOptions,
+    auc,
+    auc_interval,
+    features,
+    predict_proba,
+    train_classifier,
+)
+from fetalflex.generation import Engine, GenerationRequest, RepaintSettings
+from fetalflex.sampling.repaint import edit_region
+
+# Disjoint seed ranges per role (x 1e6), plane offset x 1e5.
+NORMAL_TRAIN, ORACLE, TEST_NORMAL, TEST_ABNORMAL, PLANE_TEST, SYNTH_NOISE = range(1, 7)
+CONDITIONS = ("synthetic", "synthetic_no_control", "normal_only", "oracle")
+
+
+@dataclass(frozen=True)
+class DownstreamOptions:
+    normals_per_plane: int = 120     # real normal phantoms for training, per plane
+    synth_per_preset: int = 48       # FetalFlex twins per preset (= oracle abnormal count)
+    test_per_preset: int = 100       # abnormal test phantoms per preset (and as many normals)
+    plane_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    plane_synth_per_plane: int = 32
+    plane_test_per_plane: int = 40
+    train_seeds: tuple[int, ...] = (0, 1)
+    classifier_steps: int = 300
+    repaint_batch: int = 16
+    seed: int = 0
+    presets: tuple[str, ...] = field(default_factory=lambda: tuple(p.name for p in PRESETS))
+
+
+def _seed(opts: DownstreamOptions, role: int, plane: str, i: int) -> int:
+    return opts.seed * 10_000_000 + role * 1_000_000 + PLANE_CODES.index(plane) * 100_000 + i
+
+
+def _planes_of(preset_name: str) -> list[str]:
+    pr = next(p for p in PRESETS if p.name == preset_name)
+    return [c for c in PLANE_CODES if c in pr.planes]
+
+
+@dataclass
+class PhantomPool:
+    images: list[NDArray[np.uint8]] = field(default_factory=list)
+    layouts: list[Layout] = field(default_factory=list)
+
+    def add(self, image: NDArray[np.uint8], layout: Layout) -> None:
+        self.images.append(image)
+        self.layouts.append(layout)
+
+    def stack(self) -> NDArray[np.uint8]:
+        return np.stack(self.images)
+
+
+def _render(opts: DownstreamOptions, role: int, plane: str, n: int, size: int,
+            preset: str | None = None) -> PhantomPool:
+    pool = PhantomPool()
+    for i in range(n):
+        img, lay, _ = render_phantom(plane, _seed(opts, role, plane, i), size, preset)
+        pool.add(img, lay)
+    return pool
+
+
+def _round_robin(planes: list[str], n: int) -> list[tuple[str, int]]:
+    """(plane, index within that plane) for n items spread over planes."""
+    return [(planes[k % len(planes)], k // len(planes)) for k in range(n)]
+
+
+@dataclass
+class SyntheticSet:
+    """Per preset: twins (abnormal), controls (normal, repainted) and their planes."""
+
+    twins: dict[str, NDArray[np.uint8]]
+    controls: dict[str, NDArray[np.uint8]]
+    references: dict[str, NDArray[np.uint8]]
+    regions: dict[str, NDArray[np.bool_]]
+    planes: dict[str, list[str]]
+    skipped: dict[str, int]
+    calls: int
+    seconds: float
+
+
+def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,
+                     progress: Callable[[str], None] = print) -> SyntheticSet:
+    twins, controls, refs, regs, planes, skipped = {}, {}, {}, {}, {}, {}
+    calls, t0 = 0, time.perf_counter()
+    settings = RepaintSettings()
+    for pi, name in enumerate(opts.presets):
+        items: list[tuple[str, NDArray[np.uint8], Layout, Layout, NDArray[np.bool_]]] = []
+        n_skip = 0
+        for plane, k in _round_robin(_planes_of(name), opts.synth_per_preset):
+            pool = normals[plane]
+            j = (k + 7 * pi) % len(pool.images)  # presets start at different references
+            ref_layout = pool.layouts[j]
+            abn = apply_preset(ref_layout, name)
+            region = edit_region(ref_layout.label_map, abn.label_map, settings.dilate_px)
+            if not region.any():
+                n_skip += 1
+                continue
+            items.append((plane, pool.images[j], ref_layout, abn, region))
+        tw: list[NDArray[np.uint8]] = []
+        ct: list[NDArray[np.uint8]] = []
+        order: list[tuple[str, NDArray[np.uint8], Layout, Layout, NDArray[np.bool_]]] = []
+        for plane in _planes_of(name):
+            sel = [it for it in items if it[0] == plane]
+            for b in range(0, len(sel), opts.repaint_batch):
+                chunk = sel[b:b + opts.repaint_batch]
+                imgs = np.stack([c[1] for c in chunk])
+                regions = [c[4] for c in chunk]
+                seeds = [_seed(opts, SYNTH_NOISE, plane, pi * 1000 + b + i)
+                         for i in range(len(chunk))]
+                out, n1 = engine.repaint(imgs, [c[3] for c in chunk], regions, seeds,
+                                         settings=settings)
+                ctl, n2 = engine.repaint(imgs, [c[2] for c in chunk], regions, seeds,
+                                         settings=settings)
+                tw += list(out)
+                ct += list(ctl)
+                order += chunk
+                calls += n1 + n2
+        twins[name], controls[name] = np.stack(tw), np.stack(ct)
+        refs[name] = np.stack([it[1] for it in order])
+        regs[name] = np.stack([it[4] for it in order])
+        planes[name] = [it[0] for it in order]
+        skipped[name] = n_skip
+        progress(f"synthesized {len(tw)} twins + controls for {name} "
+                 f"({time.perf_counter() - t0:.0f} s)")
+    return SyntheticSet(twins, controls, refs, regs, planes, skipped, calls,
+                        time.perf_counter() - t0)
+
+
+def _binary(normal: NDArray[np.uint8], abnormal: NDArray[np.uint8]
+            ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    x = np.concatenate([normal, abnormal])
+    y = np.concatenate([np.zeros(len(normal), np.int64), np.ones(len(abnormal), np.int64)])
+    return x, y
+
+
+def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
+                   progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Both experiments; writes ``downstream.json``, ``downstream.md`` and PNG figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    size = backend.config.image_size
+    engine = Engine(backend)
+    t0 = time.perf_counter()
+    normals = {p: _render(opts, NORMAL_TRAIN, p, opts.normals_per_plane, size)
+               for p in PLANE_CODES}
+    progress(f"rendered {opts.normals_per_plane} normal phantoms per plane")
+    synth = synthesize_twins(engine, normals, opts, progress)
+
+    # Anomaly-detection baseline: one 7-plane classifier on the real normals.
+    plane_x = np.concatenate([normals[p].stack() for p in PLANE_CODES])
+    plane_y = np.repeat(np.arange(len(PLANE_CODES)), opts.normals_per_plane)
+    detectors = []
+    for s in opts.train_seeds:
+        m = train_classifier(plane_x, plane_y, len(PLANE_CODES),
+                             TrainOptions(steps=opts.classifier_steps, seed=s))
+        gauss = {p: GaussianScore(features(m, normals[p].stack())) for p in PLANE_CODES}
+        detectors.append((m, gauss))
+
+    rows: list[dict[str, Any]] = []
+    for name in opts.presets:
+        planes = _planes_of(name)
+        test_n = np.concatenate([_render(opts, TEST_NORMAL, p, n_p, size).stack()
+                                 for p, n_p in _split(planes, opts.test_per_preset)])
+        test_a = np.concatenate([_render(opts, TEST_ABNORMAL, p, n_p, size, name).stack()
+                                 for p, n_p in _split(planes, opts.test_per_preset)])
+        test_planes = [p for p, n_p in _split(planes, opts.test_per_preset) for _ in range(n_p)]
+        x_test, y_test = _binary(test_n, test_a)
+        positive = y_test.astype(bool)
+        oracle = np.concatenate([_render(opts, ORACLE, p, n_p, size, name).stack()
+                                 for p, n_p in _split(planes, len(synth.twins[name]))])
+        real_normal = np.concatenate([normals[p].stack() for p in planes])
+        train_sets = {
+            "synthetic": _binary(np.concatenate([real_normal, synth.controls[name]]),
+                                 synth.twins[name]),
+            "synthetic_no_control": _binary(real_normal, synth.twins[name]),
+            "oracle": _binary(real_normal, oracle),
+        }
+        row: dict[str, Any] = {"preset": name, "planes": planes,
+                               "n_train_abnormal": len(synth.twins[name]),
+                               "n_skipped_no_change": synth.skipped[name],
+                               "n_test": len(y_test)}
+        for cond in CONDITIONS:
+            seed_scores = []
+            for s_i, s in enumerate(opts.train_seeds):
+                if cond == "normal_only":
+                    m, gauss = detectors[s_i]
+                    f = features(m, np.concatenate([test_n, test_a]))
+                    both = test_planes + test_planes
+                    sc = np.array([gauss[p](f[i:i + 1])[0] for i, p in enumerate(both)])
+                else:
+                    x, y = train_sets[cond]
+                    m = train_classifier(x, y, 2, TrainOptions(steps=opts.classifier_steps,
+                                                               seed=s))
+                    sc = predict_proba(m, x_test)[:, 1]
+                seed_scores.append(sc)
+            aucs = [auc(sc, positive) for sc in seed_scores]
+            mean_scores = np.mean([_rank01(sc) for sc in seed_scores], axis=0)
+            lo, hi = auc_interval(mean_scores, positive)
+            row[cond] = {"auc_mean": round(float(np.mean(aucs)), 4),
+                         "auc_per_seed": [round(a, 4) for a in aucs],
+                         "auc_ci95_seed_mean": [round(lo, 4), round(hi, 4)]}
+        rows.append(row)
+        progress(json.dumps({k: (v["auc_mean"] if isinstance(v, dict) else v)
+                             for k, v in row.items()}))
+
+    plane_rows = plane_augmentation(engine, normals, opts, size, progress)
+    result = {
+        "what": "downstream utility in the phantom world (simulator phantoms, not patients)",
+        "image_size": size, "model_id": backend.model_id, "model_hash": backend.model_hash,
+        "options": asdict(opts), "synthesis": {
+            "repaint": RepaintSettings().model_dump(), "denoiser_calls": synth.calls,
+            "seconds": round(synth.seconds, 1),
+            "images": int(sum(2 * len(v) for v in synth.twins.values()))},
+        "anomaly": rows, "plane_classifier": plane_rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "threads": torch.get_num_threads(),
+    }
+    (out / "downstream.json").write_text(json.dumps(result, indent=2) + "\n")
+    from fetalflex.reports.downstream_report import write_downstream_report
+
+    write_downstream_report(result, synth, normals, out)
+    return result
+
+
+def _split(planes: list[str], n: int) -> list[tuple[str, int]]:
+    """n items over planes as evenly as possible: [(plane, count)]."""
+    base, extra = divmod(n, len(planes))
+    return [(p, base + (1 if i < extra else 0)) for i, p in enumerate(planes)]
+
+
+def _rank01(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    from scipy.stats import rankdata
+
+    return np.asarray(rankdata(x) / len(x), dtype=np.float64)
+
+
+def plane_augmentation(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,
+                       size: int, progress: Callable[[str], None] = print
+                       ) -> list[dict[str, Any]]:
+    """7-plane accuracy vs real images per plane, with and without synthetic normals."""
+    synth_x, synth_y = [], []
+    for ci, p in enumerate(PLANE_CODES):
+        res = engine.run(GenerationRequest(plane=p, n=opts.plane_synth_per_plane,
+                                           seed=_seed(opts, SYNTH_NOISE, p, 900_00)))
+        synth_x += [s.image for s in res.samples]
+        synth_y += [ci] * len(res.samples)
+    sx, sy = np.stack(synth_x), np.array(synth_y, np.int64)
+    test = [(_render(opts, PLANE_TEST, p, opts.plane_test_per_plane, size).stack(), ci)
+            for ci, p in enumerate(PLANE_CODES)]
+    tx = np.concatenate([t[0] for t in test])
+    ty = np.concatenate([np.full(len(t[0]), t[1]) for t in test])
+    rows = []
+    for n in opts.plane_sizes:
+        rx = np.concatenate([normals[p].stack()[:n] for p in PLANE_CODES])
+        ry = np.repeat(np.arange(len(PLANE_CODES)), n)
+        row: dict[str, Any] = {"real_per_plane": n,
+                               "synthetic_per_plane": opts.plane_synth_per_plane}
+        for cond, (x, y) in {"real_only": (rx, ry),
+                             "real_plus_synthetic": (np.concatenate([rx, sx]),
+                                                     np.concatenate([ry, sy]))}.items():
+            accs = []
+            for s in opts.train_seeds:
+                m = train_classifier(x, y, len(PLANE_CODES),
+                                     TrainOptions(steps=opts.classifier_steps, seed=s))
+                accs.append(float((predict_proba(m, tx).argmax(1) == ty).mean()))
+            row[cond] = {"accuracy_mean": round(float(np.mean(accs)), 4),
+                         "accuracy_per_seed": [round(a, 4) for a in accs]}
+        rows.append(row)
+        progress(json.dumps(row))
+    # Synthetic only: how well do generated images alone teach the planes?
+    accs = []
+    for s in opts.train_seeds:
+        m = train_classifier(sx, sy, len(PLANE_CODES),
+                             TrainOptions(steps=opts.classifier_steps, seed=s))
+        accs.append(float((predict_proba(m, tx).argmax(1) == ty).mean()))
+    rows.append({"real_per_plane": 0, "synthetic_per_plane": opts.plane_synth_per_plane,
+                 "synthetic_only": {"accuracy_mean": round(float(np.mean(accs)), 4),
+                                    "accuracy_per_seed": [round(a, 4) for a in accs]}})
+    progress(json.dumps(rows[-1]))
+    return rows

@@ -1,0 +1,35 @@
+"""Saving report figures: matplotlib (Agg) to PNG, atomically, with provenance text chunks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from fetalflex import __version__
+
+
+def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
+    return plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+
+
+def save_figure(fig: Any, path: Path, description: str) -> Path:
+    """Write ``fig`` to ``path`` (PNG) via a temporary file; closes the figure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=110, metadata={"Software": f"fetalflex {__version__}",
+                                            "Description": description})
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -1,0 +1,65 @@
+"""The downstream classifier, AUC and the Mahalanobis score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fetalflex.evaluation.classifier import (
+    GaussianScore,
+    TrainOptions,
+    auc,
+    auc_interval,
+    predict_proba,
+    train_classifier,
+)
+
+
+def test_auc_known_values() -> None:
+    pos = np.array([False, False, True, True])
+    assert auc(np.array([0.1, 0.2, 0.8, 0.9]), pos) == 1.0
+    assert auc(np.array([0.9, 0.8, 0.2, 0.1]), pos) == 0.0
+    assert auc(np.array([0.5, 0.5, 0.5, 0.5]), pos) == 0.5
+    # one inversion of four pairs
+    assert auc(np.array([0.1, 0.85, 0.8, 0.9]), pos) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="positive"):
+        auc(np.array([0.1, 0.2]), np.array([True, True]))
+
+
+def test_auc_interval_brackets_the_estimate() -> None:
+    rng = np.random.default_rng(0)
+    pos = np.arange(200) >= 100
+    scores = rng.normal(size=200) + pos * 1.0
+    lo, hi = auc_interval(scores, pos, reps=200)
+    assert lo < auc(scores, pos) < hi
+    assert lo > 0.5 and hi < 1.0
+
+
+def test_gaussian_score_ranks_outliers_higher() -> None:
+    rng = np.random.default_rng(1)
+    normal = rng.normal(size=(300, 4))
+    score = GaussianScore(normal)
+    inl, out = rng.normal(size=(50, 4)), rng.normal(size=(50, 4)) + 3.0
+    assert auc(np.concatenate([score(inl), score(out)]), np.arange(100) >= 50) > 0.95
+
+
+def test_classifier_learns_a_visible_difference() -> None:
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 60, size=(64, 32, 32)).astype(np.uint8)
+    labels = np.arange(64) % 2
+    imgs[labels == 1, 8:24, 8:24] += 150  # a bright square: the "anomaly"
+    m = train_classifier(imgs, labels, 2, TrainOptions(steps=60, seed=0))
+    test = rng.integers(0, 60, size=(20, 32, 32)).astype(np.uint8)
+    ty = np.arange(20) % 2
+    test[ty == 1, 8:24, 8:24] += 150
+    p = predict_proba(m, test)
+    assert p.shape == (20, 2) and np.allclose(p.sum(1), 1)
+    assert auc(p[:, 1], ty.astype(bool)) > 0.95
+
+
+def test_classifier_rejects_bad_input() -> None:
+    x = np.zeros((4, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="labels: every class"):
+        train_classifier(x, np.zeros(4, np.int64), 2)
+    with pytest.raises(ValueError, match="images"):
+        train_classifier(x[0], np.zeros(1, np.int64), 2)
