@@ -50,9 +50,10 @@ def measure(fn: Callable[[], Any], device: str, reps: int, warmup: int = 3) -> f
     return statistics.median(times)
 
 
-def measured_peak_tflops(device: str, dtype: torch.dtype, n: int = 4096, reps: int = 10
-                         ) -> float:
+def measured_peak_tflops(device: str, dtype: torch.dtype, n: int | None = None,
+                         reps: int = 10) -> float:
     """Dense matmul throughput on this device: the practical peak we compare against."""
+    n = n or (8192 if device == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     t = measure(lambda: a @ b, device, reps)

@@ -39,6 +39,17 @@ def test_configs_parse_into_triton_model_config(target: str) -> None:
         target == "cpu")
 
 
+def test_dynamic_batcher_can_be_switched_off() -> None:
+    cfg = DenoiserConfig(image_size=32, block_out_channels=(8, 16),
+                         attention_levels=(False, False), norm_num_groups=4)
+    mc = text_format.Parse(config_pbtxt("cpu", cfg, BatchingPolicy(dynamic=False)),
+                           model_config_pb2.ModelConfig())
+    assert not mc.HasField("dynamic_batching") and mc.max_batch_size == 32
+    on = text_format.Parse(config_pbtxt("cpu", cfg, BatchingPolicy()),
+                           model_config_pb2.ModelConfig())
+    assert on.HasField("dynamic_batching")
+
+
 def test_committed_repository_has_no_diff(tmp_path: Path) -> None:
     cfg = DenoiserConfig.load(SHIPPED / "config.json")
     written = write_repository(tmp_path, cfg)

@@ -282,3 +282,15 @@ def test_random_requests_get_ok_or_invalid_argument(
             pb_grpc.FetalFlexStub(ch).Generate(req, timeout=60)
         except grpc.RpcError as exc:
             assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())
+
+
+def test_batching_across_requests_is_a_setting(tiny_weights: Path) -> None:
+    from fetalflex.backends.batching import MicroBatcher
+    from service.config import ServiceSettings
+    from service.server import build_engine
+
+    on = build_engine(ServiceSettings(weights=tiny_weights))[2]
+    off = build_engine(ServiceSettings(weights=tiny_weights, batch_across_requests=False))[2]
+    assert isinstance(on.call, MicroBatcher)
+    assert not isinstance(off.call, MicroBatcher)
+    on.call.close()
