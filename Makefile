@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install triton-env test lint demo phantom-demo contact-sheet bench-phantom vocabulary triton repository stack stack-smoke
+.PHONY: install triton-env test lint demo phantom-demo contact-sheet bench-phantom bench downstream vocabulary triton repository stack stack-smoke
 
 install:
 	python3 -m venv .venv
@@ -52,6 +52,21 @@ contact-sheet:
 
 bench-phantom:
 	$(PY) -m fetalflex.cli bench phantom --sizes 128 256 --n 400
+
+# The evaluation phantoms the sampler benchmark reads (gitignored; same seed as docs/).
+runs/eval64/manifest.jsonl:
+	$(PY) -m fetalflex.cli phantom --n 1400 --size 64 --seed 99 --abnormal-fraction 0.3 --out runs/eval64
+
+# Every CPU benchmark of docs/PERFORMANCE.md, one after the other (JSON + PNG in out/bench).
+bench: triton-env runs/eval64/manifest.jsonl
+	$(PY) -m fetalflex.cli bench denoiser --out out/bench
+	$(PY) -m fetalflex.cli bench sampler --data runs/eval64/manifest.jsonl --out out/bench
+	$(PY) -m fetalflex.cli bench grpc --out out/bench
+	$(PY) -m fetalflex.cli bench e2e --out out/bench
+
+# The downstream-utility experiment of docs/EVALUATION.md.
+downstream:
+	$(PY) -m fetalflex.cli evaluate-downstream --out out/downstream
 
 vocabulary:
 	$(PY) -m fetalflex.anatomy.vocabulary

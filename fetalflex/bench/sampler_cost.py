@@ -4,7 +4,9 @@ Prints a table and writes ``sampler_cost.json`` + ``sampler_cost.png``; nothing 
 a speed. Adherence is read back by the reference segmenter (plane-restricted) and is about
 the phantom world. In one process, one after the other, on the same layouts and seeds:
 
-* plain generation: DDIM + CFG at several step counts, DPM-Solver++ and two-stage adaptive;
+* plain generation: DDIM + CFG at several step counts, DPM-Solver++ and two-stage adaptive
+  on the embedded ONNX Runtime backend, and what a notebook would run: the PyTorch module
+  with diffusers' default 50 DDIM steps;
 * counterfactual twins: our repaint at several (steps, jump length, resamples) settings on
   the same normal images, against plain DDIM on the abnormal layout (what the twin should
   read like), and diffusers' RePaint defaults (250 steps, jump 10, 10 resamples) run for
@@ -72,7 +74,7 @@ def bench_sampler_cost(weights: Path | None, segmenter: Path, manifest: Path, ou
                        per_plane: int = 2, baseline_n: int = 2, threads: int | None = None,
                        repaint_settings: tuple[tuple[int, int, int], ...] = REPAINT_SETTINGS,
                        baseline_schedule: dict[str, int] | None = None,
-                       ) -> list[dict[str, Any]]:
+                       notebook_steps: int = 50) -> list[dict[str, Any]]:
     seg = Segmenter.load(segmenter)
     backend = load_backend("embedded", weights, threads=threads)
     eng = Engine(backend)
@@ -98,6 +100,10 @@ def bench_sampler_cost(weights: Path | None, segmenter: Path, manifest: Path, ou
     emit("generate", "dpmsolver++-10+cfg", _run_set(eng, layouts, steps=10,
                                                     sampler="dpmsolver++"), layouts)
     emit("generate", "two-stage", _run_set(eng, layouts, sampler="two-stage"), layouts)
+    # What a notebook would run: the PyTorch module, diffusers' default 50 DDIM steps.
+    torch_eng = Engine(load_backend("torch", weights, threads=threads))
+    emit("generate", f"notebook: torch eager ddim-{notebook_steps}+cfg",
+         _run_set(torch_eng, layouts, steps=notebook_steps), layouts)
 
     # Twins: the same normal images (DDIM default) edited by one preset each.
     names = [presets_for(lay.plane)[i % len(presets_for(lay.plane))].name

@@ -99,9 +99,10 @@ def test_sampler_cost(tiny_weights: Path, tiny_eval_data: Path, tiny_data: Path,
     rows = bench_sampler_cost(
         tiny_weights, seg, tiny_eval_data, tmp_path, per_plane=1, baseline_n=1,
         repaint_settings=((4, 2, 1), (4, 2, 2)),
-        baseline_schedule={"num_inference_steps": 6, "jump_length": 3, "jump_n_sample": 2})
+        baseline_schedule={"num_inference_steps": 6, "jump_length": 3, "jump_n_sample": 2},
+        notebook_steps=3)
     kinds = [r["kind"] for r in rows]
-    assert kinds.count("generate") == 6 and kinds.count("baseline") == 2
+    assert kinds.count("generate") == 7 and kinds.count("baseline") == 2
     twins = [r for r in rows if r["case"].startswith("repaint")]
     assert [r["calls_per_image"] for r in twins] == [4.0, 6.0]
     assert all(r["outside_region_bit_identical"] for r in twins)
