@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plane-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--plane-synth-per-plane", type=int, default=32)
     p.add_argument("--plane-test-per-plane", type=int, default=40)
-    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--classifier-steps", type=int, default=300)
     p.add_argument("--presets", nargs="+", choices=sorted(PRESET_NAMES), default=None)
     p.add_argument("--seed", type=int, default=0)

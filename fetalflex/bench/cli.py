@@ -58,7 +58,8 @@ def _gpu(args: argparse.Namespace) -> int:
 def _triton(args: argparse.Namespace) -> int:
     from fetalflex.bench.triton_step import bench_triton
 
-    bench_triton(_weights(args), Path(args.env), reps=args.reps, concurrency=args.concurrency)
+    bench_triton(_weights(args), Path(args.env), reps=args.reps, concurrency=args.concurrency,
+                 out=Path(args.out))
     return 0
 
 

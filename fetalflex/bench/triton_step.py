@@ -26,6 +26,7 @@ from export.triton_repository import write_repository
 from export.triton_server import DEFAULT_ENV, LocalTriton, metric_sum
 from fetalflex.backends.backends import DEFAULT_WEIGHTS, load_backend
 from fetalflex.backends.onnx_export import example_inputs, export_onnx
+from fetalflex.bench.results import write_results
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
@@ -46,7 +47,8 @@ def _step_latency(call: Any, cfg: DenoiserConfig, reps: int) -> float:
 
 
 def bench_triton(weights: Path | None = None, env: Path = DEFAULT_ENV, reps: int = 30,
-                 concurrency: int = 8, steps: int = 25) -> list[dict[str, Any]]:
+                 concurrency: int = 8, steps: int = 25, out: Path | None = None
+                 ) -> list[dict[str, Any]]:
     w = weights or DEFAULT_WEIGHTS
     cfg = DenoiserConfig.load(w / "config.json")
     rows: list[dict[str, Any]] = []
@@ -92,4 +94,6 @@ def bench_triton(weights: Path | None = None, env: Path = DEFAULT_ENV, reps: int
                          "throughput_ratio": round(t_seq / t_con, 2),
                          "threads": torch.get_num_threads()})
             print(rows[-1], flush=True)
+    if out is not None:
+        write_results(out, "triton_step", rows, {"steps": steps})
     return rows

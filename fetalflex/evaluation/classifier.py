@@ -131,14 +131,18 @@ def auc(scores: NDArray[np.float64], positive: NDArray[np.bool_]) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def auc_interval(scores: NDArray[np.float64], positive: NDArray[np.bool_], reps: int = 1000,
-                 seed: int = 0) -> tuple[float, float]:
-    """95% bootstrap interval of the AUC (classes resampled separately)."""
+def auc_interval(scores: NDArray[np.float64] | list[NDArray[np.float64]],
+                 positive: NDArray[np.bool_], reps: int = 1000, seed: int = 0
+                 ) -> tuple[float, float]:
+    """95% bootstrap interval of the AUC over the test set (classes resampled separately).
+    Given several score arrays (one per training seed), of the mean AUC over them."""
+    runs = scores if isinstance(scores, list) else [scores]
     rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(positive), np.flatnonzero(~np.asarray(positive, bool))
+    positive = np.asarray(positive, bool)
+    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
     vals = []
     for _ in range(reps):
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        vals.append(auc(scores[idx], np.asarray(positive, bool)[idx]))
+        vals.append(float(np.mean([auc(sc[idx], positive[idx]) for sc in runs])))
     lo, hi = np.percentile(vals, [2.5, 97.5])
     return float(lo), float(hi)

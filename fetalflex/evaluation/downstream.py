@@ -65,7 +65,7 @@ class DownstreamOptions:
     plane_sizes: tuple[int, ...] = (1, 2, 4, 8)
     plane_synth_per_plane: int = 32
     plane_test_per_plane: int = 40
-    train_seeds: tuple[int, ...] = (0, 1)
+    train_seeds: tuple[int, ...] = (0, 1, 2)
     classifier_steps: int = 300
     repaint_batch: int = 16
     seed: int = 0
@@ -170,6 +170,40 @@ def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool], opts: Down
                         time.perf_counter() - t0)
 
 
+def _cache_key(engine: Engine, opts: DownstreamOptions) -> str:
+    return json.dumps({"model": engine.backend.model_hash, "size": engine.cfg.image_size,
+                       "normals_per_plane": opts.normals_per_plane,
+                       "synth_per_preset": opts.synth_per_preset, "seed": opts.seed,
+                       "batch": opts.repaint_batch, "presets": list(opts.presets),
+                       "repaint": RepaintSettings().model_dump()}, sort_keys=True)
+
+
+def cached_twins(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,
+                 path: Path, progress: Callable[[str], None] = print) -> SyntheticSet:
+    """``synthesize_twins``, reused from ``path`` when it was made by the same model with
+    the same options (the expensive part; the classifiers can then be rerun alone)."""
+    key = _cache_key(engine, opts)
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                meta = json.loads(str(z["meta"]))
+                progress(f"reusing the synthetic set in {path}")
+                return SyntheticSet(
+                    *({n: z[f"{part}/{n}"] for n in opts.presets}
+                      for part in ("twins", "controls", "references", "regions")),
+                    planes=meta["planes"], skipped=meta["skipped"], calls=meta["calls"],
+                    seconds=meta["seconds"])
+    syn = synthesize_twins(engine, normals, opts, progress)
+    arrays = {f"{part}/{n}": getattr(syn, part)[n] for n in opts.presets
+              for part in ("twins", "controls", "references", "regions")}
+    meta = {"planes": syn.planes, "skipped": syn.skipped, "calls": syn.calls,
+            "seconds": syn.seconds}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, key=np.array(key), meta=np.array(json.dumps(meta)), **arrays)
+    tmp.replace(path)
+    return syn
+
+
 def _binary(normal: NDArray[np.uint8], abnormal: NDArray[np.uint8]
             ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     x = np.concatenate([normal, abnormal])
@@ -187,7 +221,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
     normals = {p: _render(opts, NORMAL_TRAIN, p, opts.normals_per_plane, size)
                for p in PLANE_CODES}
     progress(f"rendered {opts.normals_per_plane} normal phantoms per plane")
-    synth = synthesize_twins(engine, normals, opts, progress)
+    synth = cached_twins(engine, normals, opts, out / "synthetic_set.npz", progress)
 
     # Anomaly-detection baseline: one 7-plane classifier on the real normals.
     plane_x = np.concatenate([normals[p].stack() for p in PLANE_CODES])
@@ -237,11 +271,10 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
                     sc = predict_proba(m, x_test)[:, 1]
                 seed_scores.append(sc)
             aucs = [auc(sc, positive) for sc in seed_scores]
-            mean_scores = np.mean([_rank01(sc) for sc in seed_scores], axis=0)
-            lo, hi = auc_interval(mean_scores, positive)
+            lo, hi = auc_interval(seed_scores, positive, reps=400)
             row[cond] = {"auc_mean": round(float(np.mean(aucs)), 4),
                          "auc_per_seed": [round(a, 4) for a in aucs],
-                         "auc_ci95_seed_mean": [round(lo, 4), round(hi, 4)]}
+                         "auc_ci95": [round(lo, 4), round(hi, 4)]}
         rows.append(row)
         progress(json.dumps({k: (v["auc_mean"] if isinstance(v, dict) else v)
                              for k, v in row.items()}))
@@ -269,12 +302,6 @@ def _split(planes: list[str], n: int) -> list[tuple[str, int]]:
     """n items over planes as evenly as possible: [(plane, count)]."""
     base, extra = divmod(n, len(planes))
     return [(p, base + (1 if i < extra else 0)) for i, p in enumerate(planes)]
-
-
-def _rank01(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    from scipy.stats import rankdata
-
-    return np.asarray(rankdata(x) / len(x), dtype=np.float64)
 
 
 def plane_augmentation(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,

@@ -26,8 +26,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| preset | planes | " + " | ".join(LABELS[c] for c in conds) + " |",
              "|---|---|" + "---|" * len(conds)]
     for r in result["anomaly"]:
-        cells = [f"{r[c]['auc_mean']:.3f} [{r[c]['auc_ci95_seed_mean'][0]:.2f}, "
-                 f"{r[c]['auc_ci95_seed_mean'][1]:.2f}]" for c in conds]
+        cells = [f"{r[c]['auc_mean']:.3f} [{r[c]['auc_ci95'][0]:.2f}, "
+                 f"{r[c]['auc_ci95'][1]:.2f}]" for c in conds]
         lines.append(f"| {r['preset']} | {' '.join(r['planes'])} | " + " | ".join(cells) + " |")
     means = [np.mean([r[c]["auc_mean"] for r in result["anomaly"]]) for c in conds]
     lines.append("| **mean** | | " + " | ".join(f"**{m:.3f}**" for m in means) + " |")
@@ -50,8 +50,8 @@ def _auc_plot(result: dict[str, Any], out: Path) -> None:
     w = 0.2
     for i, c in enumerate(LABELS):
         m = np.array([r[c]["auc_mean"] for r in rows])
-        lo = np.array([r[c]["auc_ci95_seed_mean"][0] for r in rows])
-        hi = np.array([r[c]["auc_ci95_seed_mean"][1] for r in rows])
+        lo = np.array([r[c]["auc_ci95"][0] for r in rows])
+        hi = np.array([r[c]["auc_ci95"][1] for r in rows])
         ax.bar(x + (i - 1.5) * w, m, w, label=LABELS[c],
                yerr=[np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)], capsize=2)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
