@@ -25,7 +25,7 @@ import grpc
 
 from fetalflex.bench.results import print_table, write_results
 from fetalflex.generation import GenerationRequest
-from fetalflex.reports.figures import new_figure, save_figure
+from fetalflex.reports.figures import finish_pair, new_figure, save_figure
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.client import load
@@ -167,12 +167,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, steps: int) -> None:
         a1.plot(c, [r["p95_s"] for r in sel], "o-", color=line.get_color(),
                 label=f"{setup} p95")
         a1.plot(c, [r["p50_s"] for r in sel], "x--", color=line.get_color())
-    for ax in (a0, a1):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("client concurrency")
-        ax.legend(fontsize=7)
-    a0.set_ylabel("images per second")
-    a1.set_ylabel("latency s (solid p95, dashed p50)")
-    a0.set_title(f"End to end through gRPC (DDIM-{steps})")
-    a1.set_title("Request latency")
+    finish_pair((a0, a1), "client concurrency",
+                ("images per second", "latency s (solid p95, dashed p50)"),
+                (f"End to end through gRPC (DDIM-{steps})", "Request latency"))
     save_figure(fig, path, "end-to-end throughput and latency; embedded vs Triton")

@@ -19,7 +19,7 @@ from fetalflex.backends.backends import DEFAULT_WEIGHTS, OnnxModelCall
 from fetalflex.backends.onnx_export import example_inputs, onnx_for
 from fetalflex.bench.results import interleaved, print_table, write_results
 from fetalflex.model.denoiser import FetalFlexDenoiser
-from fetalflex.reports.figures import new_figure, save_figure
+from fetalflex.reports.figures import finish_pair, new_figure, save_figure
 from fetalflex.sampling.denoisers import torch_model_call
 
 BATCHES = (1, 2, 4, 8, 16, 32)
@@ -70,13 +70,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, size: int) -> None:
     for key, label in (("torch", "PyTorch eager"), ("onnxruntime", "ONNX Runtime")):
         a0.plot(b, [r[f"{key}_ms"] for r in rows], "o-", label=label)
         a1.plot(b, [r[f"{key}_rows_per_s"] for r in rows], "o-", label=label)
-    for ax in (a0, a1):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch (rows per call)")
-        ax.legend(fontsize=8)
     a0.set_yscale("log")
-    a0.set_ylabel("ms per call (median)")
-    a1.set_ylabel("rows per second")
-    a0.set_title(f"Denoiser call latency, {size}x{size}")
-    a1.set_title("Denoiser throughput")
+    finish_pair((a0, a1), "batch (rows per call)", ("ms per call (median)", "rows per second"),
+                (f"Denoiser call latency, {size}x{size}", "Denoiser throughput"), 8)
     save_figure(fig, path, "denoiser latency/throughput vs batch; torch eager vs ORT")

@@ -25,7 +25,7 @@ from fetalflex.bench.denoiser_latency import flops_per_row
 from fetalflex.bench.results import print_table, write_results
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.signature import INPUT_NAMES, OUTPUT_NAMES
-from fetalflex.reports.figures import new_figure, save_figure
+from fetalflex.reports.figures import finish_pair, new_figure, save_figure
 
 Call = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 VARIANTS = ("eager-fp32", "eager-fp16", "cuda-graph-fp16", "compile-fp16", "ort-cuda",
@@ -210,12 +210,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, device: str) -> None:
         b = np.array([r["batch"] for r in sel])
         a0.plot(b, [r["rows_per_s"] for r in sel], "o-", label=v)
         a1.plot(b, [r["fraction_of_measured_peak"] for r in sel], "o-", label=v)
-    for ax in (a0, a1):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch (rows per call)")
-        ax.legend(fontsize=7)
-    a0.set_ylabel("rows per second")
-    a1.set_ylabel("fraction of measured matmul peak")
-    a0.set_title(f"Denoiser throughput ({device})")
-    a1.set_title("Achieved fraction of peak")
+    finish_pair((a0, a1), "batch (rows per call)",
+                ("rows per second", "fraction of measured matmul peak"),
+                (f"Denoiser throughput ({device})", "Achieved fraction of peak"))
     save_figure(fig, path, f"denoiser variants on {device}")

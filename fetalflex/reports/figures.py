@@ -33,3 +33,14 @@ def save_figure(fig: Any, path: Path, description: str) -> Path:
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def finish_pair(axes: Any, xlabel: str, ylabels: tuple[str, str], titles: tuple[str, str],
+                legend_size: int = 7) -> None:
+    """The two side-by-side panels of a benchmark plot: log2 x axis, labels, legends."""
+    for ax, ylabel, title in zip(axes, ylabels, titles, strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=legend_size)
