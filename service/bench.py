@@ -11,13 +11,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,41 +27,7 @@ from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.client import load
 from service.config import ServiceSettings
-from service.server import Server
-
-
-@contextmanager
-def running_server(settings: ServiceSettings) -> Iterator[Server]:
-    """The real server on its own event-loop thread; stopped (drained) on exit."""
-    loop = asyncio.new_event_loop()
-    holder: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            holder["s"] = Server(settings)
-            loop.run_until_complete(holder["s"].start())
-        except Exception as exc:  # noqa: BLE001 - re-raised in the caller thread
-            holder["error"] = exc
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    if not ready.wait(180):
-        raise TimeoutError("server: did not start within 180 s")
-    if "error" in holder:
-        raise RuntimeError(f"server: failed to start: {holder['error']}") from holder["error"]
-    srv: Server = holder["s"]
-    try:
-        yield srv
-    finally:
-        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        th.join(10)
+from service.server import running_server
 
 
 def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = 10

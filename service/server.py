@@ -11,8 +11,10 @@ import asyncio
 import hmac
 import logging
 import signal
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -162,6 +164,42 @@ class Server:
         await stopping.wait()
         log.info("shutting down: draining for up to %.0f s", self.settings.grace_s)
         await self.stop()
+
+
+@contextmanager
+def running_server(settings: ServiceSettings, start_timeout_s: float = 180.0,
+                   stop_timeout_s: float = 60.0) -> Iterator[Server]:
+    """The real server on its own event-loop thread (benchmarks, tests, embedding in
+    another program); stopped (drained) on exit."""
+    loop = asyncio.new_event_loop()
+    holder: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            holder["s"] = Server(settings)
+            loop.run_until_complete(holder["s"].start())
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller thread
+            holder["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    if not ready.wait(start_timeout_s):
+        raise TimeoutError(f"server: did not start within {start_timeout_s} s")
+    if "error" in holder:
+        raise RuntimeError(f"server: failed to start: {holder['error']}") from holder["error"]
+    srv: Server = holder["s"]
+    try:
+        yield srv
+    finally:
+        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(stop_timeout_s)
+        loop.call_soon_threadsafe(loop.stop)
+        th.join(10)
 
 
 def serve(settings: ServiceSettings) -> None:

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from fetalflex.anatomy.layout import Layout
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.presets import PRESETS, apply_preset
+from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.backends.backends import Backend
 from fetalflex.data.phantom_set import render_phantom
 from fetalflex.evaluation.classifier import (
@@ -77,8 +78,7 @@ def _seed(opts: DownstreamOptions, role: int, plane: str, i: int) -> int:
 
 
 def _planes_of(preset_name: str) -> list[str]:
-    pr = next(p for p in PRESETS if p.name == preset_name)
-    return [c for c in PLANE_CODES if c in pr.planes]
+    return [c for c in PLANE_CODES if c in get_preset(preset_name).planes]
 
 
 @dataclass
@@ -294,7 +294,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
     (out / "downstream.json").write_text(json.dumps(result, indent=2) + "\n")
     from fetalflex.reports.downstream_report import write_downstream_report
 
-    write_downstream_report(result, synth, normals, out)
+    write_downstream_report(result, synth, out)
     return result
 
 
@@ -311,7 +311,7 @@ def plane_augmentation(engine: Engine, normals: dict[str, PhantomPool], opts: Do
     synth_x, synth_y = [], []
     for ci, p in enumerate(PLANE_CODES):
         res = engine.run(GenerationRequest(plane=p, n=opts.plane_synth_per_plane,
-                                           seed=_seed(opts, SYNTH_NOISE, p, 900_00)))
+                                           seed=_seed(opts, SYNTH_NOISE, p, 90_000)))
         synth_x += [s.image for s in res.samples]
         synth_y += [ci] * len(res.samples)
     sx, sy = np.stack(synth_x), np.array(synth_y, np.int64)

@@ -13,7 +13,7 @@ from fetalflex.io.png import write_image
 from fetalflex.reports.figures import new_figure, save_figure
 
 if TYPE_CHECKING:
-    from fetalflex.evaluation.downstream import PhantomPool, SyntheticSet
+    from fetalflex.evaluation.downstream import SyntheticSet
 
 LABELS = {"synthetic": "normal + FetalFlex twins (+ repainted normals)",
           "synthetic_no_control": "normal + FetalFlex twins (no control)",
@@ -108,8 +108,7 @@ def example_strip(result: dict[str, Any], synth: SyntheticSet, scale: int = 2,
     return np.asarray(im)
 
 
-def write_downstream_report(result: dict[str, Any], synth: SyntheticSet,
-                            normals: dict[str, PhantomPool], out: Path) -> None:
+def write_downstream_report(result: dict[str, Any], synth: SyntheticSet, out: Path) -> None:
     (out / "downstream.md").write_text(markdown(result))
     _auc_plot(result, out / "downstream_auc.png")
     _plane_plot(result, out / "downstream_plane.png")

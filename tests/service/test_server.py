@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,28 +18,15 @@ from PIL import Image
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
-from service.server import Server
+from service.server import Server, running_server
 
 
 class Running:
-    """A Server on its own event loop in a background thread."""
+    """A Server on its own event loop in a background thread (service.server's helper)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.server: Server | None = None
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.server = Server(settings)
-            self.loop.run_until_complete(self.server.start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(60), "server did not start"
-        assert self.server is not None
+        self._ctx = running_server(settings, start_timeout_s=60, stop_timeout_s=30)
+        self.server: Server = self._ctx.__enter__()
         self.target = f"127.0.0.1:{self.server.port}"
 
     @property
@@ -49,10 +34,7 @@ class Running:
         return int(self.server.backend.call.stats.calls)  # type: ignore[union-attr]
 
     def stop(self) -> None:
-        assert self.server is not None
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self._ctx.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
