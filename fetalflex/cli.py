@@ -98,19 +98,25 @@ def _cmd_train_segmenter(args: argparse.Namespace) -> int:
     from fetalflex.evaluation.segmenter import train_segmenter
 
     out = train_segmenter(Path(args.data), Path(args.out), steps=args.steps,
-                          batch_size=args.batch_size, threads=args.threads)
+                          batch_size=args.batch_size, threads=args.threads,
+                          channels=tuple(args.channels) if args.channels else None)
     print(f"segmenter weights: {out}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from fetalflex.evaluation.evaluate import evaluate
+    from fetalflex.backends.backends import load_backend
+    from fetalflex.evaluation.evaluate import EvalOptions, evaluate
 
-    res = evaluate(Path(args.model), Path(args.segmenter), Path(args.data), Path(args.out),
-                   n_per_plane=args.n_per_plane, steps=args.steps, guidance=args.guidance,
-                   seed=args.seed, planes=tuple(args.planes))
+    backend = load_backend(args.backend, Path(args.model) if args.model else None,
+                           threads=args.threads)
+    opts = EvalOptions(n_per_plane=args.n_per_plane, steps=tuple(args.steps),
+                       default_steps=args.default_steps, guidance=args.guidance,
+                       seed=args.seed, planes=tuple(args.planes),
+                       twins_per_preset=args.twins_per_preset)
+    res = evaluate(backend, Path(args.segmenter), Path(args.data), Path(args.out), opts)
     print((Path(args.out) / "evaluation.md").read_text())
-    print(json.dumps(res["summary"]))
+    print(json.dumps({k: v for k, v in res["summary"].items() if k != "by_steps"}))
     return 0
 
 
@@ -306,15 +312,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--channels", type=int, nargs="+", default=None,
+                   help="U-Net widths per level (default: SegmenterConfig's)")
     p.set_defaults(func=_cmd_train_segmenter)
-    p = sub.add_parser("evaluate", help="anatomy adherence and texture, per plane")
-    p.add_argument("--model", default="fetalflex/weights/denoiser")
-    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    from fetalflex.evaluation.options import DEFAULT_SEGMENTER, EvalOptions
+
+    p = sub.add_parser("evaluate", help="adherence, brightness, texture and anomaly twins per "
+                                        "plane, against sampler steps (phantom world)")
+    p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--backend", default="embedded", choices=("embedded", "torch"))
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--segmenter", default=str(DEFAULT_SEGMENTER))
     p.add_argument("--data", required=True, help="evaluation manifest.jsonl (not training data)")
     p.add_argument("--out", required=True)
-    p.add_argument("--n-per-plane", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--n-per-plane", type=int, default=EvalOptions.n_per_plane)
+    p.add_argument("--steps", type=int, nargs="+", default=list(EvalOptions.steps),
+                   help="sampler steps to compare")
+    p.add_argument("--default-steps", type=int, default=EvalOptions.default_steps,
+                   help="steps of the abnormal-layout and twin rows (must be in --steps)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance (default: the request schema's)")
+    p.add_argument("--twins-per-preset", type=int, default=EvalOptions.twins_per_preset)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES)
     p.set_defaults(func=_cmd_evaluate)

@@ -31,7 +31,7 @@ from fetalflex.anatomy.planes import plane_index
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.backends.backends import Backend
-from fetalflex.model.denoiser import guidance_conditions
+from fetalflex.model.denoiser import plane_conditions
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.sampling.ddim import (
     ddim_scheduler,
@@ -158,14 +158,14 @@ class Engine:
         return out
 
     # ------------------------------------------------------------------ denoisers
-    def _conds(self, plane: str, ga: list[float | None]) -> tuple[Tensor, Tensor]:
-        return guidance_conditions(plane_index(plane), ga, self.cfg.num_planes)
+    def _conds(self, plane: str, ga: list[float | None]) -> Tensor:
+        return plane_conditions(plane_index(plane), ga, self.cfg.num_planes)
 
     def _guided(self, call: CountingCall, layouts: list[Layout], guidance: float,
                 control: float) -> Denoiser:
         lay = torch.from_numpy(np.stack([one_hot(x.label_map) for x in layouts]))
-        cond, uncond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts])
-        return guided(call, lay, cond, uncond, guidance, control)
+        cond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts])
+        return guided(call, lay, cond, guidance, control)
 
     # ------------------------------------------------------------------ loops
     def _sample(self, req: GenerationRequest, layouts: list[Layout], noise: SampleNoise,
@@ -176,10 +176,10 @@ class Engine:
         x = noise((n, 1, s, s))
         if req.sampler == "two-stage":
             lay = torch.from_numpy(np.stack([one_hot(v.label_map) for v in layouts]))
-            cond, uncond = self._conds(layouts[0].plane, [v.ga_weeks for v in layouts])
+            cond = self._conds(layouts[0].plane, [v.ga_weeks for v in layouts])
 
             def factory(idx: Tensor, g: float, c: float) -> Denoiser:
-                return guided(call, lay[idx], cond[idx], uncond[idx], g, c * req.control_scale)
+                return guided(call, lay[idx], cond[idx], g, c * req.control_scale)
 
             yield from two_stage_progressive(factory, x, self.ac, self.pred, TwoStageOptions(),
                                              noise, should_stop)
@@ -306,6 +306,27 @@ class Engine:
             if "twin" in ev:
                 return ev["twin"], call.calls
         raise RuntimeError("repaint ended without a result")  # pragma: no cover
+
+    def sample_layouts(self, layouts: list[Layout], seeds: list[int], *,
+                       steps: int | None = None, guidance: float | None = None,
+                       control_scale: float | None = None, sampler: SamplerName = "ddim",
+                       ) -> tuple[np.ndarray, int]:
+        """Generate one image per layout (one plane) in one batch, sample i from seed i's
+        noise stream (so the images do not depend on the batch); unset options take the
+        request schema's defaults. Returns uint8 images and the denoiser calls made."""
+        if not layouts or len({x.plane for x in layouts}) != 1:
+            raise ValueError("layouts: one batch must hold one plane")
+        if len(seeds) != len(layouts):
+            raise ValueError(f"seeds: {len(seeds)} given for {len(layouts)} layouts")
+        opts = {k: v for k, v in {"steps": steps, "guidance": guidance,
+                                  "control_scale": control_scale}.items() if v is not None}
+        req = GenerationRequest(plane=layouts[0].plane, sampler=sampler, **opts)
+        call = CountingCall(self.backend.call)
+        final: dict[str, Any] = {}
+        for ev in self._sample(req, layouts, SampleNoise(seeds), call, None):
+            if ev.get("final"):
+                final = ev
+        return to_uint8(final["x"]), call.calls
 
     def run(self, req: GenerationRequest, **kw: Any) -> GenerationResult:
         for ev in self.run_progressive(req, **kw):

@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from fetalflex.backends.backends import load_backend
 from fetalflex.evaluation.evaluate import evaluate
+from fetalflex.evaluation.options import EvalOptions
 from fetalflex.training.config import TrainConfig
 from fetalflex.training.train import train
 
@@ -47,10 +49,13 @@ def bench_prealign(base_checkpoint: Path, config: TrainConfig, manifest: Path,
         seconds = time.perf_counter() - t0
         for snap in sorted((run / "snapshots").glob("control-*")):
             step = int(snap.name.split("-")[1])
-            res = evaluate(snap, segmenter, eval_manifest, run / f"eval-{step}",
-                           n_per_plane=n_per_plane, steps=sample_steps)
+            res = evaluate(load_backend("torch", snap), segmenter, eval_manifest,
+                           run / f"eval-{step}",
+                           EvalOptions(n_per_plane=n_per_plane, steps=(sample_steps,),
+                                       default_steps=sample_steps, twins_per_preset=0))
+            by = res["summary"]["by_steps"][str(sample_steps)]
             row = {"pre_alignment": switch, "control_step": step,
-                   "adherence_dice": round(res["summary"]["adherence_dice_mean"], 4),
+                   "adherence_dice": round(by["adherence_dice"], 4),
                    "train_seconds_total": round(seconds, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -1,174 +1,344 @@
-"""``fetalflex evaluate``: anatomy adherence and texture of generated images, per plane.
+"""``fetalflex evaluate``: what the generator draws, measured per plane (phantom world only).
 
-For each plane, layouts are taken from an evaluation manifest (phantom data not used in
-training). Reported:
+For each plane, on held-out phantoms of the evaluation manifest (never training data):
 
-* ``segmenter_dice_on_phantoms``: the reference segmenter reading real phantom images
-  (the ceiling of adherence);
-* ``adherence_dice``: Dice between the requested layout and the segmenter's reading of
-  the generated image, mean over the plane's fetal structures;
-* the same for abnormal layouts (anomaly presets the denoiser never saw);
-* texture: tissue and fluid intensity, speckle SNR, and the Wasserstein distance between
-  generated and phantom tissue-intensity histograms.
+* **segmenter ceiling**: the reference segmenter's mean Dice on the phantoms themselves.
+  Generated images cannot be read back better than real ones.
+* **adherence**: the segmenter's mean Dice on images generated from the same label maps,
+  and adherence / ceiling.
+* **per-structure brightness**: Spearman rank correlation between the mean grey level of
+  each structure in the generated image and in the phantom of the same layout. Beside it:
+  the *ceiling*, a second phantom of the same layout (other speckle seed) vs the first, and
+  the *floor*, a phantom of another layout of the plane read through this layout's map
+  (what an image that ignores its layout scores).
+* **texture**: tissue / fluid means, speckle SNR, tissue-histogram distance.
+* all of the above **against sampler steps** (default 5, 10, 25, 50, 100): a model that
+  gets worse with more steps has a defect that a short schedule only hides.
+* **anomaly twins**: per preset of the plane, the normal layouts are edited by the preset;
+  the simulator renders normal and edited phantoms with one seed, the generator makes the
+  normal image and repaints its twin. The mean grey-level change of the edited pixels is
+  compared: same sign as the simulator's, and its size relative to the simulator's.
 
-All of it is about the phantom world.
+Generation goes through :class:`~fetalflex.generation.Engine` with one seed per layout, so
+results do not depend on the batch size. Writes ``evaluation.json``, ``evaluation.md`` and
+figures (``sample_grid.png``, ``steps.png``, ``twins.png``) to ``out``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
+from scipy import stats
 
-from fetalflex.anatomy.layout import one_hot
-from fetalflex.anatomy.planes import PLANE_CODES, plane_index
-from fetalflex.anatomy.render import colourize
+from fetalflex.anatomy.layout import Layout
+from fetalflex.anatomy.planes import PLANE_CODES
+from fetalflex.anatomy.presets import apply_preset, presets_for
+from fetalflex.anatomy.structures import BACKGROUND
+from fetalflex.backends.backends import Backend
 from fetalflex.data.manifest import Record, read_manifest, resolve
 from fetalflex.evaluation.metrics import histogram_distance, mean_dice, texture_stats
+from fetalflex.evaluation.options import EvalOptions
 from fetalflex.evaluation.segmenter import Segmenter
-from fetalflex.generation import to_uint8
-from fetalflex.io.png import read_gray, read_label_map, write_image
-from fetalflex.model.denoiser import FetalFlexDenoiser, guidance_conditions
-from fetalflex.sampling.ddim import ddim_scheduler, sample_ddim
-from fetalflex.sampling.denoisers import CountingCall, ModelCall, guided, torch_model_call
+from fetalflex.generation import Engine, RepaintSettings
+from fetalflex.io.png import read_gray, read_label_map
+from fetalflex.phantom.simulator import simulate_bmode
+from fetalflex.sampling.repaint import edit_region
+
+MIN_STRUCTURE_PX = 12  # structures smaller than this are left out of brightness vectors
+SECOND_PHANTOM_SEED = 7_777  # the ceiling's second phantom of a layout uses seed + this
 
 
-def generate_for_layouts(call: ModelCall, model_cfg: Any, maps: np.ndarray, plane: str,
-                         ga: list[float | None], seed: int, steps: int, guidance: float,
-                         batch: int = 16) -> tuple[np.ndarray, int]:
-    """DDIM + CFG for a stack of label maps; returns uint8 images and denoiser calls."""
-    sched = ddim_scheduler(model_cfg)
-    outs = []
-    calls = 0
-    for s in range(0, len(maps), batch):
-        m = maps[s:s + batch]
-        n = len(m)
-        layout = torch.from_numpy(np.stack([one_hot(x) for x in m]))
-        cond, uncond = guidance_conditions(plane_index(plane), ga[s:s + batch],
-                                           model_cfg.num_planes)
-        gen = torch.Generator().manual_seed(seed + s)
-        x = torch.randn((n, 1, m.shape[1], m.shape[2]), generator=gen)
-        counted = CountingCall(call)
-        out = sample_ddim(guided(counted, layout, cond, uncond, guidance), x, sched, steps)
-        calls += counted.calls
-        outs.append(to_uint8(out))
-    return np.concatenate(outs), calls
+def structure_brightness(image: NDArray[np.uint8], label_map: NDArray[np.uint8]
+                         ) -> dict[int, float]:
+    """Mean grey level per structure present (background and tiny structures left out)."""
+    out: dict[int, float] = {}
+    for lid in np.unique(label_map):
+        if int(lid) == BACKGROUND:
+            continue
+        m = label_map == lid
+        if int(m.sum()) >= MIN_STRUCTURE_PX:
+            out[int(lid)] = float(image[m].mean())
+    return out
 
 
-def _pick(recs: list[Record], plane: str, abnormal: bool, n: int) -> list[Record]:
-    return [r for r in recs if r.plane == plane and r.abnormal == abnormal][:n]
+def brightness_correlation(image: NDArray[np.uint8], reference: NDArray[np.uint8],
+                           label_map: NDArray[np.uint8]) -> float:
+    """Spearman correlation of per-structure brightness, both read through ``label_map``."""
+    a = structure_brightness(image, label_map)
+    b = structure_brightness(reference, label_map)
+    keys = sorted(a)
+    if len(keys) < 3:
+        return float("nan")
+    rho = stats.spearmanr([a[k] for k in keys], [b[k] for k in keys]).statistic
+    return float(rho) if np.isfinite(rho) else float("nan")
 
 
-def evaluate(model_dir: Path, segmenter_dir: Path, manifest: Path, out: Path,
-             n_per_plane: int = 8, steps: int = 25, guidance: float = 2.0, seed: int = 0,
-             planes: tuple[str, ...] = PLANE_CODES) -> dict[str, Any]:
+def _layouts(recs: list[Record], root: Path) -> tuple[list[Layout], NDArray[np.uint8]]:
+    layouts = [Layout(r.plane, read_label_map(resolve(root, r.label_map)),
+                      r.field_mm or 100.0, r.ga_weeks) for r in recs]
+    images = np.stack([read_gray(resolve(root, r.image)) for r in recs])
+    return layouts, images
+
+
+def _seeds(base: int, plane: str, n: int) -> list[int]:
+    return [base + 1000 * PLANE_CODES.index(plane) + i for i in range(n)]
+
+
+def _nanmean(x: Sequence[float]) -> float:
+    a = np.asarray(x, dtype=np.float64)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+
+
+def _quality(engine: Engine, seg: Segmenter, layouts: list[Layout], phantoms: np.ndarray,
+             seeds: list[int], steps: int, guidance: float) -> tuple[dict[str, Any], np.ndarray,
+                                                                     np.ndarray]:
+    plane = layouts[0].plane
+    maps = np.stack([x.label_map for x in layouts])
+    gen, calls = engine.sample_layouts(layouts, seeds, steps=steps, guidance=guidance)
+    read = seg.predict(_to_t(gen), plane=plane)
+    adher = [mean_dice(m, r, plane) for m, r in zip(maps, read, strict=True)]
+    corr = [brightness_correlation(g, p, m) for g, p, m in zip(gen, phantoms, maps, strict=True)]
+    tex_g, tex_r = texture_stats(gen, maps), texture_stats(phantoms, maps)
+    return {
+        "steps": steps,
+        "adherence_dice": _nanmean(adher),
+        "brightness_rank_corr": _nanmean(corr),
+        "texture_generated": {k: v for k, v in tex_g.items() if not k.startswith("_")},
+        "tissue_histogram_w1": histogram_distance(tex_g["_hist"], tex_r["_hist"]),
+        "denoiser_calls": calls,
+    }, gen, read
+
+
+def _to_t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.astype(np.float32) / 127.5 - 1)[:, None]
+
+
+def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], steps: int,
+           guidance: float, k: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per preset: grey-level change of the edited pixels, simulator vs generator."""
+    out: dict[str, Any] = {}
+    examples: list[dict[str, Any]] = []
+    base = layouts[:k]
+    sd = seeds[:k]
+    gen_normal, _ = engine.sample_layouts(base, sd, steps=steps, guidance=guidance)
+    settings = RepaintSettings()
+    for pr in presets_for(base[0].plane):
+        edited = [apply_preset(x, pr.name) for x in base]
+        changed = [a.label_map != b.label_map for a, b in zip(base, edited, strict=True)]
+        keep = [i for i, c in enumerate(changed) if c.sum() >= MIN_STRUCTURE_PX]
+        if not keep:
+            out[pr.name] = {"n": 0}
+            continue
+        regions = [edit_region(base[i].label_map, edited[i].label_map, settings.dilate_px)
+                   for i in keep]
+        twins, _ = engine.repaint(gen_normal[keep], [edited[i] for i in keep], regions,
+                                  [sd[i] for i in keep], guidance=guidance, settings=settings)
+        d_sim, d_gen = [], []
+        for j, i in enumerate(keep):
+            m = changed[i]
+            p0 = simulate_bmode(base[i].label_map, sd[i]).astype(np.float64)
+            p1 = simulate_bmode(edited[i].label_map, sd[i]).astype(np.float64)
+            d_sim.append(float(p1[m].mean() - p0[m].mean()))
+            d_gen.append(float(twins[j].astype(np.float64)[m].mean()
+                               - gen_normal[i].astype(np.float64)[m].mean()))
+            if j == 0:
+                examples.append({"preset": pr.name, "normal": gen_normal[i], "twin": twins[j],
+                                 "phantom_normal": p0.astype(np.uint8),
+                                 "phantom_abnormal": p1.astype(np.uint8), "changed": m,
+                                 "d_sim": d_sim[-1], "d_gen": d_gen[-1]})
+        ms, mg = float(np.mean(d_sim)), float(np.mean(d_gen))
+        out[pr.name] = {"n": len(keep), "delta_simulator": ms, "delta_generated": mg,
+                        "sign_ok": bool(np.sign(ms) == np.sign(mg)),
+                        "size_ratio": mg / ms if abs(ms) > 1e-6 else float("nan")}
+    return out, examples
+
+
+def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
+             opts: EvalOptions | None = None) -> dict[str, Any]:
+    from fetalflex.generation import GenerationRequest
+    from fetalflex.reports.evaluation_figures import sample_grid, steps_figure, twins_figure
+
+    opts = opts or EvalOptions()
+    guidance = (opts.guidance if opts.guidance is not None
+                else GenerationRequest.model_fields["guidance"].default)
     t0 = time.perf_counter()
-    model = FetalFlexDenoiser.load(model_dir)
-    call = torch_model_call(model)
+    engine = Engine(backend)
     seg = Segmenter.load(segmenter_dir)
     recs = read_manifest(manifest, check_files=False)
     root = manifest.parent
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"model": str(model_dir), "segmenter": str(segmenter_dir),
-                               "data": str(manifest), "steps": steps, "guidance": guidance,
-                               "n_per_plane": n_per_plane, "planes": {}}
-    grid_rows = []
-    total_calls = 0
-    for plane in planes:
-        row: dict[str, Any] = {}
-        for abnormal in (False, True):
-            sel = _pick(recs, plane, abnormal, n_per_plane)
-            if not sel:
-                continue
-            real = np.stack([read_gray(resolve(root, r.image)) for r in sel])
-            maps = np.stack([read_label_map(resolve(root, r.label_map)) for r in sel])
-            gen, calls = generate_for_layouts(call, model.config, maps, plane,
-                                              [r.ga_weeks for r in sel], seed, steps, guidance)
-            total_calls += calls
-            to_t = lambda a: torch.from_numpy(a.astype(np.float32) / 127.5 - 1)[:, None]  # noqa: E731
-            read_real = seg.predict(to_t(real), plane=plane)
-            read_gen = seg.predict(to_t(gen), plane=plane)
-            key = "abnormal" if abnormal else "normal"
-            ceiling = [mean_dice(m, r, plane) for m, r in zip(maps, read_real, strict=True)]
-            adher = [mean_dice(m, r, plane) for m, r in zip(maps, read_gen, strict=True)]
-            tex_g, tex_r = texture_stats(gen, maps), texture_stats(real, maps)
-            row[key] = {
-                "n": len(sel),
-                "presets": sorted({r.preset for r in sel if r.preset}),
-                "segmenter_dice_on_phantoms": float(np.nanmean(ceiling)),
-                "adherence_dice": float(np.nanmean(adher)),
-                "texture_generated": {k: v for k, v in tex_g.items() if not k.startswith("_")},
-                "texture_phantom": {k: v for k, v in tex_r.items() if not k.startswith("_")},
-                "tissue_histogram_w1": histogram_distance(tex_g["_hist"], tex_r["_hist"]),
-                "denoiser_calls": calls,
-            }
-            if not abnormal:
-                grid_rows.append(np.concatenate([
-                    np.concatenate([colourize(maps[i]), _rgb(gen[i]), _rgb(real[i]),
-                                    colourize(read_gen[i])], axis=1)
-                    for i in (0, 1 % len(sel))], axis=1))
-        results["planes"][plane] = row
-    normal = [v["normal"] for v in results["planes"].values() if "normal" in v]
-    abn = [v["abnormal"] for v in results["planes"].values() if "abnormal" in v]
-    results["summary"] = {
-        "adherence_dice_mean": float(np.mean([v["adherence_dice"] for v in normal])),
-        "segmenter_ceiling_mean": float(np.mean([v["segmenter_dice_on_phantoms"]
-                                                 for v in normal])),
-        "abnormal_adherence_dice_mean": float(np.mean([v["adherence_dice"] for v in abn]))
-        if abn else None,
-        "denoiser_calls": total_calls,
-        "seconds": round(time.perf_counter() - t0, 1),
+    results: dict[str, Any] = {
+        "model_id": backend.model_id, "model_hash": backend.model_hash,
+        "backend": backend.name, "image_size": engine.cfg.image_size,
+        "segmenter": str(segmenter_dir), "data": str(manifest), "guidance": guidance,
+        "steps": list(opts.steps), "default_steps": opts.default_steps,
+        "n_per_plane": opts.n_per_plane, "planes": {},
     }
-    (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "evaluation.md").write_text(markdown_table(results))
+    grid_rows: list[dict[str, Any]] = []
+    twin_examples: list[dict[str, Any]] = []
+    total_calls = 0
+    for plane in opts.planes:
+        normal = [r for r in recs if r.plane == plane and not r.abnormal][:opts.n_per_plane]
+        abnormal = [r for r in recs if r.plane == plane and r.abnormal][:opts.n_per_plane]
+        if len(normal) < 2:
+            continue
+        layouts, phantoms = _layouts(normal, root)
+        maps = np.stack([x.label_map for x in layouts])
+        seeds = _seeds(opts.seed, plane, len(layouts))
+        read_real = seg.predict(_to_t(phantoms), plane=plane)
+        ceiling = _nanmean([mean_dice(m, r, plane)
+                            for m, r in zip(maps, read_real, strict=True)])
+        second = np.stack([simulate_bmode(m, int(r.seed or 0) + SECOND_PHANTOM_SEED)
+                           for m, r in zip(maps, normal, strict=True)])
+        bc_ceiling = _nanmean([brightness_correlation(s, p, m)
+                               for s, p, m in zip(second, phantoms, maps, strict=True)])
+        other = np.roll(phantoms, 1, axis=0)  # a phantom of another layout of the plane
+        bc_floor = _nanmean([brightness_correlation(o, p, m)
+                             for o, p, m in zip(other, phantoms, maps, strict=True)])
+        tex_r = texture_stats(phantoms, maps)
+        row: dict[str, Any] = {
+            "n": len(layouts), "segmenter_ceiling": ceiling,
+            "brightness_corr_ceiling": bc_ceiling, "brightness_corr_floor": bc_floor,
+            "texture_phantom": {k: v for k, v in tex_r.items() if not k.startswith("_")},
+            "by_steps": [],
+        }
+        for steps in opts.steps:
+            q, gen, read = _quality(engine, seg, layouts, phantoms, seeds, steps, guidance)
+            q["adherence_over_ceiling"] = q["adherence_dice"] / ceiling if ceiling else None
+            row["by_steps"].append(q)
+            total_calls += q["denoiser_calls"]
+            if steps == opts.default_steps:
+                grid_rows.append({"plane": plane, "layout": maps[0], "generated": gen[0],
+                                  "phantom": phantoms[0], "read": read[0]})
+        if abnormal:
+            alay, aph = _layouts(abnormal, root)
+            q, _, _ = _quality(engine, seg, alay, aph, _seeds(opts.seed + 500, plane, len(alay)),
+                               opts.default_steps, guidance)
+            q["presets"] = sorted({r.preset for r in abnormal if r.preset})
+            row["abnormal_layouts"] = q
+            total_calls += q["denoiser_calls"]
+        if opts.twins_per_preset:
+            row["twins"], ex = _twins(engine, layouts, seeds, opts.default_steps, guidance,
+                                      opts.twins_per_preset)
+            twin_examples += ex
+        results["planes"][plane] = row
+    results["summary"] = summarize(results)
+    results["summary"]["denoiser_calls"] = total_calls
+    results["summary"]["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "evaluation.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (out / "evaluation.md").write_text(markdown(results))
     if grid_rows:
-        grid = np.concatenate(grid_rows, axis=0)
-        scale = max(1, 256 // grid_rows[0].shape[0])
-        from PIL import Image
-
-        big = np.asarray(Image.fromarray(grid).resize(
-            (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST))
-        write_image(out / "sample_grid.png", big,
-                    {"Content": "per plane x2: requested layout | generated | phantom of the "
-                                "same layout | segmenter reading of the generated image"})
+        sample_grid(grid_rows, out / "sample_grid.png", results)
+    steps_figure(results, out / "steps.png")
+    if twin_examples:
+        twins_figure(twin_examples, out / "twins.png")
     return results
 
 
-def _rgb(g: np.ndarray) -> np.ndarray:
-    return np.repeat(g[..., None], 3, axis=2)
+def _at(row: dict[str, Any], steps: int) -> dict[str, Any] | None:
+    return next((q for q in row["by_steps"] if q["steps"] == steps), None)
 
 
-def markdown_table(res: dict[str, Any]) -> str:
+def summarize(res: dict[str, Any]) -> dict[str, Any]:
+    """The issue's target rows, from the per-plane results."""
+    planes = res["planes"]
+    d = res["default_steps"]
+    ceil = {p: r["segmenter_ceiling"] for p, r in planes.items()}
+    ratio = {p: (_at(r, d) or {}).get("adherence_over_ceiling") for p, r in planes.items()}
+    bc_gap = {p: r["brightness_corr_ceiling"] - (_at(r, d) or {}).get(
+        "brightness_rank_corr", float("nan")) for p, r in planes.items()}
+    by_steps = {}
+    for s in res["steps"]:
+        rows = [_at(r, s) for r in planes.values()]
+        rows = [q for q in rows if q]
+        by_steps[str(s)] = {
+            "adherence_dice": _nanmean([q["adherence_dice"] for q in rows]),
+            "brightness_rank_corr": _nanmean([q["brightness_rank_corr"] for q in rows]),
+            "fluid_mean": _nanmean([q["texture_generated"]["fluid_mean"] for q in rows]),
+            "tissue_mean": _nanmean([q["texture_generated"]["tissue_mean"] for q in rows]),
+        }
+    twins = {name: t for r in planes.values() for name, t in r.get("twins", {}).items()
+             if t.get("n")}
+    return {
+        "segmenter_ceiling_mean": _nanmean(list(ceil.values())),
+        "segmenter_ceiling_worst": min(ceil.values()) if ceil else float("nan"),
+        "adherence_over_ceiling": ratio,
+        "adherence_over_ceiling_worst": min((v for v in ratio.values() if v is not None),
+                                            default=float("nan")),
+        "brightness_corr_gap_to_ceiling": bc_gap,
+        "brightness_corr_gap_worst": max(bc_gap.values()) if bc_gap else float("nan"),
+        "by_steps": by_steps,
+        "twins_sign_ok": sum(1 for t in twins.values() if t["sign_ok"]),
+        "twins_half_size": sum(1 for t in twins.values()
+                               if t["sign_ok"] and t["size_ratio"] >= 0.5),
+        "twins_total": len(twins),
+    }
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt)
+
+
+def markdown(res: dict[str, Any]) -> str:
+    d = res["default_steps"]
+    s = res["summary"]
     lines = [
-        f"Evaluation (phantom world only): DDIM-{res['steps']}, guidance {res['guidance']}, "
-        f"{res['n_per_plane']} layouts per plane and kind.",
+        f"Evaluation (phantom world only): {res['model_id']} ({res['model_hash'][:12]}), "
+        f"{res['image_size']}x{res['image_size']}, DDIM, guidance {res['guidance']}, "
+        f"{res['n_per_plane']} held-out layouts per plane; backend {res['backend']}.",
         "",
-        "| plane | segmenter Dice on phantoms (ceiling) | adherence Dice (normal) | "
-        "adherence Dice (abnormal presets) | tissue mean gen/phantom | fluid mean gen/phantom "
-        "| speckle SNR gen/phantom | tissue hist W1 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"### Per plane at {d} steps",
+        "",
+        "| plane | segmenter ceiling | adherence | adherence / ceiling | brightness corr "
+        "(floor / generated / ceiling) | tissue gen/phantom | fluid gen/phantom | speckle SNR "
+        "gen/phantom | tissue hist W1 | abnormal-layout adherence |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for plane, row in res["planes"].items():
-        n = row.get("normal")
-        a = row.get("abnormal")
-        if not n:
+        q = _at(row, d)
+        if q is None:
             continue
-        tg, tr = n["texture_generated"], n["texture_phantom"]
+        tg, tr = q["texture_generated"], row["texture_phantom"]
+        ab = row.get("abnormal_layouts")
         lines.append(
-            f"| {plane} | {n['segmenter_dice_on_phantoms']:.3f} | {n['adherence_dice']:.3f} | "
-            f"{a['adherence_dice']:.3f} ({', '.join(a['presets'])}) | " if a else
-            f"| {plane} | {n['segmenter_dice_on_phantoms']:.3f} | {n['adherence_dice']:.3f} | - | "
-        )
-        lines[-1] += (f"{tg['tissue_mean']:.0f}/{tr['tissue_mean']:.0f} | "
-                      f"{tg['fluid_mean']:.0f}/{tr['fluid_mean']:.0f} | "
-                      f"{tg['speckle_snr']:.2f}/{tr['speckle_snr']:.2f} | "
-                      f"{n['tissue_histogram_w1']:.1f} |")
-    s = res["summary"]
-    lines += ["", f"Mean adherence Dice (normal): **{s['adherence_dice_mean']:.3f}** "
-                  f"(segmenter ceiling {s['segmenter_ceiling_mean']:.3f}); abnormal: "
-                  f"{s['abnormal_adherence_dice_mean']}", ""]
+            f"| {plane} | {_f(row['segmenter_ceiling'])} | {_f(q['adherence_dice'])} | "
+            f"{_f(q['adherence_over_ceiling'], '.2f')} | {_f(row['brightness_corr_floor'])} / "
+            f"**{_f(q['brightness_rank_corr'])}** / {_f(row['brightness_corr_ceiling'])} | "
+            f"{_f(tg['tissue_mean'], '.0f')}/{_f(tr['tissue_mean'], '.0f')} | "
+            f"{_f(tg['fluid_mean'], '.0f')}/{_f(tr['fluid_mean'], '.0f')} | "
+            f"{_f(tg['speckle_snr'], '.2f')}/{_f(tr['speckle_snr'], '.2f')} | "
+            f"{_f(q['tissue_histogram_w1'], '.1f')} | {_f(ab['adherence_dice']) if ab else '-'} |")
+    lines += ["", "### Against sampler steps (mean over planes)", "",
+              "| steps | adherence | brightness corr | tissue mean | fluid mean |",
+              "| --- | --- | --- | --- | --- |"]
+    for st, v in s["by_steps"].items():
+        lines.append(f"| {st} | {_f(v['adherence_dice'])} | {_f(v['brightness_rank_corr'])} | "
+                     f"{_f(v['tissue_mean'], '.1f')} | {_f(v['fluid_mean'], '.1f')} |")
+    lines += ["", f"### Anomaly twins ({d} steps + repaint): grey-level change of the edited "
+                  "pixels", "",
+              "| preset | n | simulator | generated | same sign | size ratio |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for row in res["planes"].values():
+        for name, t in row.get("twins", {}).items():
+            if not t.get("n"):
+                continue
+            lines.append(f"| {name} | {t['n']} | {t['delta_simulator']:+.1f} | "
+                         f"{t['delta_generated']:+.1f} | {'yes' if t['sign_ok'] else 'NO'} | "
+                         f"{_f(t['size_ratio'], '.2f')} |")
+    lines += ["", "### Summary", "",
+              f"- segmenter ceiling: mean {_f(s['segmenter_ceiling_mean'])}, worst plane "
+              f"{_f(s['segmenter_ceiling_worst'])}",
+              f"- adherence / ceiling, worst plane: {_f(s['adherence_over_ceiling_worst'], '.2f')}",
+              f"- brightness correlation, worst gap to the phantom ceiling: "
+              f"{_f(s['brightness_corr_gap_worst'])}",
+              f"- twins with the simulator's sign: {s['twins_sign_ok']}/{s['twins_total']}; "
+              f"with the sign and >= half its size: {s['twins_half_size']}/{s['twins_total']}",
+              ""]
     return "\n".join(lines)

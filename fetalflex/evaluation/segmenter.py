@@ -106,13 +106,25 @@ def _soft_dice_loss(logits: Tensor, onehot: Tensor) -> Tensor:
 
 def train_segmenter(manifest: Path, out: Path, steps: int = 1500, batch_size: int = 32,
                     lr: float = 2e-3, seed: int = 0, threads: int | None = None,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, channels: tuple[int, ...] | None = None,
+                    augment_prob: float = 0.5) -> Path:
+    """Train on every record of ``manifest``, abnormal phantoms included: the segmenter is
+    the evaluator's instrument, never part of the generator, and it must read edited
+    anatomy (larger ventricles, gaps) as well as normal anatomy. Images and label maps are
+    warped together (``training.augment``) and the gain is jittered, since the generator's
+    gain need not match the phantom's."""
+    from fetalflex.training.augment import AugmentConfig, joint_augment
+
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    ds = PhantomDataset(manifest, preload=True)
+    gen = torch.Generator().manual_seed(seed)
+    ds = PhantomDataset(manifest, preload=True, include_abnormal=True)
     size = int(ds[0]["image"].shape[-1])
-    model = Segmenter(SegmenterConfig(image_size=size))
+    cfg = SegmenterConfig(image_size=size) if channels is None else SegmenterConfig(
+        image_size=size, channels=channels)
+    model = Segmenter(cfg)
+    aug = AugmentConfig(prob=augment_prob)
     loader = DataLoader(ds, batch_size=batch_size, drop_last=True,
                         sampler=RandomSampler(ds, generator=torch.Generator().manual_seed(seed)))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -126,12 +138,12 @@ def train_segmenter(manifest: Path, out: Path, steps: int = 1500, batch_size: in
         except StopIteration:
             it = iter(loader)
             b = next(it)
-        x = b["image"]
-        # Mild intensity augmentation: the generator's gain need not match the phantom's.
-        x = (x + 1) * torch.empty(len(x), 1, 1, 1).uniform_(0.8, 1.2) - 1
-        logits = model(x.clamp(-1, 1))
-        loss = nn.functional.cross_entropy(logits, b["label_map"]) + _soft_dice_loss(
-            logits, b["layout"])
+        x, onehot = joint_augment(b["image"], b["layout"], aug, gen)
+        x = (x + 1) * torch.empty(len(x), 1, 1, 1).uniform_(0.75, 1.25, generator=gen) - 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x.clamp(-1, 1)).float()
+        loss = nn.functional.cross_entropy(logits, onehot.argmax(1)) + _soft_dice_loss(
+            logits, onehot)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -139,6 +151,7 @@ def train_segmenter(manifest: Path, out: Path, steps: int = 1500, batch_size: in
         if (step + 1) % 50 == 0:
             log.append({"step": step + 1, "loss": round(loss.item(), 5)})
     meta = {"steps": steps, "batch_size": batch_size, "data": str(manifest),
-            "seconds": round(time.perf_counter() - t0, 1), "log": log[-5:]}
+            "seconds": round(time.perf_counter() - t0, 1), "log": log[-5:],
+            "augment_prob": augment_prob}
     model.save(out, meta)
     return out

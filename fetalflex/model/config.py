@@ -19,6 +19,10 @@ class DenoiserConfig(BaseModel):
 
     image_size: int = Field(default=128, ge=32, le=1024)
     in_channels: int = 1
+    # Space-to-depth factor around the UNet (1 = none). With 2, a 128^2 image enters the UNet
+    # as 64^2 x 4 channels, so its most expensive level runs at a quarter of the pixels; the
+    # anatomy encoder still reads the layout at full resolution and downsamples it itself.
+    patch_size: int = Field(default=1, ge=1, le=8)
     num_labels: int = NUM_LABELS
     num_planes: int = len(PLANE_CODES)
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
@@ -35,16 +39,33 @@ class DenoiserConfig(BaseModel):
     def _consistent(self) -> DenoiserConfig:
         if len(self.attention_levels) != len(self.block_out_channels):
             raise ValueError("attention_levels: needs one flag per entry of block_out_channels")
-        if self.image_size % (2 ** (len(self.block_out_channels) - 1)):
-            raise ValueError("image_size: must be divisible by 2^(levels-1)")
+        if self.patch_size & (self.patch_size - 1):
+            raise ValueError("patch_size: must be a power of two")
+        if self.image_size % (self.patch_size * 2 ** (len(self.block_out_channels) - 1)):
+            raise ValueError("image_size: must be divisible by patch_size * 2^(levels-1)")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError("block_out_channels: each must be divisible by norm_num_groups")
         return self
 
     @property
+    def unet_size(self) -> int:
+        """Side of the UNet's own input (the image after space-to-depth)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def unet_channels(self) -> int:
+        return self.in_channels * self.patch_size ** 2
+
+    @property
+    def anatomy_encoder_channels(self) -> tuple[int, ...]:
+        """One level per factor 2 of the patch: full resolution in, UNet resolution out."""
+        levels = self.patch_size.bit_length()  # 1 -> 1 level, 2 -> 2, 4 -> 3
+        return tuple(self.cond_embedding_channels * 2 ** i for i in range(levels))
+
+    @property
     def cond_dim(self) -> int:
         """Plane one-hot + null flag + (GA, GA-known flag)."""
-        return self.num_planes + 1 + 2
+        return self.num_planes + 3
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")

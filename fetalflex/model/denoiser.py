@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from fetalflex.model.config import DenoiserConfig
 
 GA_CENTER, GA_SCALE = 25.0, 7.0
+CONDITION_EXTRA = 3  # the condition vector: plane one-hot, then null flag, GA, GA-known flag
 
 
 def condition_vector(plane: Tensor, ga: Tensor, num_planes: int) -> Tensor:
@@ -46,14 +47,30 @@ def condition_vector(plane: Tensor, ga: Tensor, num_planes: int) -> Tensor:
     return torch.cat([onehot, ga_val[:, None], ga_known.float()[:, None]], dim=1)
 
 
-def guidance_conditions(plane: int, ga: list[float | None], num_planes: int
-                        ) -> tuple[Tensor, Tensor]:
-    """Conditional and unconditional ('no plane, GA unknown') vectors for N samples."""
-    n = len(ga)
+def drop_condition(layout: Tensor, cond: Tensor, control_scale: Tensor, drop: Tensor,
+                   num_planes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The unconditional input of classifier-free guidance where ``drop`` (N,) is True:
+    all-zero layout, 'no plane, GA unknown', control scale 0 (the UNet alone).
+
+    One definition for both sides: training drops conditions to exactly this, and the
+    guidance wrapper's unconditional row is exactly this. (The v1 weights were trained with
+    layout and plane dropped independently and the control branch always on, but sampled
+    with this input: an unconditional row the network had never been trained on, which made
+    guided sampling drift as steps grew.)
+    """
+    n = drop.shape[0]
+    null = condition_vector(torch.full((n,), -1, dtype=torch.long, device=drop.device),
+                            torch.full((n,), float("nan"), device=drop.device), num_planes)
+    d4 = drop.view(-1, 1, 1, 1)
+    return (torch.where(d4, torch.zeros_like(layout), layout),
+            torch.where(drop[:, None], null.to(cond.dtype), cond),
+            torch.where(drop, torch.zeros_like(control_scale), control_scale))
+
+
+def plane_conditions(plane: int, ga: list[float | None], num_planes: int) -> Tensor:
+    """Condition vectors of N samples of one plane (GA None = unknown)."""
     g = torch.tensor([float("nan") if v is None else v for v in ga], dtype=torch.float32)
-    cond = condition_vector(torch.full((n,), plane), g, num_planes)
-    uncond = condition_vector(torch.full((n,), -1), torch.full((n,), float("nan")), num_planes)
-    return cond, uncond
+    return condition_vector(torch.full((len(ga),), plane), g, num_planes)
 
 
 def _blocks(cfg: DenoiserConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -74,8 +91,8 @@ class FetalFlexDenoiser(nn.Module):
         down = tuple("DownBlock2D" for _ in down)
         up = tuple("UpBlock2D" for _ in up)
         self.unet = UNet2DConditionModel(
-            sample_size=config.image_size, in_channels=config.in_channels,
-            out_channels=config.in_channels, down_block_types=down, up_block_types=up,
+            sample_size=config.unet_size, in_channels=config.unet_channels,
+            out_channels=config.unet_channels, down_block_types=down, up_block_types=up,
             mid_block_type="UNetMidBlock2D", block_out_channels=config.block_out_channels,
             layers_per_block=config.layers_per_block, norm_num_groups=config.norm_num_groups,
             cross_attention_dim=8, attention_head_dim=config.attention_head_dim,
@@ -83,14 +100,14 @@ class FetalFlexDenoiser(nn.Module):
             projection_class_embeddings_input_dim=config.cond_dim,
         )
         self.control = ControlNetModel(
-            in_channels=config.in_channels, conditioning_channels=config.num_labels,
+            in_channels=config.unet_channels, conditioning_channels=config.num_labels,
             down_block_types=down, mid_block_type="UNetMidBlock2D",
             block_out_channels=config.block_out_channels,
             layers_per_block=config.layers_per_block, norm_num_groups=config.norm_num_groups,
             cross_attention_dim=8, attention_head_dim=config.attention_head_dim,
             class_embed_type="projection",
             projection_class_embeddings_input_dim=config.cond_dim,
-            conditioning_embedding_out_channels=(config.cond_embedding_channels,),
+            conditioning_embedding_out_channels=config.anatomy_encoder_channels,
         )
         self.copy_unet_encoder_to_control()
 
@@ -107,14 +124,29 @@ class FetalFlexDenoiser(nn.Module):
 
     @property
     def anatomy_encoder(self) -> nn.Module:
-        """Layout channels -> features at the resolution of ``unet.conv_in``."""
+        """Layout channels (full resolution) -> features at the resolution of ``unet.conv_in``."""
         return self.control.controlnet_cond_embedding
+
+    def patchify(self, x: Tensor) -> Tensor:
+        """Space-to-depth: (N,C,H,W) -> (N,C*p*p,H/p,W/p); identity when p = 1."""
+        p = self.config.patch_size
+        return x if p == 1 else nn.functional.pixel_unshuffle(x, p)
+
+    def unpatchify(self, x: Tensor) -> Tensor:
+        p = self.config.patch_size
+        return x if p == 1 else nn.functional.pixel_shuffle(x, p)
+
+    def image_features(self, x0: Tensor) -> Tensor:
+        """What the UNet's input convolution computes from a clean image: the pre-alignment
+        target of the anatomy encoder."""
+        return self.unet.conv_in(self.patchify(x0))
 
     def forward(self, x_t: Tensor, t: Tensor, layout: Tensor, cond: Tensor,
                 control_scale: Tensor) -> Tensor:
         """x_t (N,1,H,W), t (N,), layout (N,K,H,W), cond (N,cond_dim), control_scale (N,)."""
         n = x_t.shape[0]
         ehs = x_t.new_zeros((n, 1, 8))
+        x_t = self.patchify(x_t)
         down_res, mid_res = self.control(
             x_t, t, encoder_hidden_states=ehs, controlnet_cond=layout, class_labels=cond,
             return_dict=False,
@@ -122,17 +154,17 @@ class FetalFlexDenoiser(nn.Module):
         s = control_scale.to(x_t.dtype)[:, None, None, None]
         down_res = [r * s for r in down_res]
         mid_res = mid_res * s
-        return self.unet(
+        return self.unpatchify(self.unet(
             x_t, t, encoder_hidden_states=ehs, class_labels=cond,
             down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res,
             return_dict=False,
-        )[0]
+        )[0])
 
     def forward_base(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """The UNet alone (no anatomy branch): the stage-1 denoiser of the training recipe."""
         ehs = x_t.new_zeros((x_t.shape[0], 1, 8))
-        return self.unet(x_t, t, encoder_hidden_states=ehs, class_labels=cond,
-                         return_dict=False)[0]
+        return self.unpatchify(self.unet(self.patchify(x_t), t, encoder_hidden_states=ehs,
+                                         class_labels=cond, return_dict=False)[0])
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: Path, state: dict[str, Tensor] | None = None,

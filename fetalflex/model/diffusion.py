@@ -38,6 +38,21 @@ def target(prediction_type: str, alphas_cumprod: Tensor, x0: Tensor, eps: Tensor
     return a * eps - s * x0
 
 
+def loss_weight(prediction_type: str, alphas_cumprod: Tensor, t: Tensor,
+                gamma: float) -> Tensor:
+    """Min-SNR-gamma weight per sample (Hang et al. 2023), SNR = alpha_t^2 / sigma_t^2.
+
+    For an epsilon target the x0-space weight min(SNR, gamma) becomes min(SNR, gamma)/SNR;
+    for a v target (whose error is (SNR + 1) times the x0 error / SNR) min(SNR, gamma)/(SNR+1).
+    """
+    ac = alphas_cumprod.to(t.device)[t].float()
+    snr = ac / (1 - ac).clamp(min=1e-8)
+    clipped = snr.clamp(max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr.clamp(min=1e-8)
+    return clipped / (snr + 1)
+
+
 def predict_x0(prediction_type: str, alphas_cumprod: Tensor, x_t: Tensor, pred: Tensor,
                t: Tensor) -> Tensor:
     a, s = alphas_sigmas(alphas_cumprod, t)
@@ -53,6 +68,7 @@ def alphas_cumprod_for(cfg: DenoiserConfig) -> Tensor:
 __all__ = [
     "add_noise",
     "alphas_cumprod_for",
+    "loss_weight",
     "predict_x0",
     "target",
     "torch",

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.model.denoiser import CONDITION_EXTRA, FetalFlexDenoiser, drop_condition
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
@@ -53,17 +53,25 @@ def conditioned(call: ModelCall, layout: Tensor, cond: Tensor,
     return denoise
 
 
-def guided(call: ModelCall, layout: Tensor, cond: Tensor, uncond: Tensor,
-           guidance: float | Tensor, control_scale: float | Tensor = 1.0) -> Denoiser:
+def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tensor,
+           control_scale: float | Tensor = 1.0) -> Denoiser:
     """Classifier-free guidance: conditional and unconditional halves in ONE batched call.
 
-    out = out_u + w (out_c - out_u); the unconditional half has an all-zero layout and the
-    'no plane' condition, as dropped in training. ``guidance`` and ``control_scale`` may be
-    per-sample tensors (N,), so the adaptive sampler can change them per sample.
+    out = out_u + w (out_c - out_u). The unconditional half is
+    :func:`~fetalflex.model.denoiser.drop_condition` of the conditional one: exactly the input
+    that training drops conditions to. ``guidance`` and ``control_scale`` may be per-sample
+    tensors (N,), so the adaptive sampler can change them per sample. With a scalar
+    guidance of 1 the result is the conditional output alone, so the unconditional half is
+    not computed (half the cost of a step).
     """
     n = layout.shape[0]
-    layout2 = torch.cat([layout, torch.zeros_like(layout)])
-    cond2 = torch.cat([cond, uncond])
+    if not isinstance(guidance, Tensor) and float(guidance) == 1.0:
+        return conditioned(call, layout, cond, control_scale)
+    num_planes = cond.shape[1] - CONDITION_EXTRA
+    null_layout, null_cond, _ = drop_condition(layout, cond, torch.zeros(n),
+                                               torch.ones(n, dtype=torch.bool), num_planes)
+    layout2 = torch.cat([layout, null_layout])
+    cond2 = torch.cat([cond, null_cond])
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
         w = guidance if isinstance(guidance, Tensor) else torch.full((n,), float(guidance))

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fetalflex.model.config import DenoiserConfig
+from fetalflex.training.augment import AugmentConfig
 
 
 class StageConfig(BaseModel):
@@ -35,8 +36,18 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     weight_decay: float = 0.01
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
-    drop_layout_prob: float = Field(default=0.1, ge=0, le=1)  # classifier-free guidance
-    drop_plane_prob: float = Field(default=0.1, ge=0, le=1)
+    # Classifier-free guidance: share of samples trained on the unconditional input
+    # (model.denoiser.drop_condition: no layout, no plane, no GA, control branch off).
+    drop_condition_prob: float = Field(default=0.1, ge=0, le=1)
+    # Loss weight per timestep: "uniform" (plain MSE on the prediction) or "min_snr"
+    # (Hang et al. 2023: min(SNR, gamma) / (SNR + 1) for v-prediction, min(SNR, gamma) / SNR
+    # for epsilon), which stops the easy low-noise steps from dominating the gradient.
+    loss_weighting: Literal["uniform", "min_snr"] = "uniform"
+    min_snr_gamma: float = Field(default=5.0, gt=0)
+    # Autocast dtype of the forward pass ("bf16" uses AVX-512 bf16 on CPUs that have it and
+    # tensor cores on GPUs; weights, optimizer and EMA stay fp32).
+    precision: Literal["bf16", "fp32"] = "bf16"
+    augment: AugmentConfig = AugmentConfig()
     box_prob: float = Field(default=0.3, ge=0, le=1)          # structure-list rendering
     grad_clip: float = 1.0
     checkpoint_every: int = Field(default=500, ge=1)

@@ -31,8 +31,9 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from fetalflex.data.dataset import PhantomDataset
-from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
-from fetalflex.model.diffusion import add_noise, alphas_cumprod_for, target
+from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector, drop_condition
+from fetalflex.model.diffusion import add_noise, alphas_cumprod_for, loss_weight, target
+from fetalflex.training.augment import joint_augment
 from fetalflex.training.config import StageConfig, TrainConfig
 from fetalflex.training.ema import EMA
 
@@ -91,29 +92,30 @@ def _params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list[nn.P
 
 def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
                 cfg: TrainConfig, ac: Tensor, gen: torch.Generator) -> Tensor:
-    x0 = batch["image"]
+    x0, layout = joint_augment(batch["image"], batch["layout"], cfg.augment, gen)
     n = x0.shape[0]
     dev = x0.device
-    plane = batch["plane"].clone()
-    layout = batch["layout"]
     if stage == "prealign":
         with torch.no_grad():
-            tgt = model.unet.conv_in(x0)
+            tgt = model.image_features(x0)
         return nn.functional.mse_loss(model.anatomy_encoder(layout), tgt)
-    drop_p = torch.rand(n, generator=gen, device="cpu").to(dev) < cfg.drop_plane_prob
-    plane = torch.where(drop_p, torch.full_like(plane, -1), plane)
-    cond = condition_vector(plane, batch["ga"], cfg.model.num_planes)
+    cond = condition_vector(batch["plane"], batch["ga"], cfg.model.num_planes)
     t = torch.randint(0, cfg.model.num_train_timesteps, (n,), generator=gen).to(dev)
     eps = torch.randn(x0.shape, generator=gen).to(dev)
     x_t = add_noise(ac, x0, eps, t)
     tgt = target(cfg.model.prediction_type, ac, x0, eps, t)
+    drop = (torch.rand(n, generator=gen) < cfg.drop_condition_prob).to(dev)
+    layout, cond, scale = drop_condition(layout, cond, torch.ones(n, device=dev), drop,
+                                         cfg.model.num_planes)
     if stage == "base":
         pred = model.forward_base(x_t, t, cond)
     else:
-        drop_l = torch.rand(n, generator=gen).to(dev) < cfg.drop_layout_prob
-        layout = torch.where(drop_l[:, None, None, None], torch.zeros_like(layout), layout)
-        pred = model(x_t, t, layout, cond, torch.ones(n, device=dev))
-    return nn.functional.mse_loss(pred.float(), tgt.float())
+        pred = model(x_t, t, layout, cond, scale)
+    per_sample = (pred.float() - tgt.float()).pow(2).mean(dim=(1, 2, 3))
+    if cfg.loss_weighting == "min_snr":
+        per_sample = per_sample * loss_weight(cfg.model.prediction_type, ac, t,
+                                              cfg.min_snr_gamma)
+    return per_sample.mean()
 
 
 class StageLoss(nn.Module):
@@ -184,7 +186,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
         done = ck["done"]
         gen.set_state(ck["gen"])
     global_step = sum(done.values())
-    autocast = dev.type == "cuda"
+    autocast = cfg.precision == "bf16"
     for stage in stages:
         sc: StageConfig = getattr(cfg, stage)
         if stage == "prealign" and not cfg.pre_alignment:

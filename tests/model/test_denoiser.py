@@ -104,3 +104,39 @@ def test_onnx_export_parity(tmp_path: Path) -> None:
         ref = m(x, t, layout, cond, scale).numpy()
     rel = np.abs(got - ref).max() / np.abs(ref).max()
     assert rel < 1e-4
+
+
+@pytest.mark.parametrize("patch", [2, 4])
+def test_patchified_model_reads_full_resolution_layout(patch: int) -> None:
+    cfg = DenoiserConfig(**{**TINY_MODEL, "patch_size": patch})
+    assert cfg.unet_size == 32 // patch and cfg.unet_channels == patch * patch
+    assert len(cfg.anatomy_encoder_channels) == patch.bit_length()
+    torch.manual_seed(0)
+    m = FetalFlexDenoiser(cfg).eval()
+    x, t, layout, cond, scale = _inputs(cfg)
+    assert m.unet.config.sample_size == 32 // patch
+    # The anatomy encoder takes the full-resolution layout to the UNet's resolution.
+    feats = m.anatomy_encoder(layout)
+    assert feats.shape[-1] == 32 // patch
+    with torch.no_grad():
+        for p in [*m.control.controlnet_down_blocks.parameters(),
+                  *m.anatomy_encoder.conv_out.parameters()]:
+            p.normal_(0, 0.05)  # the zero-initialised convolutions, switched on
+        out = m(x, t, layout, cond, scale)
+        # One pixel of the layout changes the output (full-resolution reading).
+        lay2 = layout.clone()
+        lay2[:, :, 5, 5] = 0
+        lay2[:, 3, 5, 5] = 1
+        out2 = m(x, t, lay2, cond, scale)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, out2)
+    assert torch.equal(m.unpatchify(m.patchify(x)), x)
+
+
+def test_patch_size_must_fit() -> None:
+    with pytest.raises(ValidationError, match="power of two"):
+        DenoiserConfig.model_validate({**TINY_MODEL, "patch_size": 3})
+    with pytest.raises(ValidationError, match="divisible"):
+        DenoiserConfig.model_validate({**TINY_MODEL, "patch_size": 8,
+                                       "block_out_channels": [8, 16, 16],
+                                       "attention_levels": [False] * 3})

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from fetalflex.model.denoiser import FetalFlexDenoiser
@@ -49,7 +50,7 @@ def test_prealignment_reduces_feature_gap(tiny_data: Path, tmp_path: Path) -> No
 
     def gap(m: FetalFlexDenoiser) -> float:
         with torch.no_grad():
-            tgt = m.unet.conv_in(batch["image"])
+            tgt = m.image_features(batch["image"])
             return float(torch.nn.functional.mse_loss(m.anatomy_encoder(batch["layout"]), tgt))
 
     assert gap(m1) < 0.7 * gap(m0)
@@ -102,6 +103,44 @@ def test_torchrun_two_processes_ddp(tiny_data: Path, tmp_path: Path) -> None:
 def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[2] / "configs"
     files = sorted(root.glob("*.json"))
-    assert {f.name for f in files} >= {"demo64_cpu.json", "gpu128.json", "tiny.json"}
+    assert {f.name for f in files} >= {"demo64_cpu.json", "gpu128.json", "tiny.json",
+                                       "v2_128_cpu.json", "gpu256.json"}
     for f in files:
         TrainConfig.load(f)
+
+
+def test_training_never_sees_abnormal_or_edited_anatomy(tiny_eval_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The legitimacy rule of the generator: it learns from normal scans and their label maps
+    only. Training on a manifest that holds abnormal phantoms must skip them, and the training
+    path must never render phantoms, apply presets or edits (a team with real scans has no
+    simulator to render edited layouts with)."""
+    import fetalflex.anatomy.edits as edits
+    import fetalflex.anatomy.presets as presets
+    import fetalflex.data.phantom_set as phantom_set
+    import fetalflex.phantom.simulator as simulator
+    from fetalflex.data.dataset import PhantomDataset
+    from fetalflex.data.manifest import read_manifest
+
+    def forbidden(*a: object, **k: object) -> None:
+        raise AssertionError("the training data path rendered or edited anatomy")
+
+    for mod, name in ((edits, "apply_edits"), (edits, "apply_edit"), (presets, "apply_preset"),
+                      (simulator, "simulate_bmode"), (phantom_set, "render_phantom")):
+        monkeypatch.setattr(mod, name, forbidden)
+    seen: list[int] = []
+    real_getitem = PhantomDataset.__getitem__
+
+    def spy(self: PhantomDataset, i: int) -> dict[str, torch.Tensor]:
+        assert not self.records[i].abnormal and self.records[i].preset is None
+        seen.append(i)
+        return real_getitem(self, i)
+
+    monkeypatch.setattr(PhantomDataset, "__getitem__", spy)
+    recs = read_manifest(tiny_eval_data)
+    assert any(r.abnormal for r in recs) and any(not r.abnormal for r in recs)
+    cfg = _cfg(base={"steps": 1, "warmup_steps": 1}, prealign={"steps": 1, "warmup_steps": 1},
+               control={"steps": 1, "warmup_steps": 1}, batch_size=2,
+               augment={"prob": 1.0})
+    train(cfg, tiny_eval_data, tmp_path / "run", progress=False)
+    assert seen

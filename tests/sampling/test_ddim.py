@@ -50,7 +50,7 @@ def test_guidance_is_one_batched_call_per_step() -> None:
 
     counted = CountingCall(call)
     layout = torch.ones(3, 35, 4, 4)
-    d = guided(counted, layout, torch.zeros(3, 10), torch.zeros(3, 10), guidance=2.5)
+    d = guided(counted, layout, torch.zeros(3, 10), guidance=2.5)
     out = d(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.long))
     assert seen == [6] and counted.calls == 1
     assert torch.allclose(out, torch.full_like(out, 2.5))

@@ -1,0 +1,30 @@
+"""Options of ``fetalflex evaluate`` (importable without torch: the CLI builds its flags
+and ``--help`` defaults from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fetalflex.anatomy.planes import PLANE_CODES
+
+DEFAULT_SEGMENTER = Path(__file__).resolve().parent.parent / "weights" / "segmenter"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    n_per_plane: int = 8
+    steps: tuple[int, ...] = (5, 10, 25, 50, 100)  # sampler steps compared
+    default_steps: int = 10          # the steps of the abnormal-layout and twin rows
+    guidance: float | None = None    # None: the request schema's default
+    seed: int = 0
+    planes: tuple[str, ...] = PLANE_CODES
+    twins_per_preset: int = 4
+
+    def __post_init__(self) -> None:
+        if self.default_steps not in self.steps:
+            raise ValueError(f"default_steps: {self.default_steps} must be one of the "
+                             f"compared steps {list(self.steps)}")
+        if self.n_per_plane < 2:
+            raise ValueError("n_per_plane: at least 2 (the brightness floor needs another "
+                             "layout of the plane)")
