@@ -148,7 +148,7 @@ def run_gallery(args: Any) -> int:
     backend = backend_from_args(args)
     engine = Engine(backend)
     out = Path(args.out)
-    tiles: list[np.ndarray] = []
+    tiles: list[dict[str, Any]] = []
     calls = 0
     t0 = time.perf_counter()
     for code in tqdm(PLANE_CODES, desc="gallery: planes", disable=args.quiet):
@@ -158,9 +158,8 @@ def run_gallery(args: Any) -> int:
         calls += res.denoiser_calls
         write_result(out, f"normal_{code.lower()}", req, res, backend)
         s = res.samples[0]
-        tiles.append(np.concatenate([colourize(s.layout.label_map),
-                                     np.repeat(s.image[..., None], 3, 2)], axis=0))
-    pair_rows = []
+        tiles.append({"plane": code, "layout": s.layout.label_map, "image": s.image})
+    pairs: list[dict[str, Any]] = []
     for code, preset in tqdm(GALLERY_PAIRS, desc="gallery: pairs", disable=args.quiet):
         req = GenerationRequest(plane=code, seed=args.seed, steps=args.steps,
                                 guidance=args.guidance, sampler=args.sampler, preset=preset,
@@ -169,25 +168,16 @@ def run_gallery(args: Any) -> int:
         calls += res.denoiser_calls
         write_result(out, f"pair_{code.lower()}_{preset}", req, res, backend)
         s = res.samples[0]
-        assert s.abnormal_image is not None and s.abnormal_layout is not None
-        g = lambda a: np.repeat(a[..., None], 3, 2)  # noqa: E731
-        pair_rows.append(np.concatenate([
-            colourize(s.layout.label_map), g(s.image), g(s.abnormal_image),
-            colourize(s.abnormal_layout.label_map)], axis=1))
-    top = np.concatenate(tiles, axis=1)
-    pairs = np.concatenate(pair_rows, axis=0)
-    width = max(top.shape[1], pairs.shape[1])
-    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)))  # noqa: E731
-    sheet = np.concatenate([pad(top), pad(pairs)], axis=0)
-    scale = max(1, 512 // backend.config.image_size)
-    from PIL import Image
+        if s.abnormal_image is None or s.abnormal_layout is None or s.region is None:
+            raise RuntimeError(f"gallery: the {preset} pair came back without its twin")
+        pairs.append({"plane": code, "preset": preset, "layout": s.layout.label_map,
+                      "image": s.image, "twin": s.abnormal_image,
+                      "twin_layout": s.abnormal_layout.label_map, "region": s.region})
+    from fetalflex.reports.gallery_figure import gallery_figure
 
-    big = np.asarray(Image.fromarray(sheet).resize((sheet.shape[1] * scale,
-                                                    sheet.shape[0] * scale), Image.NEAREST))
-    write_image(out / "gallery.png", big,
-                {"Content": "FetalFlex gallery: top, per plane layout over generated image; "
-                            "below, pairs: normal layout | normal | abnormal twin | abnormal "
-                            "layout"})
+    gallery_figure(tiles, pairs, out / "gallery.png",
+                   f"{backend.model_id} ({backend.model_hash[:12]}), {req.sampler} "
+                   f"{req.steps} steps, guidance {req.guidance}, seed {args.seed}")
     print(f"wrote {out / 'gallery.png'} ({calls} denoiser calls, "
           f"{time.perf_counter() - t0:.1f} s, backend {backend.name})")
     return 0

@@ -107,3 +107,24 @@ def test_label_map_png_round_trip(tmp_path: Path) -> None:
     lab = np.arange(35, dtype=np.uint8).repeat(2)[None].repeat(4, 0)
     write_label_map(tmp_path / "l.png", lab)
     assert np.array_equal(read_label_map(tmp_path / "l.png"), lab)
+
+
+def test_preload_is_cached_beside_the_manifest(tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+
+    data = tmp_path / "copy"
+    shutil.copytree(tiny_data.parent, data)
+    manifest = data / tiny_data.name
+    first = PhantomDataset(manifest, preload=True, box_prob=1.0, seed=1)
+    cached = list((data / ".preload").glob("*.npz"))
+    assert len(cached) == 1
+    second = PhantomDataset(manifest, preload=True, box_prob=1.0, seed=1)
+    for i in range(len(first)):
+        a, b = first[i], second[i]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # Another option (no boxes) is another cache entry, never a wrong one.
+    PhantomDataset(manifest, preload=True, box_prob=0.0)
+    assert len(list((data / ".preload").glob("*.npz"))) == 2
