@@ -48,10 +48,30 @@ def _edits_arg(values: list[str] | None) -> list[Any]:
     return out
 
 
+def _layout_record(out: Path, name: str, layout: Layout) -> dict[str, Any]:
+    write_label_map(out / name, layout.label_map)
+    return {"plane": layout.plane, "label_map": name, "field_mm": layout.field_mm,
+            "ga_weeks": layout.ga_weeks}
+
+
 def write_result(out: Path, prefix: str, req: GenerationRequest, res: GenerationResult,
-                 backend: Backend) -> Path:
+                 backend: Backend, layout: Layout | None = None,
+                 reference: np.ndarray | None = None,
+                 reference_layout: Layout | None = None) -> Path:
+    """Images, label maps and a JSON sidecar. The sidecar carries the full request and the
+    inputs that are not in it (a given layout, a reference and its layout, saved beside it),
+    so ``fetalflex reproduce`` can remake every output byte for byte."""
     out.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
+    inputs: dict[str, Any] = {}
+    if layout is not None:
+        inputs["layout"] = _layout_record(out, f"{prefix}_input_layout.png", layout)
+    if reference is not None and reference_layout is not None:
+        write_image(out / f"{prefix}_input_reference.png", reference,
+                    {"Content": "the reference image this request repainted"})
+        inputs["reference"] = {"image": f"{prefix}_input_reference.png",
+                               "layout": _layout_record(out, f"{prefix}_input_reference_"
+                                                        "labels.png", reference_layout)}
     meta = {"Plane": req.plane, "Model": backend.model_id,
             "ModelSHA256": backend.model_hash[:16], "Backend": backend.name}
     for i, s in enumerate(res.samples):
@@ -81,6 +101,7 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
         "model": {"id": backend.model_id, "sha256": backend.model_hash,
                   "backend": backend.name, "config": backend.config.model_dump()},
         "request": json.loads(req.model_dump_json()),
+        "inputs": inputs,
         "denoiser_calls": res.denoiser_calls,
         "denoiser_calls_per_sample": res.denoiser_calls / max(len(res.samples), 1),
         "seconds": round(res.seconds, 3), "timings": {k: round(v, 3) for k, v in
@@ -132,7 +153,8 @@ def run_generate(args: Any) -> int:
                 bar.update(1)
                 bar.set_postfix(phase=ev.get("phase"), t=ev.get("t"))
     assert res is not None
-    path = write_result(Path(args.out), args.prefix or args.plane.lower(), req, res, backend)
+    path = write_result(Path(args.out), args.prefix or req.plane.lower(), req, res, backend,
+                        layout=layout, reference=reference, reference_layout=ref_layout)
     print(f"wrote {len(res.samples)} sample(s) to {args.out} ({res.denoiser_calls} denoiser "
           f"calls, {time.perf_counter() - t0:.1f} s); sidecar {path}")
     return 0

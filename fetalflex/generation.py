@@ -21,13 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
 from fetalflex.anatomy.edits import Edit, apply_edits
 from fetalflex.anatomy.layout import Layout, one_hot, rasterize
+from fetalflex.anatomy.planes import PLANE_CODES, plane_index
 from fetalflex.anatomy.planes import plane as get_plane
-from fetalflex.anatomy.planes import plane_index
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.backends.backends import Backend
@@ -83,6 +83,19 @@ class GenerationRequest(BaseModel):
     edits: tuple[Edit, ...] = ()
     pair: bool = False
     repaint: RepaintSettings = RepaintSettings()
+
+    @field_validator("plane", mode="before")
+    @classmethod
+    def _plane_code(cls, v: object) -> object:
+        """Planes are case-insensitive ('tv' is TV); the canonical code is stored."""
+        if isinstance(v, str):
+            return next((c for c in PLANE_CODES if c.lower() == v.strip().lower()), v)
+        return v
+
+    @field_validator("preset", mode="before")
+    @classmethod
+    def _preset_name(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _check(self) -> GenerationRequest:
