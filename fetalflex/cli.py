@@ -11,6 +11,13 @@ from pathlib import Path
 from fetalflex import __version__
 
 
+def _plane_code(value: str) -> str:
+    """Planes are case-insensitive on the command line ('tv' is TV)."""
+    from fetalflex.anatomy.planes import PLANE_CODES
+
+    return next((c for c in PLANE_CODES if c.lower() == value.strip().lower()), value)
+
+
 def _cmd_planes(args: argparse.Namespace) -> int:
     from fetalflex.anatomy.vocabulary import vocabulary
 
@@ -149,6 +156,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return run_generate(args)
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from fetalflex.api import FetalFlex
+
+    ff = FetalFlex.load(args.weights, backend=args.backend, threads=args.threads)
+    out = ff.reproduce(Path(args.sidecar))
+    path = out.save(Path(args.out), args.prefix)
+    print(f"reproduced {len(out.images)} sample(s) from {args.sidecar} into {path}")
+    return 0
+
+
 def _cmd_gallery(args: argparse.Namespace) -> int:
     from fetalflex.generate_cli import run_gallery
 
@@ -232,7 +249,8 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from service.client import load
 
     print(json.dumps(load(args.target, args.concurrency, args.requests, args.steps,
-                          token_file=args.token_file)))
+                          token_file=args.token_file, ca=args.ca, cert=args.cert, key=args.key,
+                          tls=args.tls)))
     return 0
 
 
@@ -242,12 +260,14 @@ def _cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from service.client import channel_from_args
+
     try:
-        with grpc.insecure_channel(args.target) as ch:
+        with channel_from_args(args) as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
     except grpc.RpcError as exc:
-        print(f"unhealthy: {exc.code().name}")
+        print(f"unhealthy: {exc.code().name}: {exc.details()}")
         return 1
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
     print(name)
@@ -271,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_planes)
 
     p = sub.add_parser("layout", help="render a colour picture of a template layout")
-    p.add_argument("--plane", required=True, choices=PLANE_CODES)
-    p.add_argument("--preset", choices=sorted(PRESET_NAMES))
+    p.add_argument("--plane", required=True, choices=PLANE_CODES, type=_plane_code)
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ga", type=float, default=None, help="gestational age, weeks (18-32)")
     p.add_argument("--size", type=int, default=256)
@@ -284,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("phantom", help="write a phantom data set (images, label maps, manifest)")
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES)
+    p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES,
+                   type=_plane_code)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--abnormal-fraction", type=float, default=0.0,
@@ -334,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance (default: the request schema's)")
     p.add_argument("--twins-per-preset", type=int, default=EvalOptions.twins_per_preset)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES)
+    p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES,
+                   type=_plane_code)
     p.set_defaults(func=_cmd_evaluate)
     p = sub.add_parser("evaluate-downstream",
                        help="anomaly classifiers trained on FetalFlex twins vs baselines (AUC)")
@@ -349,13 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plane-test-per-plane", type=int, default=40)
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--classifier-steps", type=int, default=300)
-    p.add_argument("--presets", nargs="+", choices=sorted(PRESET_NAMES), default=None)
+    p.add_argument("--presets", nargs="+", choices=sorted(PRESET_NAMES), type=str.lower,
+                   default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_evaluate_downstream)
     p = sub.add_parser("generate", help="generate synthetic images (the main job)")
-    p.add_argument("--plane", required=True, choices=PLANE_CODES)
-    p.add_argument("--preset", choices=sorted(PRESET_NAMES))
+    p.add_argument("--plane", required=True, choices=PLANE_CODES, type=_plane_code)
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
     p.add_argument("--edit", action="append",
                    help="edit JSON object or list (or @file.json); repeatable")
     p.add_argument("--layout", help="label-map PNG or structure-list JSON")
@@ -371,6 +394,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help="file name prefix (default: the plane)")
     _backend_args(p)
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("reproduce", help="regenerate the outputs of a sidecar JSON, byte for "
+                                         "byte (same weights)")
+    p.add_argument("sidecar", help="the .json sidecar written by generate / the Python API")
+    p.add_argument("--out", required=True)
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--backend", default="embedded", choices=("embedded", "torch"))
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("gallery", help="normal planes + anomaly pairs, one gallery PNG")
     p.add_argument("--out", default="out/gallery")
@@ -406,7 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("client", help="talk to a running service")
     p.add_argument("action", choices=["generate", "stream", "planes"])
     p.add_argument("--target", default="127.0.0.1:50051")
-    p.add_argument("--ca", help="CA certificate (PEM) for TLS")
+    p.add_argument("--ca", help="CA certificate (PEM) that signed the server's; turns TLS on")
+    p.add_argument("--cert", help="client certificate (PEM) for servers that require mTLS")
+    p.add_argument("--key", help="the client certificate's private key (PEM)")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS with the system's root certificates (implied by --ca/--cert)")
     p.add_argument("--token-file", help="file holding the bearer token")
     p.add_argument("--plane", default="TV", choices=PLANE_CODES)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES))
@@ -427,15 +464,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--token-file")
+    p.add_argument("--token-file", help="file holding the bearer token")
+    p.add_argument("--ca", help="CA certificate (PEM) that signed the server's; turns TLS on")
+    p.add_argument("--cert", help="client certificate (PEM) for servers that require mTLS")
+    p.add_argument("--key", help="the client certificate's private key (PEM)")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS with the system's root certificates (implied by --ca/--cert)")
     p.set_defaults(func=_cmd_load)
     from fetalflex.bench.cli import add_bench_commands
 
     add_bench_commands(sub)
-    p = sub.add_parser("health", help="gRPC health check (exit 0 when SERVING)")
+    p = sub.add_parser("health", help="gRPC health check (exit 0 when SERVING); the API port "
+                                      "with its TLS options, or the plaintext health port")
     p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--service", default="")
     p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--ca", help="CA certificate (PEM) that signed the server's; turns TLS on")
+    p.add_argument("--cert", help="client certificate (PEM) for servers that require mTLS")
+    p.add_argument("--key", help="the client certificate's private key (PEM)")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS with the system's root certificates (implied by --ca/--cert)")
     p.set_defaults(func=_cmd_health)
     return ap
 

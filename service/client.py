@@ -25,11 +25,37 @@ SAMPLERS = {"ddim": pb.SAMPLER_DDIM, "dpmsolver++": pb.SAMPLER_DPM_SOLVER_PP,
             "two-stage": pb.SAMPLER_TWO_STAGE}
 
 
-def channel(target: str, ca: str | None = None, token: str | None = None) -> grpc.Channel:
-    if ca is None:
+def credentials(ca: str | None = None, cert: str | None = None, key: str | None = None,
+                tls: bool = False) -> grpc.ChannelCredentials | None:
+    """TLS credentials from PEM files, or None for plaintext.
+
+    TLS is on when any of ``ca`` (the CA that signed the server's certificate; the
+    system's roots when absent), ``cert``/``key`` (this client's certificate, for servers
+    that require mTLS; both or neither) is given, or ``tls`` is set.
+    """
+    if (cert is None) != (key is None):
+        raise ValueError("--cert/--key: give both (the client certificate and its key) "
+                         "or neither")
+    if not (tls or ca or cert):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca).read_bytes() if ca else None,
+        private_key=Path(key).read_bytes() if key else None,
+        certificate_chain=Path(cert).read_bytes() if cert else None)
+
+
+def channel(target: str, ca: str | None = None, cert: str | None = None,
+            key: str | None = None, tls: bool = False) -> grpc.Channel:
+    creds = credentials(ca, cert, key, tls)
+    if creds is None:
         return grpc.insecure_channel(target)
-    creds = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
     return grpc.secure_channel(target, creds)
+
+
+def channel_from_args(args: Any) -> grpc.Channel:
+    """The channel for parsed ``--target --ca --cert --key --tls`` options."""
+    return channel(args.target, getattr(args, "ca", None), getattr(args, "cert", None),
+                   getattr(args, "key", None), bool(getattr(args, "tls", False)))
 
 
 def _metadata(token_file: str | None) -> list[tuple[str, str]]:
@@ -79,7 +105,7 @@ def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
 
 def run_client(args: Any) -> int:
     md = _metadata(args.token_file)
-    with channel(args.target, args.ca) as ch:
+    with channel_from_args(args) as ch:
         stub = pb_grpc.FetalFlexStub(ch)
         try:
             if args.action == "planes":
@@ -110,16 +136,19 @@ def run_client(args: Any) -> int:
 
 
 def load(target: str, concurrency: int, requests: int, steps: int = 10,
-         timeout_s: float = 120.0, token_file: str | None = None) -> dict[str, Any]:
-    """A bounded load: ``requests`` Generate calls from ``concurrency`` client threads."""
+         timeout_s: float = 120.0, token_file: str | None = None, ca: str | None = None,
+         cert: str | None = None, key: str | None = None, tls: bool = False) -> dict[str, Any]:
+    """A bounded load: ``requests`` Generate calls from ``concurrency`` client threads
+    (TLS/mTLS options as in ``channel``)."""
     md = _metadata(token_file)
+    credentials(ca, cert, key, tls)  # bad options fail here, not once per worker
     lat: list[float] = []
     codes: dict[str, int] = {}
     lock = threading.Lock()
     todo = list(range(requests))
 
     def worker() -> None:
-        with grpc.insecure_channel(target) as ch:
+        with channel(target, ca, cert, key, tls) as ch:
             stub = pb_grpc.FetalFlexStub(ch)
             while True:
                 with lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=9090, ge=0, le=65535)  # 0 = no metrics server
+    # Plaintext port serving ONLY grpc.health.v1 (same status as the API port's health), for
+    # probes that cannot speak (m)TLS, e.g. kubelet's grpc probes. 0 = no such port.
+    health_port: int = Field(default=0, ge=0, le=65535)
     backend: Literal["embedded", "torch", "triton"] = "embedded"
     weights: Path | None = None
     triton_url: str | None = None
@@ -40,6 +43,17 @@ class ServiceSettings(BaseSettings):
     tls_client_ca: Path | None = None  # set: clients must present a certificate (mTLS)
     auth_token_file: Path | None = None  # bearer token required when set
     threads: int | None = None
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServiceSettings:
+        seen: dict[int, str] = {}
+        for key in ("port", "metrics_port", "health_port"):
+            value = getattr(self, key)
+            if value and value in seen:  # 0 is "off" (or "any free port" for the API)
+                raise ValueError(f"{seen[value]} and {key} are both {value}: give each its "
+                                 "own port")
+            seen[value] = key
+        return self
 
     @classmethod
     def from_file(cls, path: Path) -> ServiceSettings:

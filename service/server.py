@@ -2,7 +2,10 @@
 
 Health (``grpc.health.v1``) says SERVING only once the backend has answered a warm-up
 call, and NOT_SERVING as soon as shutdown starts; in-flight generations then get
-``grace_s`` to finish. Logs never carry request contents, images or identifiers.
+``grace_s`` to finish. With ``health_port`` set, a second, plaintext server on that port
+serves the same health statuses and nothing else (kubelet's ``grpc`` probes speak neither
+TLS nor mTLS). Logs never carry request contents, images, identifiers or tokens; refused
+tokens are logged with the peer address, rate-limited per peer.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,11 +40,68 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FetalFlex"].full_name
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
-class TokenAuth(grpc.aio.ServerInterceptor):
-    """Bearer-token check on every RPC except health (probes carry no token)."""
+def _peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.7:51234`` -> ``ipv4:10.0.0.7``: one client's connections share a key."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        addr, _, port = rest.rpartition(":")
+        if addr and port.isdigit():
+            return f"{kind}:{addr}"
+    return peer
 
-    def __init__(self, token: str) -> None:
+
+class AuthFailureLog:
+    """One WARNING line per peer address per ``interval_s``; the lines left out in between
+    are counted and reported on that peer's next line. Never logs the presented token.
+
+    Called on the server's event loop only (no locking). At most ``max_peers`` addresses
+    are remembered, the least recently logged forgotten first.
+    """
+
+    def __init__(self, interval_s: float = 10.0, max_peers: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s, self.max_peers, self.clock = interval_s, max_peers, clock
+        self._peers: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def failed(self, peer: str, method: str, reason: str) -> bool:
+        """Record one failure; True when a line was written."""
+        host, now = _peer_host(peer), self.clock()
+        last = self._peers.get(host)
+        if last is not None and now - last[0] < self.interval_s:
+            self._peers[host] = (last[0], last[1] + 1)
+            return False
+        suppressed = last[1] if last is not None else 0
+        log.warning("authentication failed: peer=%s method=%s reason=%s "
+                    "(%d more from this peer suppressed since its last line)",
+                    host, method, reason, suppressed)
+        self._peers[host] = (now, 0)
+        self._peers.move_to_end(host)
+        while len(self._peers) > self.max_peers:
+            self._peers.popitem(last=False)
+        return True
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Bearer-token check on every RPC except health (probes carry no token).
+
+    Exactly one ``authorization`` header must be present: a repeated header is refused
+    (servers and proxies disagree on which copy counts). Refusals are logged with the peer
+    address, rate-limited per peer (``AuthFailureLog``).
+    """
+
+    def __init__(self, token: str, failures: AuthFailureLog | None = None) -> None:
         self.expected = f"Bearer {token}".encode()
+        self.failures = failures or AuthFailureLog()
+
+    def _check(self, details: grpc.HandlerCallDetails) -> str | None:
+        """None when the call may proceed, else the reason it may not."""
+        got = [v for k, v in (details.invocation_metadata or ()) if k.lower() == "authorization"]
+        if not got:
+            return "missing token"
+        if len(got) > 1:
+            return "duplicate authorization header"
+        value = got[0] if isinstance(got[0], bytes) else str(got[0]).encode()
+        return None if hmac.compare_digest(value, self.expected) else "invalid token"
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -48,18 +109,22 @@ class TokenAuth(grpc.aio.ServerInterceptor):
     ) -> Any:
         if details.method.startswith(HEALTH_PREFIX):
             return await continuation(details)
-        md = dict(details.invocation_metadata or ())
-        got = str(md.get("authorization", "")).encode()
-        if hmac.compare_digest(got, self.expected):
+        reason = self._check(details)
+        if reason is None:
             return await continuation(details)
+        method = "".join(c if c.isprintable() else "?" for c in details.method[:200])
+        message = ("duplicate authorization header" if reason.startswith("duplicate")
+                   else "missing or invalid token")
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid token")
+            self.failures.failed(context.peer(), method, reason)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
         handler = await continuation(details)
         if handler is not None and handler.response_streaming:
             async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid token")
+                self.failures.failed(context.peer(), method, reason)
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
                 yield  # pragma: no cover
 
             return grpc.unary_stream_rpc_method_handler(
@@ -113,12 +178,14 @@ class Server:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.engine, self.model, self.backend = build_engine(settings)
-        interceptors = []
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        self.auth: TokenAuth | None = None
         if settings.auth_token_file is not None:
             token = settings.auth_token_file.read_text().strip()
             if not token:
                 raise ValueError("auth_token_file: the file is empty")
-            interceptors.append(TokenAuth(token))
+            self.auth = TokenAuth(token)
+            interceptors.append(self.auth)
         opts = [("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes)]
         self.server = grpc.aio.server(interceptors=interceptors, options=opts)
@@ -134,6 +201,18 @@ class Server:
         self.port = (self.server.add_secure_port(addr, creds) if creds
                      else self.server.add_insecure_port(addr))
         self.metrics_port: int | None = None
+        # The plaintext health-only port: the same HealthServicer (so the same statuses),
+        # nothing else registered on it, so the API stays behind TLS/mTLS and the token.
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        if settings.health_port:
+            self.health_server = grpc.aio.server(options=[
+                ("grpc.max_receive_message_length", 4096),
+                ("grpc.max_send_message_length", 4096),
+                ("grpc.max_concurrent_streams", 16)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(
+                f"{settings.host}:{settings.health_port}")
 
     async def start(self) -> None:
         if self.settings.metrics_port:
@@ -143,6 +222,9 @@ class Server:
                                        registry=REGISTRY)
             self.metrics_port = int(srv.server_port)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
+            log.info("plaintext health-only port %d (grpc.health.v1 only)", self.health_port)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on port %d (backend %s)", self.port, self.backend.name)
@@ -151,6 +233,8 @@ class Server:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.settings.grace_s)
+        if self.health_server is not None:  # up (NOT_SERVING) until the drain is over
+            await self.health_server.stop(0)
         close = getattr(self.backend.call, "close", None)
         if close is not None:
             close()

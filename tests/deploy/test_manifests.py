@@ -72,14 +72,17 @@ def test_policies(overlay: str) -> None:
             assert res.get("requests") and res.get("limits"), (name, c["name"])
             gpu = "nvidia.com/gpu" in res["limits"]
             assert gpu == (name == "fetalflex-triton"), f"GPU only on Triton pods ({name})"
-            if name == "fetalflex-orchestrator":
-                assert c["readinessProbe"]["grpc"]["port"] == 50051
         if name == "fetalflex-orchestrator":
             settings = json.loads(next(d for d in docs if d["kind"] == "ConfigMap")
                                   ["data"]["settings.json"])
             from service.config import ServiceSettings
 
             ServiceSettings.model_validate(settings)  # every key known and valid
+            # kubelet probes speak plaintext: they must ask the health-only port, not the
+            # API port (mTLS); tests/deploy/test_probes.py runs them against a real server.
+            (c,) = pod["containers"]
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert c[kind]["grpc"]["port"] == settings["health_port"] != settings["port"]
             assert pod["terminationGracePeriodSeconds"] > settings["grace_s"]
             assert settings["backend"] == ("triton" if overlay == "gpu-triton" else "embedded")
 
