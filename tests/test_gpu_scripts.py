@@ -20,7 +20,8 @@ def _wheel(dest: Path) -> Path:
         z.writestr("ffprobe_mod-1.0.dist-info/METADATA",
                    "Metadata-Version: 2.1\nName: ffprobe-mod\nVersion: 1.0\n")
         z.writestr("ffprobe_mod-1.0.dist-info/WHEEL",
-                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                   "Tag: py3-none-any\n")
         z.writestr("ffprobe_mod-1.0.dist-info/RECORD", "")
     return path
 
