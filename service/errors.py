@@ -1,9 +1,16 @@
-"""Domain errors and the one place where exceptions become gRPC status codes."""
+"""Domain errors and the one place where exceptions become gRPC status codes.
+
+One status per failure class: a bad input is INVALID_ARGUMENT naming the field, load is
+RESOURCE_EXHAUSTED, and INTERNAL is kept for our own bugs (a generic message and an error
+id that the log line carries too). Client-facing messages are cut to ``MAX_DETAIL`` chars,
+so a message echoing a huge field can never overflow the trailers.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import NamedTuple
 
 import grpc
 from pydantic import ValidationError
@@ -12,10 +19,17 @@ from fetalflex.backends.triton import TritonDeadlineError, TritonUnavailableErro
 
 log = logging.getLogger("fetalflex.service")
 
+MAX_DETAIL = 300  # characters of a client-facing status message
+
+
+def bounded(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
 
 class InvalidRequestError(ValueError):
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+        super().__init__(bounded(f"{field}: {reason}"))
         self.field = field
 
 
@@ -35,6 +49,13 @@ class DeadlineError(RuntimeError):
     pass
 
 
+class Status(NamedTuple):
+    code: grpc.StatusCode
+    message: str  # safe to send: bounded, no internals
+    reason: str  # the rejected-requests metric's label; "internal" for our bugs
+    error_id: str | None = None  # internal errors only: in the log line and the message
+
+
 def _pydantic_message(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors()[:5]:
@@ -43,8 +64,7 @@ def _pydantic_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
-    """(code, client message, reason label). Internal errors get an id and no details."""
+def _classify(exc: BaseException) -> tuple[grpc.StatusCode, str, str] | None:
     if isinstance(exc, ValidationError):
         return grpc.StatusCode.INVALID_ARGUMENT, _pydantic_message(exc), "invalid"
     if isinstance(exc, OverloadedError):
@@ -57,6 +77,16 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
         return grpc.StatusCode.CANCELLED, str(exc), "cancelled"
     if isinstance(exc, ValueError):  # our validation and edit errors name field and reason
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), "invalid"
+    return None
+
+
+def status_for(exc: BaseException) -> Status:
+    """The status a failure is answered with. Internal errors get an id and no details."""
+    known = _classify(exc)
+    if known is not None:
+        code, message, reason = known
+        return Status(code, bounded(message), reason)
     error_id = uuid.uuid4().hex[:12]
     log.error("internal error %s: %s", error_id, type(exc).__name__, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error (id {error_id})", "internal"
+    return Status(grpc.StatusCode.INTERNAL, f"internal error (id {error_id})", "internal",
+                  error_id)

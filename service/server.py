@@ -159,7 +159,7 @@ def build_engine(settings: ServiceSettings) -> tuple[Engine, dict[str, str], Bac
                             window_s=settings.batch_window_ms / 1000.0)
     backend = Backend(b.name, b.config, call, b.model_id, b.model_hash)
     call(*example_inputs(b.config, 2))  # warm-up: the backend answers before SERVING
-    model = {"name": "fetalflex-denoiser", "version": b.model_id.split("@")[-1],
+    model = {"name": "fetalflex-denoiser", "version": b.model_hash[:12],
              "sha256": b.model_hash, "backend": b.name}
     return Engine(backend), model, backend
 
@@ -233,6 +233,8 @@ class Server:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.settings.grace_s)
+        await self.servicer.drained()  # handlers and workers finished: no cancelled tails
+        self.servicer.layout_pool.shutdown(wait=False)
         if self.health_server is not None:  # up (NOT_SERVING) until the drain is over
             await self.health_server.stop(0)
         close = getattr(self.backend.call, "close", None)

@@ -1,39 +1,45 @@
 """The gRPC servicer: a thin adapter, proto -> domain -> engine -> proto.
 
-Generations run in worker threads (the sampler is CPU/GPU-bound Python); the event loop
-only admits, awaits and streams. Client cancellation and deadlines stop the loop within
-one denoiser step and free the slot.
+The event loop only admits, awaits and streams: request translation (PNG decoding,
+layouts, edits), generation, layout extraction and response encoding all run in worker
+threads, so a probe or a cheap RPC is answered while hostile requests are being refused.
+Client cancellation and deadlines stop generation within one denoiser step; a slot is
+released when its worker ends (not when the handler is cancelled), and the worker's outcome
+is always retrieved (no "Task exception was never retrieved"). Each RPC ends with one
+access-log line: method, status code, duration and, for internal errors, the error id;
+never payloads or identifiers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import functools
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from PIL import Image
 
-from fetalflex.anatomy.edits import apply_edits
-from fetalflex.anatomy.layout import extract, rasterize
-from fetalflex.anatomy.planes import plane as get_plane
-from fetalflex.anatomy.presets import preset as get_preset
-from fetalflex.anatomy.render import colourize
-from fetalflex.anatomy.templates import sample_template
 from fetalflex.anatomy.vocabulary import vocabulary, vocabulary_json
 from fetalflex.generation import Engine, GenerationResult
 from service.admission import Admission
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
-from service.errors import CancelledError, DeadlineError, InvalidRequestError, status_for
+from service.errors import CancelledError, DeadlineError, Status, status_for
 from service.metrics import IMAGES_TOTAL, REJECTED_TOTAL, REQUEST_SECONDS, STAGE_SECONDS
-from service.outputs import label_png_bytes, png_bytes
-from service.translate import Job, _layout, edits_from, to_job, to_response
+from service.outputs import png_bytes
+from service.translate import Job, render_layout, to_job, to_response
+
+ACCESS_LOG = logging.getLogger("fetalflex.service.access")
+T = TypeVar("T")
 
 
 class _Stop:
@@ -51,37 +57,133 @@ class _Stop:
         return self.event.is_set()
 
 
+@dataclass
+class _Call:
+    """One RPC's outcome: the duration metric, the rejection counter, the access log."""
+
+    method: str
+    t0: float = field(default_factory=time.perf_counter)
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    error_id: str | None = None
+    on_finish: Callable[[], None] | None = None
+
+    def failed(self, exc: BaseException) -> Status:
+        st = status_for(exc)
+        self.code, self.error_id = st.code, st.error_id
+        if st.reason != "internal":
+            REJECTED_TOTAL.labels(st.reason).inc()
+        return st
+
+    def finish(self) -> None:
+        seconds = time.perf_counter() - self.t0
+        REQUEST_SECONDS.labels(self.method, self.code.name).observe(seconds)
+        ACCESS_LOG.info("rpc method=%s code=%s duration_ms=%.1f%s", self.method,
+                        self.code.name, seconds * 1000,
+                        f" error_id={self.error_id}" if self.error_id else "")
+        if self.on_finish is not None:
+            self.on_finish()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _abandon(fut: asyncio.Future[Any], stop: _Stop | None) -> None:
+    """The RPC is gone (cancelled): ask the worker to stop, and retrieve its outcome when
+    it comes, so that nothing is logged as never retrieved. Nothing here waits: the
+    handler ends at once (grpc and asyncio.run cancel handlers that outlive the server)."""
+    if stop is not None:
+        stop.event.set()
+    fut.add_done_callback(_retrieve)
+
+
 def _preview(x0: Any, size: int = 32) -> bytes:
     img = ((np.asarray(x0[0, 0]).clip(-1, 1) + 1) * 127.5).astype(np.uint8)
     small = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
     return png_bytes(small, {"Content": "low-resolution preview"})
 
 
+def model_identity(model: dict[str, str]) -> dict[str, str]:
+    """The version clients and DICOM files see is the weights' content-hash prefix (the
+    weights folder's name says nothing about what was loaded)."""
+    sha = model.get("sha256", "")
+    return {**model, "version": sha[:12]} if sha else dict(model)
+
+
 class FetalFlexServicer(pb_grpc.FetalFlexServicer):
     def __init__(self, engine: Engine, settings: ServiceSettings, model: dict[str, str]) -> None:
         self.engine = engine
         self.settings = settings
-        self.model = model
+        self.model = model_identity(model)
         self.size = engine.cfg.image_size
         self.admission = Admission(settings.max_concurrent, settings.max_queued)
+        # Layout rendering (extraction is CPU-heavy): its own bounded pool and admission,
+        # so it neither waits behind generations nor starves them.
+        self.layout_pool = ThreadPoolExecutor(settings.max_concurrent,
+                                              thread_name_prefix="fetalflex-layout")
+        self._busy: set[asyncio.Future[Any]] = set()  # handler tasks and worker futures
+        self.layout_admission = Admission(settings.max_concurrent, settings.max_queued,
+                                          "layout renders", gauges=False)
 
     # ------------------------------------------------------------ plumbing
+    def _in_worker(self, fn: Callable[..., T], *args: Any, executor: Executor | None = None,
+                   done: Callable[[], None] | None = None) -> asyncio.Future[T]:
+        """``fn(*args)`` in a worker thread; ``done`` runs (on the loop) when it ends."""
+        fut = asyncio.get_running_loop().run_in_executor(executor,
+                                                         functools.partial(fn, *args))
+        self._busy.add(fut)
+        fut.add_done_callback(self._busy.discard)
+        if done is not None:
+            fut.add_done_callback(lambda _f: done())
+        return fut
+
+    async def _threaded(self, fn: Callable[..., T], *args: Any, stop: _Stop | None = None,
+                        executor: Executor | None = None,
+                        done: Callable[[], None] | None = None) -> T:
+        """Await ``fn(*args)`` run in a worker thread. Cancellation reaches the worker
+        through ``stop``; the shield keeps ``done`` (a slot's release) for its real end."""
+        fut = self._in_worker(fn, *args, executor=executor, done=done)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            _abandon(fut, stop)
+            raise
+
+    def _call(self, method: str) -> _Call:
+        """An RPC's record; its handler task counts as busy until the record finishes."""
+        task = asyncio.current_task()
+        if task is None:
+            return _Call(method)
+        self._busy.add(task)
+        return _Call(method, on_finish=functools.partial(self._busy.discard, task))
+
+    async def drained(self, timeout_s: float = 10.0) -> bool:
+        """After the gRPC server's stop: wait until every handler and worker thread has
+        ended (call before closing the backend, and before the event loop is torn
+        down, which would cancel handlers still unwinding: grpc logs those). True when
+        everything ended within ``timeout_s``."""
+        current = asyncio.current_task()
+        pending = {f for f in self._busy if f is not current}
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=timeout_s)
+        for _ in range(3):  # let grpc's per-RPC wrappers observe their handlers' end
+            await asyncio.sleep(0)
+        return not pending
+
     async def _guard(self, method: str, context: grpc.aio.ServicerContext,
                      body: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        code = grpc.StatusCode.OK
+        call = self._call(method)
         try:
             return await body()
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            code, message, reason = status_for(exc)
-            if reason != "internal":
-                REJECTED_TOTAL.labels(reason).inc()
-            await context.abort(code, message)
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            st = call.failed(exc)
+            await context.abort(st.code, st.message)
         finally:
-            REQUEST_SECONDS.labels(method, code.name).observe(time.perf_counter() - t0)
+            call.finish()
 
     def _stop_for(self, context: grpc.aio.ServicerContext) -> _Stop:
         remaining = context.time_remaining()
@@ -105,6 +207,10 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
             if stop.reason == "deadline":
                 raise DeadlineError("deadline exceeded: generation stopped") from None
             raise CancelledError("cancelled by the client") from None
+        except Exception:
+            if stop.event.is_set():  # stopped mid-call (e.g. the backend closed at shutdown)
+                raise CancelledError("cancelled") from None
+            raise
         raise RuntimeError("generation ended without a result")
 
     def _account(self, job: Job, res: GenerationResult) -> None:
@@ -113,59 +219,71 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
         for k, v in res.timings.items():
             STAGE_SECONDS.labels(k.removesuffix("_s")).observe(v)
 
+    def _progress(self, job: Job, queue: asyncio.Queue[pb.GenerateEvent | None]
+                  ) -> Callable[[dict[str, Any]], None]:
+        """The worker's event callback: progress events (and previews) onto ``queue``."""
+        loop = asyncio.get_running_loop()
+
+        def on_event(ev: dict[str, Any]) -> None:
+            prog = pb.Progress(step=int(ev.get("i", 0)) + 1, phase=str(ev.get("phase", "")),
+                               stage=int(ev.get("stage", 0) or 0), timestep=int(ev.get("t", 0)))
+            if job.preview and ev.get("denoised") is not None:
+                prog.preview_png = _preview(ev["denoised"])
+            loop.call_soon_threadsafe(queue.put_nowait, pb.GenerateEvent(progress=prog))
+
+        return on_event
+
+    async def _events(self, job: Job, stop: _Stop) -> AsyncIterator[pb.GenerateEvent]:
+        """Progress events while the worker runs, then the result event. The slot is
+        held until the worker ends."""
+        queue: asyncio.Queue[pb.GenerateEvent | None] = asyncio.Queue()
+        release = await self.admission.acquire()
+
+        def ended() -> None:
+            release()
+            queue.put_nowait(None)
+
+        fut = self._in_worker(self._run, job, stop, self._progress(job, queue), done=ended)
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            res = await fut
+        except BaseException:
+            _abandon(fut, stop)
+            raise
+        self._account(job, res)
+        yield pb.GenerateEvent(result=await self._threaded(to_response, job, res, self.model))
+
     # ------------------------------------------------------------ RPCs
     async def Generate(self, request: pb.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         async def body() -> pb.GenerateResponse:
-            job = to_job(request, self.settings, self.size)  # all validation, no model yet
+            job = await self._threaded(to_job, request, self.settings, self.size)  # no model yet
             stop = self._stop_for(context)
-            async with self.admission.slot():
-                res = await asyncio.to_thread(self._run, job, stop, None)
+            release = await self.admission.acquire()
+            res = await self._threaded(self._run, job, stop, None, stop=stop, done=release)
             self._account(job, res)
-            return to_response(job, res, self.model)
+            return await self._threaded(to_response, job, res, self.model)
 
         return await self._guard("Generate", context, body)  # type: ignore[no-any-return]
 
     async def GenerateStream(self, request: pb.GenerateRequest,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateEvent]:
-        t0 = time.perf_counter()
-        code = grpc.StatusCode.OK
+        call = self._call("GenerateStream")
         try:
-            job = to_job(request, self.settings, self.size)
+            job = await self._threaded(to_job, request, self.settings, self.size)
             stop = self._stop_for(context)
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[pb.GenerateEvent | None] = asyncio.Queue()
-
-            def on_event(ev: dict[str, Any]) -> None:
-                prog = pb.Progress(step=int(ev.get("i", 0)) + 1, phase=str(ev.get("phase", "")),
-                                   stage=int(ev.get("stage", 0) or 0),
-                                   timestep=int(ev.get("t", 0)))
-                if job.preview and ev.get("denoised") is not None:
-                    prog.preview_png = _preview(ev["denoised"])
-                loop.call_soon_threadsafe(queue.put_nowait, pb.GenerateEvent(progress=prog))
-
-            async with self.admission.slot():
-                task = asyncio.ensure_future(asyncio.to_thread(self._run, job, stop, on_event))
-                task.add_done_callback(lambda _t: loop.call_soon_threadsafe(queue.put_nowait,
-                                                                            None))
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        break
-                    yield item
-                res = await task
-            self._account(job, res)
-            yield pb.GenerateEvent(result=to_response(job, res, self.model))
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            async with aclosing(self._events(job, stop)) as events:
+                async for event in events:
+                    yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            call.code = grpc.StatusCode.CANCELLED
             raise
-        except BaseException as exc:  # noqa: BLE001 - mapped in one place
-            code, message, reason = status_for(exc)
-            if reason != "internal":
-                REJECTED_TOTAL.labels(reason).inc()
-            await context.abort(code, message)
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            st = call.failed(exc)
+            await context.abort(st.code, st.message)
         finally:
-            REQUEST_SECONDS.labels("GenerateStream", code.name).observe(time.perf_counter() - t0)
+            call.finish()
 
     async def ListPlanes(self, request: pb.ListPlanesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListPlanesResponse:
@@ -187,34 +305,8 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
     async def RenderLayout(self, request: pb.RenderLayoutRequest,
                            context: grpc.aio.ServicerContext) -> pb.RenderLayoutResponse:
         async def body() -> pb.RenderLayoutResponse:
-            get_plane(request.plane)
-            size = request.size or self.size
-            if not 16 <= size <= 1024:
-                raise InvalidRequestError("size", "must be within 16..1024")
-            layout = _layout("layout", request.layout, request.plane, size,
-                             int(request.seed)) if request.HasField("layout") else None
-            if layout is None:
-                layout = rasterize(sample_template(request.plane, int(request.seed)), size)
-            edits = list(get_preset(request.preset).edits(request.plane)) if request.preset \
-                else []
-            edits += edits_from("edits", request.edits)
-            out = apply_edits(layout, edits) if edits else layout
-            sl = extract(out)
-            resp = pb.RenderLayoutResponse(label_map_png=label_png_bytes(out.label_map),
-                                           colour_png=_colour_png(out.label_map),
-                                           field_mm=out.field_mm)
-            for s in sl.structures:
-                resp.structures.shapes.append(pb.Shape(
-                    structure=s.structure, kind=s.kind, center_x=s.center[0],
-                    center_y=s.center[1], axis_x=s.axes[0], axis_y=s.axes[1],
-                    angle_deg=s.angle))
-            return resp
+            release = await self.layout_admission.acquire()
+            return await self._threaded(render_layout, request, self.size,
+                                   executor=self.layout_pool, done=release)
 
         return await self._guard("RenderLayout", context, body)  # type: ignore[no-any-return]
-
-
-def _colour_png(label_map: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(colourize(label_map)).save(buf, format="PNG")
-    return buf.getvalue()
-

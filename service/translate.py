@@ -1,31 +1,58 @@
-"""proto <-> domain objects. Validation errors name the proto field and the reason."""
+"""proto <-> domain objects. Validation errors name the proto field and the reason.
+
+Every input is bounded before work starts: PNG dimensions are read from the IHDR header
+before any decoding, edit JSON is bounded in size, count and nesting, structure lists in
+shapes, and a layout to extract in label components times pixels. These functions are
+CPU work: the servicer runs them in worker threads, never on the event loop.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import math
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
+from scipy import ndimage
 
-from fetalflex.anatomy.edits import parse_edits
-from fetalflex.anatomy.layout import Layout, Shape, StructureList, rasterize
+from fetalflex.anatomy.edits import apply_edits, parse_edits
+from fetalflex.anatomy.layout import Layout, Shape, StructureList, extract, rasterize
+from fetalflex.anatomy.planes import plane as get_plane
+from fetalflex.anatomy.presets import preset as get_preset
+from fetalflex.anatomy.render import colourize
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.anatomy.templates import sample_template
-from fetalflex.generation import GenerationRequest, GenerationResult, RepaintSettings
+from fetalflex.generation import GenerationRequest, GenerationResult, RepaintSettings, Sample
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.config import ServiceSettings
 from service.errors import InvalidRequestError
-from service.outputs import dicom_bytes, label_png_bytes, png_bytes, raw_float32
+from service.outputs import SyntheticStudy, dicom_pair, label_png_bytes, png_bytes, raw_float32
 
 SAMPLERS = {pb.SAMPLER_UNSPECIFIED: "ddim", pb.SAMPLER_DDIM: "ddim",
             pb.SAMPLER_DPM_SOLVER_PP: "dpmsolver++", pb.SAMPLER_TWO_STAGE: "two-stage"}
 FORMATS = {pb.OUTPUT_FORMAT_UNSPECIFIED: "png", pb.OUTPUT_FORMAT_PNG: "png",
            pb.OUTPUT_FORMAT_DICOM: "dicom", pb.OUTPUT_FORMAT_RAW_FLOAT32: "raw_float32"}
+# Proto field names of the domain request's fields (its validation errors name these).
+PROTO_FIELDS = {"n": "count", "guidance": "guidance_scale"}
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_NAME = 64  # plane and preset names
+FIELD_MM_MAX = 1000.0  # image side in mm (the domain's StructureList bound)
+DEFAULT_FIELD_MM = 100.0
+MAX_EDITS = 32  # after parsing (one Edit message may hold a list)
+MAX_EDIT_JSON = 16 * 1024  # characters of one Edit message's JSON
+MAX_JSON_DEPTH = 8  # edits are flat objects; deeper nesting is refused before validation
+MAX_SHAPES = 128
+RENDER_SIZES = (16, 1024)
+MAX_COMPONENTS = 256  # label components a layout to extract may have
+# Extraction costs about 1.5e-7 s per component per pixel: this bounds it near 4 s.
+MAX_COMPONENT_PIXELS = 24 * 1024 * 1024
 
 
 @dataclass
@@ -41,19 +68,41 @@ class Job:
     client_request_id: str
 
 
-def _png(field: str, data: bytes, size: int, label: bool) -> np.ndarray:
+# ---------------------------------------------------------------- PNG inputs
+
+def png_dimensions(field: str, data: bytes) -> tuple[int, int]:
+    """(width, height) from the PNG signature and IHDR chunk, without decoding."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise InvalidRequestError(field, "not a PNG (no PNG signature and IHDR header)")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+                  zlib.error, struct.error, Image.DecompressionBombError)
+
+
+def _decode(field: str, data: bytes, label: bool) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format != "PNG":
-                raise InvalidRequestError(field, f"must be a PNG, got {im.format}")
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             if label and im.mode not in ("L", "P"):
                 raise InvalidRequestError(field, f"a label map must be 8-bit grayscale or "
                                                  f"palette, not mode {im.mode}")
-            arr = np.asarray(im if label else im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            return np.asarray(im if label else im.convert("L"), dtype=np.uint8)
+    except InvalidRequestError:
+        raise
+    except _DECODE_ERRORS as exc:
         raise InvalidRequestError(field, f"not a readable PNG ({type(exc).__name__})") from None
+
+
+def _png(field: str, data: bytes, size: int, label: bool, needs: str = "the model needs"
+         ) -> np.ndarray:
+    width, height = png_dimensions(field, data)
+    if (width, height) != (size, size):  # refused before a byte is decompressed
+        raise InvalidRequestError(field, f"is {width}x{height}, {needs} {size}x{size}")
+    arr = _decode(field, data, label)
     if arr.shape != (size, size):
-        raise InvalidRequestError(field, f"is {arr.shape[1]}x{arr.shape[0]}, the model needs "
+        raise InvalidRequestError(field, f"decodes to {arr.shape[1]}x{arr.shape[0]}, {needs} "
                                          f"{size}x{size}")
     if label:
         bad = sorted(set(np.unique(arr).tolist()) - set(range(NUM_LABELS)))
@@ -62,40 +111,83 @@ def _png(field: str, data: bytes, size: int, label: bool) -> np.ndarray:
     return arr
 
 
+# ---------------------------------------------------------------- scalars and names
+
 def _finite(field: str, v: float) -> float:
     if not math.isfinite(v):
         raise InvalidRequestError(field, "must be a finite number")
     return v
 
 
-def _layout(field: str, msg: pb.Layout, plane: str, size: int, seed: int) -> Layout | None:
-    which = msg.WhichOneof("source")
-    field_mm = _finite(f"{field}.field_mm", msg.field_mm) or 100.0
-    if which is None:
-        return None
-    if which == "template":
-        ga = _finite(f"{field}.template.ga_weeks", msg.template.ga_weeks) or None
-        try:
-            sl = sample_template(plane, int(msg.template.seed or seed), ga)
-        except ValueError as exc:
-            raise InvalidRequestError(f"{field}.template", str(exc)) from None
-        return rasterize(sl, size)
-    if which == "label_map_png":
-        arr = _png(f"{field}.label_map_png", msg.label_map_png, size, label=True)
-        try:
-            return Layout(plane, arr, field_mm)
-        except ValueError as exc:
-            raise InvalidRequestError(f"{field}.label_map_png", str(exc)) from None
+def _field_mm(field: str, v: float) -> float:
+    """0 (unset) means the default; otherwise finite and within (0, FIELD_MM_MAX]."""
+    if v == 0:
+        return DEFAULT_FIELD_MM
+    if not math.isfinite(v) or not 0 < v <= FIELD_MM_MAX:
+        raise InvalidRequestError(field, f"must be within (0, {FIELD_MM_MAX:g}] mm, got {v:g}")
+    return v
+
+
+def _name(field: str, value: str) -> str:
+    if len(value) > MAX_NAME:
+        raise InvalidRequestError(field, f"unknown ({len(value)} characters; names are "
+                                         f"at most {MAX_NAME})")
+    return value
+
+
+def _plane(value: str) -> str:
+    try:
+        get_plane(_name("plane", value))
+    except ValueError as exc:
+        raise InvalidRequestError("plane", str(exc).removeprefix("plane: ")) from None
+    return value
+
+
+def _seed(field: str, v: int) -> int:
+    if not 0 <= v < 2**31:
+        raise InvalidRequestError(field, "must be within 0..2^31-1")
+    return v
+
+
+def _domain_error(exc: ValidationError, prefix: str = "") -> InvalidRequestError:
+    """A domain model's validation error, named by the proto field."""
+    err = exc.errors()[0]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    loc = ".".join(PROTO_FIELDS.get(str(x), str(x)) for x in err["loc"])
+    if not loc:  # model-level checks already start with the field's name
+        field, _, rest = msg.partition(": ")
+        return InvalidRequestError(prefix + field, rest or msg)
+    return InvalidRequestError(prefix + loc, msg)
+
+
+# ---------------------------------------------------------------- layouts and edits
+
+def _from_template(field: str, t: pb.Template, plane: str, size: int, seed: int) -> Layout:
+    ga = _finite(f"{field}.template.ga_weeks", t.ga_weeks) or None
+    if ga is not None and not 18 <= ga <= 32:
+        raise InvalidRequestError(f"{field}.template.ga_weeks", "must be within 18..32 weeks")
+    tseed = t.seed or seed
+    if tseed < 0:
+        raise InvalidRequestError(f"{field}.template.seed", "must not be negative")
+    try:
+        return rasterize(sample_template(plane, int(tseed), ga), size)
+    except ValueError as exc:
+        raise InvalidRequestError(f"{field}.template", str(exc)) from None
+
+
+def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field_mm: float
+                 ) -> Layout:
+    if len(msg.shapes) > MAX_SHAPES:
+        raise InvalidRequestError(f"{field}.structures.shapes",
+                                  f"at most {MAX_SHAPES} shapes, got {len(msg.shapes)}")
     shapes = []
-    for i, s in enumerate(msg.structures.shapes):
+    for i, s in enumerate(msg.shapes):
         try:
             shapes.append(Shape(structure=s.structure, kind=s.kind or "ellipse",
                                 center=(s.center_x, s.center_y), axes=(s.axis_x, s.axis_y),
                                 angle=s.angle_deg))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise InvalidRequestError(f"{field}.structures.shapes[{i}].{err['loc'][0]}",
-                                      str(err["msg"]).removeprefix("Value error, ")) from None
+            raise _domain_error(exc, f"{field}.structures.shapes[{i}].") from None
     try:
         sl = StructureList(plane=plane, field_mm=field_mm, structures=tuple(shapes))
     except ValidationError as exc:
@@ -105,23 +197,89 @@ def _layout(field: str, msg: pb.Layout, plane: str, size: int, seed: int) -> Lay
     return rasterize(sl, size)
 
 
+def _label_layout(field: str, arr: np.ndarray, plane: str, field_mm: float) -> Layout:
+    try:
+        return Layout(plane, arr, field_mm)
+    except ValueError as exc:
+        raise InvalidRequestError(field, str(exc)) from None
+
+
+def _layout(field: str, msg: pb.Layout, plane: str, size: int, seed: int,
+            needs: str = "the model needs") -> Layout | None:
+    which = msg.WhichOneof("source")
+    field_mm = _field_mm(f"{field}.field_mm", msg.field_mm)
+    if which is None:
+        return None
+    if which == "template":
+        return _from_template(field, msg.template, plane, size, seed)
+    if which == "label_map_png":
+        arr = _png(f"{field}.label_map_png", msg.label_map_png, size, label=True, needs=needs)
+        return _label_layout(f"{field}.label_map_png", arr, plane, field_mm)
+    return _from_shapes(field, msg.structures, plane, size, field_mm)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        stack.extend((c, d + 1) for c in children)
+    return deepest
+
+
+def _edit_json(field: str, text: str) -> Any:
+    if len(text) > MAX_EDIT_JSON:
+        raise InvalidRequestError(field, f"at most {MAX_EDIT_JSON} characters, got "
+                                         f"{len(text)}")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(field, f"not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InvalidRequestError(field, f"nested more than {MAX_JSON_DEPTH} deep") from None
+    except ValueError as exc:
+        raise InvalidRequestError(field, f"not valid JSON ({exc})") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise InvalidRequestError(field, f"nested more than {MAX_JSON_DEPTH} deep")
+    return data
+
+
+def _check_edit_planes(field: str, plane: str, edits: list[Any]) -> None:
+    """Structures an edit names must belong to the plane: refused before admission."""
+    p = get_plane(plane)
+    for i, e in enumerate(edits):
+        try:
+            e.check_plane(p)
+        except ValueError as exc:
+            raise InvalidRequestError(f"{field}[{i}]", str(exc)) from None
+
+
 def edits_from(field: str, edits: Any) -> list[Any]:
     out: list[Any] = []
     for i, e in enumerate(edits):
+        data = _edit_json(f"{field}[{i}].json", e.json)
         try:
-            out += parse_edits(json.loads(e.json))
-        except json.JSONDecodeError as exc:
-            raise InvalidRequestError(f"{field}[{i}].json", f"not valid JSON ({exc.msg})"
-                                      ) from None
+            out += parse_edits(data)
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
             raise InvalidRequestError(f"{field}[{i}].{loc}" if loc else f"{field}[{i}]",
                                       str(err["msg"]).removeprefix("Value error, ")) from None
+        if len(out) > MAX_EDITS:
+            raise InvalidRequestError(field, f"at most {MAX_EDITS} edits in all")
     return out
 
 
-def to_job(req: pb.GenerateRequest, settings: ServiceSettings, size: int) -> Job:
+# ---------------------------------------------------------------- Generate
+
+def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, Any]:
+    """The cheap checks, first: counts, seeds, numbers, enum values, names."""
     count = req.count if req.HasField("count") else 1
     steps = req.steps if req.HasField("steps") else 10
     if not 1 <= count <= settings.max_count:
@@ -130,54 +288,182 @@ def to_job(req: pb.GenerateRequest, settings: ServiceSettings, size: int) -> Job
     if not 1 <= steps <= settings.max_steps:
         raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
                                            f"got {steps}")
-    if req.seed < 0 or req.seed >= 2**31:
-        raise InvalidRequestError("seed", "must be within 0..2^31-1")
-    guidance = (_finite("guidance_scale", req.guidance_scale)
-                if req.HasField("guidance_scale") else 2.0)
-    control = (_finite("control_scale", req.control_scale)
-               if req.HasField("control_scale") else 1.0)
-    rp = req.repaint
-    repaint = RepaintSettings(**{k: v for k, v in {
-        "steps": rp.steps, "jump_length": rp.jump_length, "jump_n_sample": rp.jump_n_sample,
-        "feather_px": _finite("repaint.feather_px", rp.feather_px),
-        "dilate_px": _finite("repaint.dilate_px", rp.dilate_px)}.items() if v})
-    domain = GenerationRequest(
-        plane=req.plane, n=count, seed=req.seed, steps=steps,
-        guidance=guidance, control_scale=control,
-        sampler=SAMPLERS.get(req.sampler, "ddim"), preset=req.preset or None,
-        edits=tuple(edits_from("edits", req.edits)), pair=req.pair, repaint=repaint)
+    if req.sampler not in SAMPLERS:
+        raise InvalidRequestError("sampler", f"unknown value {req.sampler}")
+    if req.output_format not in FORMATS:
+        raise InvalidRequestError("output_format", f"unknown value {req.output_format}")
+    return {"plane": _plane(req.plane), "n": count, "seed": _seed("seed", req.seed),
+            "steps": steps, "sampler": SAMPLERS[req.sampler],
+            "guidance": (_finite("guidance_scale", req.guidance_scale)
+                         if req.HasField("guidance_scale") else 2.0),
+            "control_scale": (_finite("control_scale", req.control_scale)
+                              if req.HasField("control_scale") else 1.0),
+            "preset": _name("preset", req.preset) or None, "pair": req.pair}
+
+
+def _repaint(rp: pb.RepaintOptions) -> RepaintSettings:
+    given = {"steps": rp.steps, "jump_length": rp.jump_length,
+             "jump_n_sample": rp.jump_n_sample,
+             "feather_px": _finite("repaint.feather_px", rp.feather_px),
+             "dilate_px": _finite("repaint.dilate_px", rp.dilate_px)}
+    try:
+        return RepaintSettings(**{k: v for k, v in given.items() if v})
+    except ValidationError as exc:
+        raise _domain_error(exc, "repaint.") from None
+
+
+def _domain(req: pb.GenerateRequest, settings: ServiceSettings) -> GenerationRequest:
+    scalars = _scalars(req, settings)
+    if len(req.edits) > MAX_EDITS:
+        raise InvalidRequestError("edits", f"at most {MAX_EDITS} edits, got {len(req.edits)}")
+    edits = edits_from("edits", req.edits)
+    _check_edit_planes("edits", scalars["plane"], edits)
+    try:
+        return GenerationRequest(**scalars, edits=tuple(edits), repaint=_repaint(req.repaint))
+    except ValidationError as exc:
+        raise _domain_error(exc) from None
+
+
+def _check_references(req: pb.GenerateRequest, domain: GenerationRequest) -> None:
+    """Which images go together; refused here, before any slot is taken."""
+    if req.reference_label_map_png and not req.reference_png:
+        raise InvalidRequestError("reference_label_map_png", "only with reference_png")
+    if req.reference_png:
+        if not req.reference_label_map_png:
+            raise InvalidRequestError("reference_label_map_png", "required with reference_png")
+        if not domain.edit_list():
+            raise InvalidRequestError("edits", "a repaint of reference_png needs a preset "
+                                               "or edits")
+    if req.edit_region_png and not req.reference_png and not domain.pair:
+        raise InvalidRequestError("edit_region_png", "only with reference_png or pair")
+
+
+def to_job(req: pb.GenerateRequest, settings: ServiceSettings, size: int) -> Job:
+    domain = _domain(req, settings)
+    _check_references(req, domain)
     layout = _layout("layout", req.layout, req.plane, size, req.seed) if req.HasField(
         "layout") else None
     reference = ref_layout = region = None
     if req.reference_png:
         reference = _png("reference_png", req.reference_png, size, label=False)
-        if not req.reference_label_map_png:
-            raise InvalidRequestError("reference_label_map_png", "required with reference_png")
-        ref_layout = Layout(req.plane, _png("reference_label_map_png",
-                                            req.reference_label_map_png, size, label=True),
-                            req.layout.field_mm or 100.0)
-        if not domain.edit_list() and not req.edit_region_png:
-            raise InvalidRequestError("edits", "a repaint needs a preset, edits or an "
-                                               "edit_region_png")
+        arr = _png("reference_label_map_png", req.reference_label_map_png, size, label=True)
+        ref_layout = _label_layout("reference_label_map_png", arr, req.plane,
+                                   _field_mm("layout.field_mm", req.layout.field_mm))
     if req.edit_region_png:
-        if reference is None and not domain.pair:
-            raise InvalidRequestError("edit_region_png", "only with reference_png or pair")
         region = _png("edit_region_png", req.edit_region_png, size, label=False) > 0
-    if req.output_format not in FORMATS:
-        raise InvalidRequestError("output_format", f"unknown value {req.output_format}")
     return Job(domain, layout, reference, ref_layout, region, FORMATS[req.output_format],
                req.return_layouts, req.preview, req.client_request_id)
 
 
-def _image(img: np.ndarray, fmt: str, meta: dict[str, str], plane: str, seed: int) -> pb.Image:
+# ---------------------------------------------------------------- RenderLayout
+
+def _components(label_map: np.ndarray) -> int:
+    return sum(int(ndimage.label(label_map == v)[1]) for v in np.unique(label_map).tolist())
+
+
+def _check_extract_cost(field: str, label_map: np.ndarray) -> None:
+    n, px = _components(label_map), label_map.size
+    if n > MAX_COMPONENTS or n * px > MAX_COMPONENT_PIXELS:
+        raise InvalidRequestError(field, f"{n} label components at {label_map.shape[0]} px "
+                                         f"exceed the extraction bound ({MAX_COMPONENTS} "
+                                         f"components, {MAX_COMPONENT_PIXELS} components x "
+                                         f"pixels)")
+
+
+def _render_edits(req: pb.RenderLayoutRequest) -> list[Any]:
+    if len(req.edits) > MAX_EDITS:
+        raise InvalidRequestError("edits", f"at most {MAX_EDITS} edits, got {len(req.edits)}")
+    edits: list[Any] = []
+    if req.preset:
+        try:
+            edits = list(get_preset(_name("preset", req.preset)).edits(req.plane))
+        except ValueError as exc:
+            raise InvalidRequestError("preset", str(exc).removeprefix("preset: ")) from None
+    extra = edits_from("edits", req.edits)
+    _check_edit_planes("edits", req.plane, extra)
+    return edits + extra
+
+
+def _edited(layout: Layout, edits: list[Any]) -> Layout:
+    if not edits:
+        return layout
+    try:
+        return apply_edits(layout, edits)
+    except ValueError as exc:
+        raise InvalidRequestError("edits", str(exc)) from None
+
+
+def render_layout(req: pb.RenderLayoutRequest, default_size: int) -> pb.RenderLayoutResponse:
+    """Template or given layout, plus preset and edits -> maps and extracted shapes."""
+    plane = _plane(req.plane)
+    size = req.size or default_size
+    if not RENDER_SIZES[0] <= size <= RENDER_SIZES[1]:
+        raise InvalidRequestError("size", f"must be within {RENDER_SIZES[0]}.."
+                                          f"{RENDER_SIZES[1]}")
+    seed = _seed("seed", req.seed)
+    edits = _render_edits(req)
+    layout = _layout("layout", req.layout, plane, size, seed, needs="the request's size is"
+                     ) if req.HasField("layout") else None
+    if layout is None:
+        layout = rasterize(sample_template(plane, seed), size)
+    where = "layout" if req.HasField("layout") else "size"
+    _check_extract_cost(where, layout.label_map)  # edits, too, work per component
+    out = _edited(layout, edits)
+    _check_extract_cost(where, out.label_map)
+    sl = extract(out)
+    resp = pb.RenderLayoutResponse(label_map_png=label_png_bytes(out.label_map),
+                                   colour_png=_colour_png(out.label_map), field_mm=out.field_mm)
+    for s in sl.structures:
+        resp.structures.shapes.append(pb.Shape(
+            structure=s.structure, kind=s.kind, center_x=s.center[0], center_y=s.center[1],
+            axis_x=s.axes[0], axis_y=s.axes[1], angle_deg=s.angle))
+    return resp
+
+
+def _colour_png(label_map: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(colourize(label_map)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- responses
+
+def edit_summary(req: GenerationRequest) -> str:
+    """The preset and edits that make a twin, for its DICOM DerivationDescription."""
+    parts = [f"preset {req.preset}"] if req.preset else []
+    parts += [json.dumps(e.model_dump(mode="json", exclude_none=True), separators=(",", ":"))
+              for e in req.edits]
+    return "; ".join(parts) or "none"
+
+
+def _image(img: np.ndarray, fmt: str, meta: dict[str, str], plane: str, seed: int,
+           data: bytes | None = None) -> pb.Image:
     h, w = img.shape
-    if fmt == "dicom":
-        data = dicom_bytes(img, meta["Model"], meta["ModelVersion"], seed, plane)
-    elif fmt == "raw_float32":
-        data = raw_float32(img)
-    else:
-        data = png_bytes(img, {**meta, "Seed": str(seed), "Plane": plane})
+    if data is None:
+        data = raw_float32(img) if fmt == "raw_float32" else png_bytes(
+            img, {**meta, "Seed": str(seed), "Plane": plane})
     return pb.Image(data=data, format=fmt, width=w, height=h)
+
+
+def _sample(job: Job, s: Sample, meta: dict[str, str], model: dict[str, str]
+            ) -> pb.GeneratedSample:
+    plane, fmt = job.request.plane, job.output_format
+    dicom: tuple[bytes | None, bytes | None] = (None, None)
+    if fmt == "dicom":
+        study = SyntheticStudy(model["name"], model["version"], plane, s.seed)
+        dicom = dicom_pair(s.image, s.abnormal_image, study, edit_summary(job.request))
+    g = pb.GeneratedSample(seed=s.seed, image=_image(s.image, fmt, meta, plane, s.seed,
+                                                     dicom[0]))
+    if s.abnormal_image is not None:
+        g.abnormal_image.CopyFrom(_image(s.abnormal_image, fmt, meta, plane, s.seed,
+                                         dicom[1]))
+    if s.region is not None:
+        g.edit_region_png = label_png_bytes((s.region * 255).astype(np.uint8))
+    if job.return_layouts:
+        g.label_map_png = label_png_bytes(s.layout.label_map)
+        if s.abnormal_layout is not None:
+            g.abnormal_label_map_png = label_png_bytes(s.abnormal_layout.label_map)
+    return g
 
 
 def to_response(job: Job, res: GenerationResult, model: dict[str, str]) -> pb.GenerateResponse:
@@ -187,20 +473,7 @@ def to_response(job: Job, res: GenerationResult, model: dict[str, str]) -> pb.Ge
                               model_sha256=model["sha256"], backend=model["backend"],
                               denoiser_calls=res.denoiser_calls, seconds=res.seconds,
                               client_request_id=job.client_request_id, synthetic=True)
-    plane = job.request.plane
-    for s in res.samples:
-        g = pb.GeneratedSample(seed=s.seed, image=_image(s.image, job.output_format, meta,
-                                                         plane, s.seed))
-        if s.abnormal_image is not None:
-            g.abnormal_image.CopyFrom(_image(s.abnormal_image, job.output_format, meta,
-                                             plane, s.seed))
-        if s.region is not None:
-            g.edit_region_png = label_png_bytes((s.region * 255).astype(np.uint8))
-        if job.return_layouts:
-            g.label_map_png = label_png_bytes(s.layout.label_map)
-            if s.abnormal_layout is not None:
-                g.abnormal_label_map_png = label_png_bytes(s.abnormal_layout.label_map)
-        out.samples.append(g)
+    out.samples.extend(_sample(job, s, meta, model) for s in res.samples)
     for k, v in res.timings.items():
         out.timings.append(pb.StageTiming(stage=k.removesuffix("_s"), seconds=v))
     return out
