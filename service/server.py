@@ -30,10 +30,9 @@ from fetalflex.backends.batching import MicroBatcher
 from fetalflex.backends.onnx_export import example_inputs
 from fetalflex.generation import Engine
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
-from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
 from service.metrics import BATCH_ROWS, DENOISER_CALL_SECONDS, REGISTRY
-from service.servicer import FetalFlexServicer
+from service.servicer import FetalFlexServicer, add_to_server
 
 log = logging.getLogger("fetalflex.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FetalFlex"].full_name
@@ -190,7 +189,7 @@ class Server:
                 ("grpc.max_send_message_length", settings.max_message_bytes)]
         self.server = grpc.aio.server(interceptors=interceptors, options=opts)
         self.servicer = FetalFlexServicer(self.engine, settings, self.model)
-        pb_grpc.add_FetalFlexServicer_to_server(self.servicer, self.server)
+        add_to_server(self.servicer, self.server)  # undecodable: INVALID_ARGUMENT
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:

@@ -8,6 +8,11 @@ released when its worker ends (not when the handler is cancelled), and the worke
 is always retrieved (no "Task exception was never retrieved"). Each RPC ends with one
 access-log line: method, status code, duration and, for internal errors, the error id;
 never payloads or identifiers.
+
+Requests are decoded by deserializers that never raise (``add_to_server``): bytes that are
+not a valid protobuf of the method's request type arrive as an ``Undecodable`` marker, and
+the one guard every handler runs under (``_Guard``) answers them INVALID_ARGUMENT like any
+other bad input, where grpc would answer UNKNOWN and log a traceback per request.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf import message_factory
+from google.protobuf.message import Message
 from PIL import Image
 
 from fetalflex.anatomy.vocabulary import vocabulary, vocabulary_json
@@ -33,13 +41,21 @@ from service.admission import Admission
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
-from service.errors import CancelledError, DeadlineError, Status, status_for
+from service.errors import (
+    CancelledError,
+    DeadlineError,
+    InvalidRequestError,
+    Status,
+    status_for,
+)
 from service.metrics import IMAGES_TOTAL, REJECTED_TOTAL, REQUEST_SECONDS, STAGE_SECONDS
 from service.outputs import png_bytes
 from service.translate import Job, render_layout, to_job, to_response
 
 ACCESS_LOG = logging.getLogger("fetalflex.service.access")
+SERVICE = pb.DESCRIPTOR.services_by_name["FetalFlex"]
 T = TypeVar("T")
+Req = TypeVar("Req", bound=Message)
 
 
 class _Stop:
@@ -82,6 +98,54 @@ class _Call:
                         f" error_id={self.error_id}" if self.error_id else "")
         if self.on_finish is not None:
             self.on_finish()
+
+
+class Undecodable:
+    """A request body that is not a valid protobuf of the method's request type (what the
+    tolerant deserializer hands the handler instead of raising)."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidRequestError:
+        return InvalidRequestError("request", f"not a valid {self.type_name} protobuf")
+
+
+class _Guard(Generic[Req]):
+    """The one guard around every handler, unary and streaming: an undecodable request
+    is refused, an exception becomes its status (``status_for``), cancellation is
+    recorded, and the RPC's record finishes once (metrics and the access-log line).
+
+    ``async with guard as request`` gives the decoded request; ``__aexit__`` never
+    swallows an exception (it re-raises, or aborts the RPC with the mapped status)."""
+
+    def __init__(self, call: _Call, request: Req | Undecodable,
+                 context: grpc.aio.ServicerContext) -> None:
+        self.call, self.request, self.context = call, request, context
+
+    async def _fail(self, exc: Exception) -> NoReturn:
+        st = self.call.failed(exc)
+        try:
+            await self.context.abort(st.code, st.message)  # raises
+        finally:
+            self.call.finish()
+
+    async def __aenter__(self) -> Req:
+        request = self.request
+        if isinstance(request, Undecodable):
+            await self._fail(request.error())
+        return request
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            self.call.code = grpc.StatusCode.CANCELLED
+        elif isinstance(exc, Exception):
+            await self._fail(exc)
+            return
+        self.call.finish()
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -171,19 +235,9 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
             await asyncio.sleep(0)
         return not pending
 
-    async def _guard(self, method: str, context: grpc.aio.ServicerContext,
-                     body: Callable[[], Any]) -> Any:
-        call = self._call(method)
-        try:
-            return await body()
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped in one place
-            st = call.failed(exc)
-            await context.abort(st.code, st.message)
-        finally:
-            call.finish()
+    def _guard(self, method: str, request: Req | Undecodable,
+               context: grpc.aio.ServicerContext) -> _Guard[Req]:
+        return _Guard(self._call(method), request, context)
 
     def _stop_for(self, context: grpc.aio.ServicerContext) -> _Stop:
         remaining = context.time_remaining()
@@ -255,39 +309,28 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
         yield pb.GenerateEvent(result=await self._threaded(to_response, job, res, self.model))
 
     # ------------------------------------------------------------ RPCs
-    async def Generate(self, request: pb.GenerateRequest,
+    async def Generate(self, request: pb.GenerateRequest | Undecodable,
                        context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
-        async def body() -> pb.GenerateResponse:
-            job = await self._threaded(to_job, request, self.settings, self.size)  # no model yet
+        async with self._guard("Generate", request, context) as req:
+            job = await self._threaded(to_job, req, self.settings, self.size)  # no model yet
             stop = self._stop_for(context)
             release = await self.admission.acquire()
             res = await self._threaded(self._run, job, stop, None, stop=stop, done=release)
             self._account(job, res)
             return await self._threaded(to_response, job, res, self.model)
 
-        return await self._guard("Generate", context, body)  # type: ignore[no-any-return]
-
-    async def GenerateStream(self, request: pb.GenerateRequest,
+    async def GenerateStream(self, request: pb.GenerateRequest | Undecodable,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateEvent]:
-        call = self._call("GenerateStream")
-        try:
-            job = await self._threaded(to_job, request, self.settings, self.size)
+        async with self._guard("GenerateStream", request, context) as req:
+            job = await self._threaded(to_job, req, self.settings, self.size)
             stop = self._stop_for(context)
             async with aclosing(self._events(job, stop)) as events:
                 async for event in events:
                     yield event
-        except (asyncio.CancelledError, GeneratorExit):
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped in one place
-            st = call.failed(exc)
-            await context.abort(st.code, st.message)
-        finally:
-            call.finish()
 
-    async def ListPlanes(self, request: pb.ListPlanesRequest,
+    async def ListPlanes(self, request: pb.ListPlanesRequest | Undecodable,
                          context: grpc.aio.ServicerContext) -> pb.ListPlanesResponse:
-        async def body() -> pb.ListPlanesResponse:
+        async with self._guard("ListPlanes", request, context):
             v = vocabulary()
             return pb.ListPlanesResponse(
                 structures=[pb.StructureInfo(id=s["id"], name=s["name"], display=s["display"])
@@ -300,13 +343,51 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
                          for p in v["presets"]],
                 vocabulary_json=vocabulary_json())
 
-        return await self._guard("ListPlanes", context, body)  # type: ignore[no-any-return]
-
-    async def RenderLayout(self, request: pb.RenderLayoutRequest,
+    async def RenderLayout(self, request: pb.RenderLayoutRequest | Undecodable,
                            context: grpc.aio.ServicerContext) -> pb.RenderLayoutResponse:
-        async def body() -> pb.RenderLayoutResponse:
+        async with self._guard("RenderLayout", request, context) as req:
             release = await self.layout_admission.acquire()
-            return await self._threaded(render_layout, request, self.size,
-                                   executor=self.layout_pool, done=release)
+            return await self._threaded(render_layout, req, self.size,
+                                        executor=self.layout_pool, done=release)
 
-        return await self._guard("RenderLayout", context, body)  # type: ignore[no-any-return]
+
+# ---------------------------------------------------------------- registration
+
+def tolerant_deserializer(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    """``message.FromString`` that never raises: bad bytes give an ``Undecodable``."""
+    bad = Undecodable(message.DESCRIPTOR.full_name)
+
+    def deserialize(data: bytes) -> Message | Undecodable:
+        try:
+            return message.FromString(data)
+        except Exception:  # noqa: BLE001 - whatever the parser says, the bytes are bad
+            return bad
+
+    return deserialize
+
+
+def method_handlers(servicer: FetalFlexServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The service's handlers, made from the proto's service descriptor as the generated
+    ``add_FetalFlexServicer_to_server`` makes them, but with tolerant deserializers."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for m in SERVICE.methods:
+        if m.client_streaming:
+            raise TypeError(f"{m.name}: client-streaming methods are not supported here")
+        request = message_factory.GetMessageClass(m.input_type)
+        response = message_factory.GetMessageClass(m.output_type)
+        make = (grpc.unary_stream_rpc_method_handler if m.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[m.name] = make(getattr(servicer, m.name),
+                                request_deserializer=tolerant_deserializer(request),
+                                response_serializer=response.SerializeToString)
+    return handlers
+
+
+def add_to_server(servicer: FetalFlexServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` (use this, not ``pb_grpc.add_FetalFlexServicer_to_server``:
+    an undecodable request then gets INVALID_ARGUMENT, not UNKNOWN and a traceback)."""
+    handlers = method_handlers(servicer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+
