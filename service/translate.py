@@ -29,10 +29,14 @@ from fetalflex.anatomy.render import colourize
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.generation import GenerationRequest, GenerationResult, RepaintSettings, Sample
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.config import ServiceSettings
 from service.errors import InvalidRequestError
 from service.outputs import SyntheticStudy, dicom_pair, label_png_bytes, png_bytes, raw_float32
+
+TRAIN_TIMESTEPS: int = DenoiserConfig.model_fields["num_train_timesteps"].default
 
 SAMPLERS = {pb.SAMPLER_UNSPECIFIED: "ddim", pb.SAMPLER_DDIM: "ddim",
             pb.SAMPLER_DPM_SOLVER_PP: "dpmsolver++", pb.SAMPLER_TWO_STAGE: "two-stage"}
@@ -280,25 +284,28 @@ def edits_from(field: str, edits: Any) -> list[Any]:
 
 def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, Any]:
     """The cheap checks, first: counts, seeds, numbers, enum values, names."""
+    # Unset optional fields stay unset: the request schema (GenerationRequest) fills them.
     count = req.count if req.HasField("count") else 1
-    steps = req.steps if req.HasField("steps") else 10
     if not 1 <= count <= settings.max_count:
         raise InvalidRequestError("count", f"must be within 1..{settings.max_count}, "
                                            f"got {count}")
-    if not 1 <= steps <= settings.max_steps:
+    if req.HasField("steps") and not 1 <= req.steps <= settings.max_steps:
         raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
-                                           f"got {steps}")
+                                           f"got {req.steps}")
     if req.sampler not in SAMPLERS:
         raise InvalidRequestError("sampler", f"unknown value {req.sampler}")
     if req.output_format not in FORMATS:
         raise InvalidRequestError("output_format", f"unknown value {req.output_format}")
-    return {"plane": _plane(req.plane), "n": count, "seed": _seed("seed", req.seed),
-            "steps": steps, "sampler": SAMPLERS[req.sampler],
-            "guidance": (_finite("guidance_scale", req.guidance_scale)
-                         if req.HasField("guidance_scale") else 2.0),
-            "control_scale": (_finite("control_scale", req.control_scale)
-                              if req.HasField("control_scale") else 1.0),
-            "preset": _name("preset", req.preset) or None, "pair": req.pair}
+    out: dict[str, Any] = {"plane": _plane(req.plane), "n": count,
+                           "seed": _seed("seed", req.seed), "sampler": SAMPLERS[req.sampler],
+                           "preset": _name("preset", req.preset) or None, "pair": req.pair}
+    if req.HasField("steps"):
+        out["steps"] = req.steps
+    if req.HasField("guidance_scale"):
+        out["guidance"] = _finite("guidance_scale", req.guidance_scale)
+    if req.HasField("control_scale"):
+        out["control_scale"] = _finite("control_scale", req.control_scale)
+    return out
 
 
 def _repaint(rp: pb.RepaintOptions) -> RepaintSettings:
@@ -319,9 +326,21 @@ def _domain(req: pb.GenerateRequest, settings: ServiceSettings) -> GenerationReq
     edits = edits_from("edits", req.edits)
     _check_edit_planes("edits", scalars["plane"], edits)
     try:
-        return GenerationRequest(**scalars, edits=tuple(edits), repaint=_repaint(req.repaint))
+        domain = GenerationRequest(**scalars, edits=tuple(edits),
+                                   repaint=_repaint(req.repaint))
     except ValidationError as exc:
         raise _domain_error(exc) from None
+    if domain.steps > settings.max_steps:
+        raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
+                                           f"got {domain.steps}")
+    if domain.pair or req.reference_png:
+        rp = domain.repaint
+        calls = count_calls(repaint_transitions(
+            trailing_timesteps(TRAIN_TIMESTEPS, rp.steps), rp.jump_length, rp.jump_n_sample))
+        if calls > settings.max_steps:
+            raise InvalidRequestError("repaint", f"the schedule makes {calls} denoiser calls; "
+                                                 f"this service allows {settings.max_steps}")
+    return domain
 
 
 def _check_references(req: pb.GenerateRequest, domain: GenerationRequest) -> None:

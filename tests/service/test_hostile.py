@@ -115,6 +115,10 @@ GENERATE_CASES: list[tuple[str, Callable[[], dict[str, Any]], str]] = [
     ("echo-15k-structure", lambda: dict(plane="TV", edits=[pb.Edit(
         json='{"op": "remove", "structure": "' + "z" * 15_000 + '"}')]), "edits[0]"),
     ("sampler-99", lambda: dict(plane="TV", sampler=99), "sampler: unknown value 99"),
+    ("repaint-over-budget", lambda: dict(plane="TV", preset="ventriculomegaly", pair=True,
+                                         repaint=pb.RepaintOptions(steps=200, jump_length=1,
+                                                                   jump_n_sample=10)),
+     "repaint: the schedule makes"),
     ("format-99", lambda: dict(plane="TV", output_format=99), "output_format: unknown value 99"),
     ("field-mm-negative", lambda: dict(plane="TV", layout=pb.Layout(label_map_png=LABELS_32,
                                                             field_mm=-1)), "layout.field_mm"),
