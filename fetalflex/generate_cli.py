@@ -160,8 +160,10 @@ def run_generate(args: Any) -> int:
     return 0
 
 
-GALLERY_PAIRS = (("TV", "ventriculomegaly"), ("4CH", "hypoplastic_left_heart"),
-                 ("LIP", "cleft_lip"))
+# The pairs whose edits the v2 weights render closest to the simulator's (docs/EVALUATION.md,
+# anomaly twins): a large fluid change, a skull change, a new bubble, a ventricle change.
+GALLERY_PAIRS = (("TV", "hydrocephalus"), ("TT", "microcephaly"), ("AC", "double_bubble"),
+                 ("4CH", "hypoplastic_left_heart"))
 
 
 def run_gallery(args: Any) -> int:

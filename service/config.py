@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     max_queued: int = Field(default=16, ge=0, le=10_000)  # waiting beyond that: shed
     max_count: int = Field(default=16, ge=1, le=256)
     max_steps: int = Field(default=200, ge=1, le=1000)
+    # Denoiser calls of one repaint schedule (the default 20/5/2 makes 35; the schema allows
+    # schedules of several thousand, which one request must not be able to ask for).
+    max_repaint_calls: int = Field(default=200, ge=1, le=10_000)
     max_message_bytes: int = Field(default=16 * 2**20, ge=2**16)
     default_deadline_s: float = Field(default=300.0, gt=0)
     grace_s: float = Field(default=20.0, ge=0)

@@ -337,9 +337,10 @@ def _domain(req: pb.GenerateRequest, settings: ServiceSettings) -> GenerationReq
         rp = domain.repaint
         calls = count_calls(repaint_transitions(
             trailing_timesteps(TRAIN_TIMESTEPS, rp.steps), rp.jump_length, rp.jump_n_sample))
-        if calls > settings.max_steps:
+        if calls > settings.max_repaint_calls:
             raise InvalidRequestError("repaint", f"the schedule makes {calls} denoiser calls; "
-                                                 f"this service allows {settings.max_steps}")
+                                                 f"this service allows "
+                                                 f"{settings.max_repaint_calls}")
     return domain
 
 

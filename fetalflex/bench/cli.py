@@ -31,6 +31,15 @@ def _sampler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _main_job(args: argparse.Namespace) -> int:
+    from fetalflex.bench.main_job import bench_main_job
+
+    bench_main_job([Path(w) for w in args.weights] if args.weights else None, Path(args.out),
+                   tuple(args.guidance) if args.guidance else (None,), reps=args.reps,
+                   threads=args.threads)
+    return 0
+
+
 def _e2e(args: argparse.Namespace) -> int:
     from service.bench import bench_end_to_end
 
@@ -110,6 +119,16 @@ def add_bench_commands(sub: Any) -> None:
                    help="twins also made with diffusers' RePaint defaults (2,410 calls each)")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_sampler)
+
+    p = common("main-job", "seconds per image of the default request, several weights / "
+                           "guidance values side by side", weights=False)
+    p.add_argument("--weights", nargs="+", default=None,
+                   help="weights folders to compare (default: shipped)")
+    p.add_argument("--guidance", type=float, nargs="+", default=None,
+                   help="guidance values (default: the request schema's)")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_main_job)
 
     p = common("e2e", "images/s and p50/p95 through gRPC: embedded vs Triton, with and "
                       "without batching across requests")

@@ -52,6 +52,7 @@ from fetalflex.phantom.simulator import simulate_bmode
 from fetalflex.sampling.repaint import edit_region
 
 MIN_STRUCTURE_PX = 12  # structures smaller than this are left out of brightness vectors
+MIN_CHANGED_PX = 4  # an edit that changes fewer pixels (none: preset not applicable) is skipped
 SECOND_PHANTOM_SEED = 7_777  # the ceiling's second phantom of a layout uses seed + this
 
 
@@ -132,7 +133,7 @@ def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], steps: int,
     for pr in presets_for(base[0].plane):
         edited = [apply_preset(x, pr.name) for x in base]
         changed = [a.label_map != b.label_map for a, b in zip(base, edited, strict=True)]
-        keep = [i for i, c in enumerate(changed) if c.sum() >= MIN_STRUCTURE_PX]
+        keep = [i for i, c in enumerate(changed) if c.sum() >= MIN_CHANGED_PX]
         if not keep:
             out[pr.name] = {"n": 0}
             continue
@@ -149,7 +150,8 @@ def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], steps: int,
             d_gen.append(float(twins[j].astype(np.float64)[m].mean()
                                - gen_normal[i].astype(np.float64)[m].mean()))
             if j == 0:
-                examples.append({"preset": pr.name, "normal": gen_normal[i], "twin": twins[j],
+                examples.append({"preset": f"{base[0].plane} {pr.name}",
+                                 "normal": gen_normal[i], "twin": twins[j],
                                  "phantom_normal": p0.astype(np.uint8),
                                  "phantom_abnormal": p1.astype(np.uint8), "changed": m,
                                  "d_sim": d_sim[-1], "d_gen": d_gen[-1]})
@@ -264,8 +266,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
             "fluid_mean": _nanmean([q["texture_generated"]["fluid_mean"] for q in rows]),
             "tissue_mean": _nanmean([q["texture_generated"]["tissue_mean"] for q in rows]),
         }
-    twins = {name: t for r in planes.values() for name, t in r.get("twins", {}).items()
-             if t.get("n")}
+    twins = {f"{plane}:{name}": t for plane, r in planes.items()
+             for name, t in r.get("twins", {}).items() if t.get("n")}
     return {
         "segmenter_ceiling_mean": _nanmean(list(ceil.values())),
         "segmenter_ceiling_worst": min(ceil.values()) if ceil else float("nan"),
@@ -323,13 +325,13 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{_f(v['tissue_mean'], '.1f')} | {_f(v['fluid_mean'], '.1f')} |")
     lines += ["", f"### Anomaly twins ({d} steps + repaint): grey-level change of the edited "
                   "pixels", "",
-              "| preset | n | simulator | generated | same sign | size ratio |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for row in res["planes"].values():
+              "| plane | preset | n | simulator | generated | same sign | size ratio |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for plane, row in res["planes"].items():
         for name, t in row.get("twins", {}).items():
             if not t.get("n"):
                 continue
-            lines.append(f"| {name} | {t['n']} | {t['delta_simulator']:+.1f} | "
+            lines.append(f"| {plane} | {name} | {t['n']} | {t['delta_simulator']:+.1f} | "
                          f"{t['delta_generated']:+.1f} | {'yes' if t['sign_ok'] else 'NO'} | "
                          f"{_f(t['size_ratio'], '.2f')} |")
     lines += ["", "### Summary", "",

@@ -24,14 +24,16 @@ def _show(ax: Any, img: np.ndarray, title: str) -> None:
 def sample_grid(rows: list[dict[str, Any]], path: Path, res: dict[str, Any]) -> Path:
     """Per plane: requested layout | GENERATED | phantom of the same layout | segmenter
     reading of the generated image."""
-    cols = ("requested layout", "GENERATED (FetalFlex)", "phantom, same layout (simulator)",
-            "segmenter reading of generated")
-    fig, axes = plt.subplots(len(rows), 4, figsize=(8.4, 2.25 * len(rows)), squeeze=False)
+    cols = ("requested layout", "GENERATED", "phantom (simulator)\nof the same layout",
+            "segmenter reading\nof the generated image")
+    fig, axes = plt.subplots(len(rows), 4, figsize=(8.4, 2.2 * len(rows) + 0.8),
+                             squeeze=False, layout="constrained")
     for r, row in enumerate(rows):
         panels = (colourize(row["layout"]), row["generated"], row["phantom"],
                   colourize(row["read"]))
         for c, img in enumerate(panels):
-            _show(axes[r][c], img, f"{row['plane']}: {cols[c]}")
+            _show(axes[r][c], img, cols[c] if r == 0 else "")
+        axes[r][0].set_ylabel(row["plane"], fontsize=11)
     fig.suptitle(f"{SYNTHETIC}\nDDIM-{res['default_steps']}, guidance {res['guidance']}, "
                  f"{res['image_size']}x{res['image_size']}", fontsize=9)
     return save_figure(fig, path, "evaluation sample grid: layout | generated | phantom of "
@@ -73,17 +75,19 @@ def steps_figure(res: dict[str, Any], path: Path) -> Path:
 
 def twins_figure(examples: list[dict[str, Any]], path: Path) -> Path:
     """Per preset: generated normal | generated twin | phantom normal | phantom abnormal,
-    with the edited pixels outlined."""
-    cols = ("GENERATED normal", "GENERATED twin (repaint)", "phantom normal",
+    with the edited pixels outlined and each image's mean change inside them."""
+    cols = ("GENERATED normal", "GENERATED twin\n(repaint)", "phantom normal",
             "phantom abnormal")
-    fig, axes = plt.subplots(len(examples), 4, figsize=(8.4, 2.3 * len(examples)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(examples), 4, figsize=(7.6, 1.95 * len(examples) + 0.8),
+                             squeeze=False, layout="constrained")
     for r, ex in enumerate(examples):
         for c, key in enumerate(("normal", "twin", "phantom_normal", "phantom_abnormal")):
-            _show(axes[r][c], ex[key], f"{ex['preset']}: {cols[c]}")
+            _show(axes[r][c], ex[key], cols[c] if r == 0 else "")
             axes[r][c].contour(ex["changed"], levels=[0.5], colors="yellow", linewidths=0.6)
-        axes[r][1].set_xlabel(f"change in edit {ex['d_gen']:+.0f}", fontsize=7)
-        axes[r][3].set_xlabel(f"change in edit {ex['d_sim']:+.0f}", fontsize=7)
-    fig.suptitle(f"{SYNTHETIC}\nAnomaly twins; yellow: pixels whose label the preset changed",
-                 fontsize=9)
+        axes[r][0].set_ylabel(ex["preset"].replace("_", " ").replace(" ", "\n", 1),
+                              fontsize=8)
+        axes[r][1].set_xlabel(f"edited pixels {ex['d_gen']:+.0f} grey levels", fontsize=7)
+        axes[r][3].set_xlabel(f"edited pixels {ex['d_sim']:+.0f} grey levels", fontsize=7)
+    fig.suptitle(f"{SYNTHETIC}\nAnomaly twins; yellow: the pixels whose label the preset "
+                 "changed", fontsize=9)
     return save_figure(fig, path, "evaluation: anomaly twins, generated vs simulator")

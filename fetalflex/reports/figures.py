@@ -25,7 +25,8 @@ def save_figure(fig: Any, path: Path, description: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(fd)
     try:
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:  # constrained layouts place titles themselves
+            fig.tight_layout()
         fig.savefig(tmp, dpi=110, metadata={"Software": f"fetalflex {__version__}",
                                             "Description": description})
         os.replace(tmp, path)

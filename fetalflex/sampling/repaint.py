@@ -36,7 +36,7 @@ class RepaintOptions:
     jump_length: int = 5      # RePaint j
     jump_n_sample: int = 2    # RePaint r (1 = no resampling)
     feather_px: float = 3.0   # ramp width inside the region
-    dilate_px: float = 3.0    # default region = changed pixels dilated by this much
+    dilate_px: float = 6.0    # default region = changed pixels dilated by this much
 
 
 def edit_region(reference_map: NDArray[np.uint8], edited_map: NDArray[np.uint8],

@@ -6,5 +6,5 @@ REPO="${1:-/models}"
 ONNX="$REPO/fetalflex_denoiser_onnx/1/model.onnx"
 PLAN="$REPO/fetalflex_denoiser_trt/1/model.plan"
 [ -s "$PLAN" ] && { echo "plan present: $PLAN"; exit 0; }
-trtexec --onnx="$ONNX" --saveEngine="$PLAN.tmp" --skipInference --fp16 --minShapes=x_t:1x1x64x64,timestep:1,layout:1x35x64x64,condition:1x10,control_scale:1 --optShapes=x_t:32x1x64x64,timestep:32,layout:32x35x64x64,condition:32x10,control_scale:32 --maxShapes=x_t:32x1x64x64,timestep:32,layout:32x35x64x64,condition:32x10,control_scale:32
+trtexec --onnx="$ONNX" --saveEngine="$PLAN.tmp" --skipInference --fp16 --minShapes=x_t:1x1x128x128,timestep:1,layout:1x35x128x128,condition:1x10,control_scale:1 --optShapes=x_t:32x1x128x128,timestep:32,layout:32x35x128x128,condition:32x10,control_scale:32 --maxShapes=x_t:32x1x128x128,timestep:32,layout:32x35x128x128,condition:32x10,control_scale:32
 mv "$PLAN.tmp" "$PLAN"

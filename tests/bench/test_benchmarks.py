@@ -136,3 +136,17 @@ def test_end_to_end_embedded_and_triton(tiny_weights: Path, tmp_path: Path) -> N
     assert all(r["p95_s"] >= r["p50_s"] for r in rows)
     assert rows[0]["throughput_vs_embedded"] == 1.0
     assert (tmp_path / "end_to_end.png").is_file()
+
+
+def test_main_job_compares_guidance_side_by_side(tiny_weights: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from fetalflex.bench.main_job import bench_main_job
+
+    monkeypatch.setenv("FETALFLEX_CACHE", str(tmp_path / "cache"))
+    rows = bench_main_job([tiny_weights], tmp_path, guidances=(1.0, 2.0), reps=1,
+                          planes=("TV", "FL"))
+    by_g = {r["guidance"]: r for r in rows}
+    # One batched call per step either way (guidance 1 drops the unconditional rows).
+    assert by_g[1.0]["denoiser_calls"] == by_g[2.0]["denoiser_calls"] == by_g[2.0]["steps"]
+    assert all(r["s_per_image"] > 0 for r in rows) and rows[0]["vs_first"] == 1.0
+    assert json.loads((tmp_path / "main_job.json").read_text())["rows"][1]["guidance"] == 2.0

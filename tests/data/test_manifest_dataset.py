@@ -116,7 +116,7 @@ def test_preload_is_cached_beside_the_manifest(tiny_data: Path, tmp_path: Path) 
 
 
     data = tmp_path / "copy"
-    shutil.copytree(tiny_data.parent, data)
+    shutil.copytree(tiny_data.parent, data, ignore=shutil.ignore_patterns(".preload"))
     manifest = data / tiny_data.name
     first = PhantomDataset(manifest, preload=True, box_prob=1.0, seed=1)
     cached = list((data / ".preload").glob("*.npz"))

@@ -13,9 +13,9 @@ def _pair(n: int = 4, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
     lab[:, 10:38, 12:36] = 3
     lab[:, 18:30, 20:28] = 7
     layout = torch.nn.functional.one_hot(lab, 35).permute(0, 3, 1, 2).float()
-    image = torch.tensor([-1.0] + [0.0] * 34)[lab][:, None]  # brightness = f(label)
-    image[lab == 3] = 0.2
-    image[lab == 7] = 0.9
+    image = torch.full((n, 1, size, size), -1.0)  # brightness = f(label)
+    image[:, 0][lab == 3] = 0.2
+    image[:, 0][lab == 7] = 0.9
     return image, layout
 
 

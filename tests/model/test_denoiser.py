@@ -137,6 +137,4 @@ def test_patch_size_must_fit() -> None:
     with pytest.raises(ValidationError, match="power of two"):
         DenoiserConfig.model_validate({**TINY_MODEL, "patch_size": 3})
     with pytest.raises(ValidationError, match="divisible"):
-        DenoiserConfig.model_validate({**TINY_MODEL, "patch_size": 8,
-                                       "block_out_channels": [8, 16, 16],
-                                       "attention_levels": [False] * 3})
+        DenoiserConfig.model_validate({**TINY_MODEL, "image_size": 40, "patch_size": 8})

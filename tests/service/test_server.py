@@ -183,9 +183,11 @@ def test_overload_sheds_and_cancellation_frees_slots(server: Running) -> None:
     while (adm.running or adm.queued) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert adm.running == 0 and adm.queued == 0
+    # A request that cannot finish in time (4 pairs: 50 steps + 35 repaint calls each).
+    heavy = pb.GenerateRequest(plane="TV", steps=50, count=4, pair=True,
+                               preset="ventriculomegaly")
     with grpc.insecure_channel(server.target) as ch, pytest.raises(grpc.RpcError) as ei:
-        pb_grpc.FetalFlexStub(ch).Generate(pb.GenerateRequest(plane="TV", steps=50),
-                                           timeout=0.3)
+        pb_grpc.FetalFlexStub(ch).Generate(heavy, timeout=0.2)
     assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     deadline = time.monotonic() + 10
     while adm.running and time.monotonic() < deadline:
