@@ -54,13 +54,13 @@ bench-phantom:
 	$(PY) -m fetalflex.cli bench phantom --sizes 128 256 --n 400
 
 # The evaluation phantoms the sampler benchmark reads (gitignored; same seed as docs/).
-runs/eval64/manifest.jsonl:
-	$(PY) -m fetalflex.cli phantom --n 1400 --size 64 --seed 99 --abnormal-fraction 0.3 --out runs/eval64
+runs/eval128/manifest.jsonl:
+	$(PY) -m fetalflex.cli phantom --n 1400 --size 128 --seed 99 --abnormal-fraction 0.3 --out runs/eval128
 
 # Every CPU benchmark of docs/PERFORMANCE.md, one after the other (JSON + PNG in out/bench).
-bench: triton-env runs/eval64/manifest.jsonl
+bench: triton-env runs/eval128/manifest.jsonl
 	$(PY) -m fetalflex.cli bench denoiser --out out/bench
-	$(PY) -m fetalflex.cli bench sampler --data runs/eval64/manifest.jsonl --out out/bench
+	$(PY) -m fetalflex.cli bench sampler --data runs/eval128/manifest.jsonl --out out/bench
 	$(PY) -m fetalflex.cli bench grpc --out out/bench
 	$(PY) -m fetalflex.cli bench e2e --out out/bench
 
