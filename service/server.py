@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from fetalflex.backends.backends import Backend, load_backend
@@ -32,7 +32,7 @@ from fetalflex.generation import Engine
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.config import ServiceSettings
 from service.metrics import BATCH_ROWS, DENOISER_CALL_SECONDS, REGISTRY
-from service.servicer import FetalFlexServicer, add_to_server
+from service.servicer import FetalFlexServicer, add_health_to_server, add_to_server
 
 log = logging.getLogger("fetalflex.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FetalFlex"].full_name
@@ -191,7 +191,7 @@ class Server:
         self.servicer = FetalFlexServicer(self.engine, settings, self.model)
         add_to_server(self.servicer, self.server)  # undecodable: INVALID_ARGUMENT
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        add_health_to_server(self.health, self.server)  # undecodable: INVALID_ARGUMENT
         if settings.reflection:
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -209,7 +209,7 @@ class Server:
                 ("grpc.max_receive_message_length", 4096),
                 ("grpc.max_send_message_length", 4096),
                 ("grpc.max_concurrent_streams", 16)])
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            add_health_to_server(self.health, self.health_server)
             self.health_port = self.health_server.add_insecure_port(
                 f"{settings.host}:{settings.health_port}")
 

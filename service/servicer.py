@@ -391,3 +391,35 @@ def add_to_server(servicer: FetalFlexServicer, server: grpc.aio.Server) -> None:
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
 
+
+
+def add_health_to_server(health: Any, server: grpc.aio.Server) -> None:
+    """Register grpc's standard health servicer (``Check``, ``List``, ``Watch``) with tolerant
+    deserializers: bytes that are not a valid request get INVALID_ARGUMENT, not UNKNOWN and
+    a traceback (the generated ``add_HealthServicer_to_server`` raises in the parser)."""
+    from grpc_health.v1 import health_pb2
+
+    def guarded(method: Any) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"request: not a valid {request.type_name} protobuf")
+            return await method(request, context)
+        return call
+
+    handlers: dict[str, grpc.RpcMethodHandler] = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            guarded(health.Check),
+            request_deserializer=tolerant_deserializer(health_pb2.HealthCheckRequest),
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString),
+        "List": grpc.unary_unary_rpc_method_handler(
+            guarded(health.List),
+            request_deserializer=tolerant_deserializer(health_pb2.HealthListRequest),
+            response_serializer=health_pb2.HealthListResponse.SerializeToString),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            guarded(health.Watch),
+            request_deserializer=tolerant_deserializer(health_pb2.HealthCheckRequest),
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString),
+    }
+    name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))

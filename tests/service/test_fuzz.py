@@ -628,3 +628,26 @@ def test_fuzz_table(fuzzed: Fuzzed, capsys: pytest.CaptureFixture[str]) -> None:
     assert {k for (_, k, _) in TABLE} == set(KINDS)
     assert_healthy(fuzzed)
 
+
+
+@pytest.mark.parametrize("method", ["Check", "List", "Watch"])
+@pytest.mark.parametrize("body", [b"\x01", b"\xff" * 10, b"\x0a\x05ab"],
+                         ids=["1-byte", "ff", "short-string"])
+def test_undecodable_health_request_is_invalid_argument(fuzzed: Fuzzed, method: str,
+                                                         body: bytes) -> None:
+    """grpc's own health service, registered with tolerant deserializers too."""
+    path = f"/grpc.health.v1.Health/{method}"
+    try:
+        if method == "Watch":
+            for _ in fuzzed.channel.unary_stream(path)(body, timeout=10):
+                break
+        else:
+            fuzzed.channel.unary_unary(path)(body, timeout=10)
+        code, details = grpc.StatusCode.OK, ""
+    except grpc.RpcError as exc:
+        code, details = exc.code(), exc.details() or ""
+    want = "HealthListRequest" if method == "List" else "HealthCheckRequest"
+    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT,
+                               f"request: not a valid grpc.health.v1.{want} protobuf")
+    assert [r.getMessage() for r in fuzzed.problems.records] == []
+    assert_healthy(fuzzed)
