@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fetalflex import __version__
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """``--help`` names every option's default, also for options without a help text."""
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        return bool(action.option_strings) and action.default not in (
+            None, False, argparse.SUPPRESS)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._shows_default(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if self._shows_default(action) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _plane_code(value: str) -> str:
@@ -248,10 +271,15 @@ def _cmd_client(args: argparse.Namespace) -> int:
 def _cmd_load(args: argparse.Namespace) -> int:
     from service.client import load
 
-    print(json.dumps(load(args.target, args.concurrency, args.requests, args.steps,
-                          token_file=args.token_file, ca=args.ca, cert=args.cert, key=args.key,
-                          tls=args.tls)))
-    return 0
+    res = load(args.target, args.concurrency, args.requests, args.steps,
+               token_file=args.token_file, ca=args.ca, cert=args.cert, key=args.key,
+               tls=args.tls)
+    print(json.dumps(res, allow_nan=False))
+    ok = res["codes"].get("OK", 0)
+    if ok < res["requests"]:
+        print(f"load: {res['requests'] - ok} of {res['requests']} requests failed "
+              f"({res['codes']})", file=sys.stderr)
+    return 0 if ok == res["requests"] else 1
 
 
 
@@ -277,14 +305,22 @@ def _cmd_health(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
+    from fetalflex.weights import DEFAULT_WEIGHTS
 
     ap = argparse.ArgumentParser(
-        prog="fetalflex",
+        prog="fetalflex", formatter_class=_HelpWithDefaults,
         description="Anatomy-guided synthesis of fetal ultrasound planes. Every image is "
                     "SYNTHETIC (phantom world) and not for diagnosis.",
     )
     ap.add_argument("--version", action="version", version=f"fetalflex {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+
+    def add_parser(*a: Any, **k: Any) -> argparse.ArgumentParser:
+        """Every sub-command's --help shows its defaults."""
+        return _add(*a, formatter_class=_HelpWithDefaults, **k)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("planes", help="list planes, structures, label ids and presets")
     p.add_argument("--json", action="store_true", help="print the vocabulary as JSON")
@@ -315,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser("contact-sheet", help="write the phantom contact sheet PNG")
-    p.add_argument("--out", default="docs/contact_sheet.png")
+    p.add_argument("--out", default="contact_sheet.png")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=_cmd_contact_sheet)
@@ -336,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", default=None,
                    help="U-Net widths per level (default: SegmenterConfig's)")
     p.set_defaults(func=_cmd_train_segmenter)
-    from fetalflex.evaluation.options import DEFAULT_SEGMENTER, EvalOptions
+    from fetalflex.evaluation.options import EvalOptions
+    from fetalflex.weights import DEFAULT_SEGMENTER
 
     p = sub.add_parser("evaluate", help="adherence, brightness, texture and anomaly twins per "
                                         "plane, against sampler steps (phantom world)")
@@ -413,12 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     esub = p.add_subparsers(dest="target", required=True)
     e = esub.add_parser("onnx", help="ONNX fp32/fp16 with checker, dynamic-batch and parity "
                                      "checks")
-    e.add_argument("--weights", default="fetalflex/weights/denoiser")
+    e.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     e.add_argument("--out", default="build/onnx")
     e.add_argument("--precision", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
     e.set_defaults(func=_cmd_export_onnx)
     e = esub.add_parser("repository", help="Triton model repository (configs from the signature)")
-    e.add_argument("--weights", default="fetalflex/weights/denoiser")
+    e.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     e.add_argument("--out", default="model_repository")
     e.add_argument("--with-onnx", action="store_true",
                    help="also export the ONNX file into the onnx and cpu models")
@@ -426,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_export_repository)
     e = esub.add_parser("tensorrt", help="ONNX -> TensorRT plan (on the target GPU)")
     e.add_argument("--onnx", default="build/onnx/denoiser-fp32.onnx")
-    e.add_argument("--weights", default="fetalflex/weights/denoiser")
+    e.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     e.add_argument("--out", default="model_repository/fetalflex_denoiser_trt/1/model.plan")
     e.add_argument("--buckets", type=int, nargs="+", default=[1, 8, 16, 32])
     e.add_argument("--fp32", action="store_true", help="no fp16 kernels")

@@ -178,10 +178,10 @@ def load(target: str, concurrency: int, requests: int, steps: int = 10,
     wall = time.perf_counter() - t0
     lat.sort()
 
-    def q(f: float) -> float:
-        return lat[min(len(lat) - 1, int(f * len(lat)))] if lat else float("nan")
+    def q(f: float) -> float | None:  # None (JSON null), never NaN, when nothing succeeded
+        return round(lat[min(len(lat) - 1, int(f * len(lat)))], 3) if lat else None
 
     return {"concurrency": concurrency, "requests": requests, "steps": steps, "codes": codes,
-            "p50_s": round(q(0.5), 3), "p95_s": round(q(0.95), 3),
+            "p50_s": q(0.5), "p95_s": q(0.95),
             "mean_s": round(statistics.mean(lat), 3) if lat else None,
             "images_per_s": round(codes.get("OK", 0) / wall, 3), "wall_s": round(wall, 2)}

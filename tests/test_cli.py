@@ -48,3 +48,29 @@ def test_phantom_and_contact_sheet(tmp_path: Path) -> None:
     img = read_gray(sheet)
     assert img.shape == (7 * 64 * 2, 5 * 64 * 2)
     assert np.std(img) > 20
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from fetalflex.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(["generate", "--help"])
+    assert ei.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--steps STEPS (default: 10)" in out and "--n N (default: 1)" in out
+    assert "(default: 100.0)" in out  # options with a help text keep it, default appended
+
+
+def test_load_exits_nonzero_when_requests_fail(capsys: pytest.CaptureFixture[str]) -> None:
+    """No server on the port: every request fails -> exit 1, JSON without NaN."""
+    import json
+
+    from export.triton_server import free_port
+    from fetalflex.cli import main
+
+    code = main(["load", "--target", f"127.0.0.1:{free_port()}", "--concurrency", "1",
+                 "--requests", "2", "--steps", "1"])
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert code == 1 and res["codes"].get("OK", 0) == 0 and res["p50_s"] is None
+    assert "2 of 2 requests failed" in captured.err

@@ -23,9 +23,9 @@ from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.signature import INPUT_NAMES, INPUTS
 from fetalflex.sampling.denoisers import ModelCall, torch_model_call
+from fetalflex.weights import DEFAULT_WEIGHTS
 
 BackendName = Literal["embedded", "torch", "triton"]
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "denoiser"
 
 
 @dataclass

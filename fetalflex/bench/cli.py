@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fetalflex.weights import DEFAULT_SEGMENTER
+
 OUT = "out/bench"
 
 
@@ -112,7 +114,7 @@ def add_bench_commands(sub: Any) -> None:
 
     p = common("sampler", "calls, seconds and adherence per sampler, repaint setting and the "
                           "diffusers RePaint baseline")
-    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    p.add_argument("--segmenter", default=str(DEFAULT_SEGMENTER))
     p.add_argument("--data", required=True, help="evaluation manifest.jsonl")
     p.add_argument("--per-plane", type=int, default=2)
     p.add_argument("--baseline-n", type=int, default=2,
@@ -171,7 +173,7 @@ def add_bench_commands(sub: Any) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--eval-data", required=True)
-    p.add_argument("--segmenter", default="fetalflex/weights/segmenter")
+    p.add_argument("--segmenter", default=str(DEFAULT_SEGMENTER))
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--n-per-plane", type=int, default=2)

@@ -4,11 +4,8 @@ and ``--help`` defaults from here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from fetalflex.anatomy.planes import PLANE_CODES
-
-DEFAULT_SEGMENTER = Path(__file__).resolve().parent.parent / "weights" / "segmenter"
 
 
 @dataclass(frozen=True)
