@@ -33,10 +33,21 @@ class _Job:
 
 @dataclass
 class BatchStats:
+    """Counters of a micro-batcher over the life of a server: bounded (a histogram of batch
+    sizes by row count, at most ``max_batch`` keys), never one entry per call."""
+
     calls: int = 0
     rows: int = 0
     jobs: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    max_rows: int = 0
+    rows_histogram: dict[int, int] = field(default_factory=dict)
+
+    def record(self, rows: int, jobs: int) -> None:
+        self.calls += 1
+        self.rows += rows
+        self.jobs += jobs
+        self.max_rows = max(self.max_rows, rows)
+        self.rows_histogram[rows] = self.rows_histogram.get(rows, 0) + 1
 
     @property
     def mean_batch_rows(self) -> float:
@@ -106,11 +117,8 @@ class MicroBatcher:
                 for j in jobs:
                     j.future.set_exception(exc)
                 continue
-            self.stats.calls += 1
-            self.stats.jobs += len(jobs)
             rows = sum(j.rows for j in jobs)
-            self.stats.rows += rows
-            self.stats.batch_sizes.append(rows)
+            self.stats.record(rows, len(jobs))
             start = 0
             for j in jobs:
                 j.future.set_result(out[start:start + j.rows])

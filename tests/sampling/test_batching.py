@@ -37,7 +37,10 @@ def test_concurrent_callers_share_calls_and_get_their_rows() -> None:
         assert torch.equal(results[k], _call(*_inputs(k)))
     assert mb.stats.jobs == 8 and mb.stats.rows == 16
     assert mb.stats.calls < 8  # merged
-    assert max(mb.stats.batch_sizes) <= 16
+    assert mb.stats.max_rows <= 16
+    # Bounded: one histogram entry per distinct batch size, counts summing to the calls.
+    assert sum(mb.stats.rows_histogram.values()) == mb.stats.calls
+    assert sum(k * v for k, v in mb.stats.rows_histogram.items()) == mb.stats.rows
 
 
 def test_errors_reach_every_waiter() -> None:
