@@ -530,8 +530,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, InterruptedError, RuntimeError) as exc:
-        print(f"fetalflex {args.command}: error: {exc}", file=sys.stderr)
+        for line in _error_lines(exc):
+            print(f"fetalflex {args.command}: error: {line}", file=sys.stderr)
         return 2
+
+
+def _error_lines(exc: BaseException) -> list[str]:
+    """``field: reason`` lines for a validation error (no pydantic dump, no URL)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return [f"{'.'.join(str(x) for x in e['loc']) or 'request'}: "
+                f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+    return [str(exc)]
 
 
 if __name__ == "__main__":

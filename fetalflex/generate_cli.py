@@ -125,14 +125,15 @@ def backend_from_args(args: Any) -> Backend:
 
 
 def run_generate(args: Any) -> int:
-    backend = backend_from_args(args)
-    engine = Engine(backend)
-    size = backend.config.image_size
+    # The request is validated before the model loads: a bad flag fails in milliseconds.
     req = GenerationRequest(
         plane=args.plane, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
         control_scale=args.control_scale, sampler=args.sampler, ga_weeks=args.ga,
         preset=args.preset, edits=tuple(_edits_arg(args.edit)), pair=args.pair,
     )
+    backend = backend_from_args(args)
+    engine = Engine(backend)
+    size = backend.config.image_size
     layout = (read_layout(Path(args.layout), args.plane, size, args.field_mm, args.ga)
               if args.layout else None)
     reference = ref_layout = None

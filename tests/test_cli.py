@@ -74,3 +74,21 @@ def test_load_exits_nonzero_when_requests_fail(capsys: pytest.CaptureFixture[str
     res = json.loads(captured.out)
     assert code == 1 and res["codes"].get("OK", 0) == 0 and res["p50_s"] is None
     assert "2 of 2 requests failed" in captured.err
+
+
+def test_bad_flags_fail_fast_with_field_reason_lines(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validated before the model loads (no backend is built), one line per field."""
+    import fetalflex.generate_cli as gen
+
+    def no_backend(args: object) -> None:
+        raise AssertionError("the model was loaded before the request was validated")
+
+    monkeypatch.setattr(gen, "backend_from_args", no_backend)
+    code = main(["generate", "--plane", "tv", "--steps", "0", "--guidance", "50",
+                 "--out", "unused"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "fetalflex generate: error: steps: Input should be greater than or equal to 1" in err
+    assert "guidance: Input should be less than or equal to 20" in err
+    assert "pydantic.dev" not in err and "validation error" not in err
