@@ -121,14 +121,19 @@ def _to_t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.float32) / 127.5 - 1)[:, None]
 
 
-def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], steps: int,
+def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], generated: np.ndarray,
            guidance: float, k: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Per preset: grey-level change of the edited pixels, simulator vs generator."""
+    """Per preset: grey-level change of the edited pixels, simulator vs generator.
+
+    ``generated`` are the images already made from ``layouts`` with ``seeds`` (generation is
+    per-seed, so the first ``k`` are what generating those ``k`` alone would give); each
+    normal phantom is rendered once and serves every preset of the plane."""
     out: dict[str, Any] = {}
     examples: list[dict[str, Any]] = []
     base = layouts[:k]
     sd = seeds[:k]
-    gen_normal, _ = engine.sample_layouts(base, sd, steps=steps, guidance=guidance)
+    gen_normal = generated[:k]
+    phantom_normal: dict[int, np.ndarray] = {}
     settings = RepaintSettings()
     for pr in presets_for(base[0].plane):
         edited = [apply_preset(x, pr.name) for x in base]
@@ -144,7 +149,9 @@ def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], steps: int,
         d_sim, d_gen = [], []
         for j, i in enumerate(keep):
             m = changed[i]
-            p0 = simulate_bmode(base[i].label_map, sd[i]).astype(np.float64)
+            if i not in phantom_normal:
+                phantom_normal[i] = simulate_bmode(base[i].label_map, sd[i]).astype(np.float64)
+            p0 = phantom_normal[i]
             p1 = simulate_bmode(edited[i].label_map, sd[i]).astype(np.float64)
             d_sim.append(float(p1[m].mean() - p0[m].mean()))
             d_gen.append(float(twins[j].astype(np.float64)[m].mean()
@@ -211,12 +218,14 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
             "texture_phantom": {k: v for k, v in tex_r.items() if not k.startswith("_")},
             "by_steps": [],
         }
+        generated: np.ndarray | None = None  # the images at default_steps (always run)
         for steps in opts.steps:
             q, gen, read = _quality(engine, seg, layouts, phantoms, seeds, steps, guidance)
             q["adherence_over_ceiling"] = q["adherence_dice"] / ceiling if ceiling else None
             row["by_steps"].append(q)
             total_calls += q["denoiser_calls"]
             if steps == opts.default_steps:
+                generated = gen
                 grid_rows.append({"plane": plane, "layout": maps[0], "generated": gen[0],
                                   "phantom": phantoms[0], "read": read[0]})
         if abnormal:
@@ -226,8 +235,8 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
             q["presets"] = sorted({r.preset for r in abnormal if r.preset})
             row["abnormal_layouts"] = q
             total_calls += q["denoiser_calls"]
-        if opts.twins_per_preset:
-            row["twins"], ex = _twins(engine, layouts, seeds, opts.default_steps, guidance,
+        if opts.twins_per_preset and generated is not None:
+            row["twins"], ex = _twins(engine, layouts, seeds, generated, guidance,
                                       opts.twins_per_preset)
             twin_examples += ex
         results["planes"][plane] = row
