@@ -55,8 +55,8 @@ def drop_condition(layout: Tensor, cond: Tensor, control_scale: Tensor, drop: Te
     One definition for both sides: training drops conditions to exactly this, and the
     guidance wrapper's unconditional row is exactly this. (The v1 weights were trained with
     layout and plane dropped independently and the control branch always on, but sampled
-    with this input: an unconditional row the network had never been trained on, which made
-    guided sampling drift as steps grew.)
+    with this input. That mismatch was found beside the v1 drift; the drift itself came
+    from the DDIM step, see ``sampling/ddim.py``.)
     """
     n = drop.shape[0]
     null = condition_vector(torch.full((n,), -1, dtype=torch.long, device=drop.device),

@@ -67,20 +67,20 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
     n = layout.shape[0]
     if not isinstance(guidance, Tensor) and float(guidance) == 1.0:
         return conditioned(call, layout, cond, control_scale)
-    num_planes = cond.shape[1] - CONDITION_EXTRA
-    null_layout, null_cond, _ = drop_condition(layout, cond, torch.zeros(n),
-                                               torch.ones(n, dtype=torch.bool), num_planes)
+    w = guidance if isinstance(guidance, Tensor) else torch.full((n,), float(guidance))
+    cs = (control_scale if isinstance(control_scale, Tensor)
+          else torch.full((n,), float(control_scale)))
+    null_layout, null_cond, null_cs = drop_condition(
+        layout, cond, cs, torch.ones(n, dtype=torch.bool), cond.shape[1] - CONDITION_EXTRA)
     layout2 = torch.cat([layout, null_layout])
     cond2 = torch.cat([cond, null_cond])
+    cs2 = torch.cat([cs, null_cs])
+    w4 = w.view(-1, 1, 1, 1)
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        w = guidance if isinstance(guidance, Tensor) else torch.full((n,), float(guidance))
-        cs = (control_scale if isinstance(control_scale, Tensor)
-              else torch.full((n,), float(control_scale)))
-        out = call(torch.cat([x_t, x_t]), torch.cat([t, t]), layout2, cond2,
-                   torch.cat([cs, torch.zeros_like(cs)]))
+        out = call(torch.cat([x_t, x_t]), torch.cat([t, t]), layout2, cond2, cs2)
         out_c, out_u = out[:n], out[n:]
-        return out_u + w.view(-1, 1, 1, 1) * (out_c - out_u)
+        return out_u + w4 * (out_c - out_u)
 
     return denoise
 
