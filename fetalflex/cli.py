@@ -34,13 +34,6 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         return text
 
 
-def _plane_code(value: str) -> str:
-    """Planes are case-insensitive on the command line ('tv' is TV)."""
-    from fetalflex.anatomy.planes import PLANE_CODES
-
-    return next((c for c in PLANE_CODES if c.lower() == value.strip().lower()), value)
-
-
 def _cmd_planes(args: argparse.Namespace) -> int:
     from fetalflex.anatomy.vocabulary import vocabulary
 
@@ -303,7 +296,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fetalflex.anatomy.planes import PLANE_CODES
+    from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
     from fetalflex.weights import DEFAULT_WEIGHTS
 
@@ -327,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_planes)
 
     p = sub.add_parser("layout", help="render a colour picture of a template layout")
-    p.add_argument("--plane", required=True, choices=PLANE_CODES, type=_plane_code)
+    p.add_argument("--plane", required=True, choices=PLANE_CODES, type=canonical_code)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ga", type=float, default=None, help="gestational age, weeks (18-32)")
@@ -341,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES,
-                   type=_plane_code)
+                   type=canonical_code)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--abnormal-fraction", type=float, default=0.0,
@@ -393,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twins-per-preset", type=int, default=EvalOptions.twins_per_preset)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES,
-                   type=_plane_code)
+                   type=canonical_code)
     p.set_defaults(func=_cmd_evaluate)
     p = sub.add_parser("evaluate-downstream",
                        help="anomaly classifiers trained on FetalFlex twins vs baselines (AUC)")
@@ -414,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_evaluate_downstream)
     p = sub.add_parser("generate", help="generate synthetic images (the main job)")
-    p.add_argument("--plane", required=True, choices=PLANE_CODES, type=_plane_code)
+    p.add_argument("--plane", required=True, choices=PLANE_CODES, type=canonical_code)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
     p.add_argument("--edit", action="append",
                    help="edit JSON object or list (or @file.json); repeatable")
@@ -475,13 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("client", help="talk to a running service")
     p.add_argument("action", choices=["generate", "stream", "planes"])
-    p.add_argument("--target", default="127.0.0.1:50051")
-    p.add_argument("--ca", help="CA certificate (PEM) that signed the server's; turns TLS on")
-    p.add_argument("--cert", help="client certificate (PEM) for servers that require mTLS")
-    p.add_argument("--key", help="the client certificate's private key (PEM)")
-    p.add_argument("--tls", action="store_true",
-                   help="TLS with the system's root certificates (implied by --ca/--cert)")
-    p.add_argument("--token-file", help="file holding the bearer token")
+    _connection_args(p, token=True)
     p.add_argument("--plane", default="TV", choices=PLANE_CODES)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES))
     p.add_argument("--edit", action="append", help="edit JSON (repeatable)")
@@ -497,32 +484,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_client)
 
     p = sub.add_parser("load", help="bounded load against a running service (p50/p95)")
-    p.add_argument("--target", default="127.0.0.1:50051")
+    _connection_args(p, token=True)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--token-file", help="file holding the bearer token")
-    p.add_argument("--ca", help="CA certificate (PEM) that signed the server's; turns TLS on")
-    p.add_argument("--cert", help="client certificate (PEM) for servers that require mTLS")
-    p.add_argument("--key", help="the client certificate's private key (PEM)")
-    p.add_argument("--tls", action="store_true",
-                   help="TLS with the system's root certificates (implied by --ca/--cert)")
     p.set_defaults(func=_cmd_load)
     from fetalflex.bench.cli import add_bench_commands
 
     add_bench_commands(sub)
     p = sub.add_parser("health", help="gRPC health check (exit 0 when SERVING); the API port "
                                       "with its TLS options, or the plaintext health port")
-    p.add_argument("--target", default="127.0.0.1:50051")
+    _connection_args(p, token=False)
     p.add_argument("--service", default="")
     p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=_cmd_health)
+    return ap
+
+
+def _connection_args(p: argparse.ArgumentParser, token: bool) -> None:
+    """How ``client``, ``load`` and ``health`` reach a service (service.client reads them)."""
+    p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--ca", help="CA certificate (PEM) that signed the server's; turns TLS on")
     p.add_argument("--cert", help="client certificate (PEM) for servers that require mTLS")
     p.add_argument("--key", help="the client certificate's private key (PEM)")
     p.add_argument("--tls", action="store_true",
                    help="TLS with the system's root certificates (implied by --ca/--cert)")
-    p.set_defaults(func=_cmd_health)
-    return ap
+    if token:
+        p.add_argument("--token-file", help="file holding the bearer token")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

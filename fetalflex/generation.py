@@ -26,7 +26,7 @@ from torch import Tensor
 
 from fetalflex.anatomy.edits import Edit, apply_edits
 from fetalflex.anatomy.layout import Layout, one_hot, rasterize
-from fetalflex.anatomy.planes import PLANE_CODES, plane_index
+from fetalflex.anatomy.planes import canonical_code, plane_index
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.templates import sample_template
@@ -90,9 +90,7 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _plane_code(cls, v: object) -> object:
         """Planes are case-insensitive ('tv' is TV); the canonical code is stored."""
-        if isinstance(v, str):
-            return next((c for c in PLANE_CODES if c.lower() == v.strip().lower()), v)
-        return v
+        return canonical_code(v) if isinstance(v, str) else v
 
     @field_validator("preset", mode="before")
     @classmethod

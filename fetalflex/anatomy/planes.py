@@ -95,6 +95,12 @@ class UnknownPlaneError(ValueError):
     pass
 
 
+def canonical_code(value: str) -> str:
+    """Planes are case-insensitive ('tv' is TV): the canonical code of ``value``, or
+    ``value`` unchanged when it names no plane (the caller's check then reports it)."""
+    return next((c for c in PLANE_CODES if c.lower() == value.strip().lower()), value)
+
+
 def plane(code: str) -> Plane:
     try:
         return BY_CODE[code]

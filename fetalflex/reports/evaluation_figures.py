@@ -8,17 +8,7 @@ from typing import Any
 import numpy as np
 
 from fetalflex.anatomy.render import colourize
-from fetalflex.reports.figures import plt, save_figure
-
-SYNTHETIC = "SYNTHETIC (FetalFlex, phantom-trained; not for clinical use)"
-
-
-def _show(ax: Any, img: np.ndarray, title: str) -> None:
-    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255,
-              interpolation="nearest")
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+from fetalflex.reports.figures import SYNTHETIC, image_panel, plt, save_figure
 
 
 def sample_grid(rows: list[dict[str, Any]], path: Path, res: dict[str, Any]) -> Path:
@@ -32,7 +22,7 @@ def sample_grid(rows: list[dict[str, Any]], path: Path, res: dict[str, Any]) -> 
         panels = (colourize(row["layout"]), row["generated"], row["phantom"],
                   colourize(row["read"]))
         for c, img in enumerate(panels):
-            _show(axes[r][c], img, cols[c] if r == 0 else "")
+            image_panel(axes[r][c], img, cols[c] if r == 0 else "")
         axes[r][0].set_ylabel(row["plane"], fontsize=11)
     fig.suptitle(f"{SYNTHETIC}\nDDIM-{res['default_steps']}, guidance {res['guidance']}, "
                  f"{res['image_size']}x{res['image_size']}", fontsize=9)
@@ -82,7 +72,7 @@ def twins_figure(examples: list[dict[str, Any]], path: Path) -> Path:
                              squeeze=False, layout="constrained")
     for r, ex in enumerate(examples):
         for c, key in enumerate(("normal", "twin", "phantom_normal", "phantom_abnormal")):
-            _show(axes[r][c], ex[key], cols[c] if r == 0 else "")
+            image_panel(axes[r][c], ex[key], cols[c] if r == 0 else "")
             axes[r][c].contour(ex["changed"], levels=[0.5], colors="yellow", linewidths=0.6)
         axes[r][0].set_ylabel(ex["preset"].replace("_", " ").replace(" ", "\n", 1),
                               fontsize=8)

@@ -14,6 +14,18 @@ import matplotlib.pyplot as plt
 
 from fetalflex import __version__
 
+SYNTHETIC = "SYNTHETIC (FetalFlex, phantom-trained; not for clinical use)"
+
+
+def image_panel(ax: Any, img: Any, title: str) -> None:
+    """One image in a figure: grey for a uint8 image, as is for an RGB picture (layouts),
+    0-255 without interpolation, titled, no ticks."""
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
 
 def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Any, Any]:
     return plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
