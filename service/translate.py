@@ -37,6 +37,7 @@ from service.errors import InvalidRequestError
 from service.outputs import SyntheticStudy, dicom_pair, label_png_bytes, png_bytes, raw_float32
 
 TRAIN_TIMESTEPS: int = DenoiserConfig.model_fields["num_train_timesteps"].default
+SCHEMA = GenerationRequest.model_fields  # the defaults of unset fields
 
 SAMPLERS = {pb.SAMPLER_UNSPECIFIED: "ddim", pb.SAMPLER_DDIM: "ddim",
             pb.SAMPLER_DPM_SOLVER_PP: "dpmsolver++", pb.SAMPLER_TWO_STAGE: "two-stage"}
@@ -284,14 +285,16 @@ def edits_from(field: str, edits: Any) -> list[Any]:
 
 def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, Any]:
     """The cheap checks, first: counts, seeds, numbers, enum values, names."""
-    # Unset optional fields stay unset: the request schema (GenerationRequest) fills them.
-    count = req.count if req.HasField("count") else 1
+    # Unset optional fields stay unset: the request schema (GenerationRequest) fills them;
+    # the service's own limits apply to the value that will run, given or default.
+    count = req.count if req.HasField("count") else SCHEMA["n"].default
     if not 1 <= count <= settings.max_count:
         raise InvalidRequestError("count", f"must be within 1..{settings.max_count}, "
                                            f"got {count}")
-    if req.HasField("steps") and not 1 <= req.steps <= settings.max_steps:
+    steps = req.steps if req.HasField("steps") else SCHEMA["steps"].default
+    if not 1 <= steps <= settings.max_steps:
         raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
-                                           f"got {req.steps}")
+                                           f"got {steps}")
     if req.sampler not in SAMPLERS:
         raise InvalidRequestError("sampler", f"unknown value {req.sampler}")
     if req.output_format not in FORMATS:
@@ -330,9 +333,6 @@ def _domain(req: pb.GenerateRequest, settings: ServiceSettings) -> GenerationReq
                                    repaint=_repaint(req.repaint))
     except ValidationError as exc:
         raise _domain_error(exc) from None
-    if domain.steps > settings.max_steps:
-        raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
-                                           f"got {domain.steps}")
     if domain.pair or req.reference_png:
         rp = domain.repaint
         calls = count_calls(repaint_transitions(
