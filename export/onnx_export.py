@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import torch
 
-from fetalflex.backends.onnx_export import export_onnx, weights_hash
+from fetalflex.backends.onnx_model import export_onnx, weights_hash
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
 from fetalflex.model.signature import INPUT_NAMES, INPUTS, OUTPUT_NAMES
 

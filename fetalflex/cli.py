@@ -217,7 +217,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def _cmd_export_repository(args: argparse.Namespace) -> int:
     from export.triton_repository import write_repository
-    from fetalflex.backends.onnx_export import export_onnx
+    from fetalflex.backends.onnx_model import export_onnx
     from fetalflex.model.config import DenoiserConfig
     from fetalflex.model.denoiser import FetalFlexDenoiser
 

@@ -70,7 +70,7 @@ def bench_end_to_end(weights: Path | None, out: Path,
     from export.triton_repository import BatchingPolicy, write_repository
     from export.triton_server import DEFAULT_ENV, LocalTriton
     from fetalflex.backends.backends import DEFAULT_WEIGHTS
-    from fetalflex.backends.onnx_export import onnx_for
+    from fetalflex.backends.onnx_model import onnx_for
     from fetalflex.model.config import DenoiserConfig
 
     w = weights or DEFAULT_WEIGHTS

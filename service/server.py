@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.backends.batching import MicroBatcher
-from fetalflex.backends.onnx_export import example_inputs
+from fetalflex.backends.onnx_model import example_inputs
 from fetalflex.generation import Engine
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.config import ServiceSettings

@@ -27,7 +27,7 @@ import grpc
 from export.triton_repository import write_repository
 from export.triton_server import DEFAULT_ENV, LocalTriton, free_port
 from fetalflex.backends.backends import DEFAULT_WEIGHTS
-from fetalflex.backends.onnx_export import export_onnx
+from fetalflex.backends.onnx_model import export_onnx
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fetalflex.backends.onnx_export import onnx_for, weights_hash
+from fetalflex.backends.onnx_model import onnx_for, weights_hash
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.signature import INPUT_NAMES, INPUTS

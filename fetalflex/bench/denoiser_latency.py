@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fetalflex.backends.backends import DEFAULT_WEIGHTS, OnnxModelCall
-from fetalflex.backends.onnx_export import example_inputs, onnx_for
+from fetalflex.backends.onnx_model import example_inputs, onnx_for
 from fetalflex.bench.results import interleaved, print_table, write_results
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure

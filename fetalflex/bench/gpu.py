@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fetalflex.backends.backends import DEFAULT_WEIGHTS
-from fetalflex.backends.onnx_export import example_inputs, onnx_for
+from fetalflex.backends.onnx_model import example_inputs, onnx_for
 from fetalflex.bench.denoiser_latency import flops_per_row
 from fetalflex.bench.results import print_table, write_results
 from fetalflex.model.denoiser import FetalFlexDenoiser

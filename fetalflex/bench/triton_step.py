@@ -25,7 +25,7 @@ import torch
 from export.triton_repository import write_repository
 from export.triton_server import DEFAULT_ENV, LocalTriton, metric_sum
 from fetalflex.backends.backends import DEFAULT_WEIGHTS, load_backend
-from fetalflex.backends.onnx_export import example_inputs, export_onnx
+from fetalflex.backends.onnx_model import example_inputs, export_onnx
 from fetalflex.bench.results import write_results
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.model.config import DenoiserConfig

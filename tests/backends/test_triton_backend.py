@@ -12,7 +12,7 @@ import pytest
 from export.triton_repository import write_repository
 from export.triton_server import LocalTriton, metric_sum
 from fetalflex.backends.backends import load_backend
-from fetalflex.backends.onnx_export import export_onnx
+from fetalflex.backends.onnx_model import export_onnx
 from fetalflex.backends.triton import TritonUnavailableError, request_deadline
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.model.config import DenoiserConfig

@@ -40,7 +40,7 @@ def test_denoiser_latency(tiny_weights: Path, tmp_path: Path) -> None:
 def test_flop_count_scales_with_batch(tiny_weights: Path) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fetalflex.backends.onnx_export import example_inputs
+    from fetalflex.backends.onnx_model import example_inputs
     from fetalflex.bench.denoiser_latency import flops_per_row
     from fetalflex.model.denoiser import FetalFlexDenoiser
 

@@ -1,7 +1,8 @@
-"""Minimal ONNX export of the fused denoiser (one graph, dynamic batch, fp32).
+"""The embedded backend's ONNX model: the fused denoiser as one fp32 graph (dynamic
+batch), exported on first use and cached by the weights' content hash.
 
-The export issue owns the full exporter (fp16, TensorRT, parity reports); this is what
-the embedded backend needs to build its model on first use.
+The release exporter (fp16, parity reports) is ``export/onnx_export.py``; it builds on
+``export_onnx`` here.
 """
 
 from __future__ import annotations
