@@ -35,15 +35,15 @@ RUN pip install . \
 FROM ${PYTHON_IMAGE} AS orchestrator
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
     PATH=/opt/venv/bin:$PATH FETALFLEX_HOST=0.0.0.0 FETALFLEX_PORT=50051 \
-    FETALFLEX_METRICS_PORT=9090 FETALFLEX_HEALTH_PORT=50052 FETALFLEX_CACHE=/var/cache/fetalflex
+    FETALFLEX_METRICS_PORT=9464 FETALFLEX_HEALTH_PORT=50052 FETALFLEX_CACHE=/var/cache/fetalflex
 RUN groupadd --gid 10001 fetalflex \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin fetalflex \
  && mkdir -p /var/cache/fetalflex && chown 10001:10001 /var/cache/fetalflex
 COPY --from=builder /opt/venv /opt/venv
 USER 10001:10001
-# 50051 API (TLS/mTLS when configured), 9090 metrics, 50052 plaintext health-only gRPC: the
+# 50051 API (TLS/mTLS when configured), 9464 metrics, 50052 plaintext health-only gRPC: the
 # HEALTHCHECK (like kubelet's grpc probes) asks there, so it works whatever the API's TLS.
-EXPOSE 50051 9090 50052
+EXPOSE 50051 9464 50052
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["fetalflex", "health", "--target", "127.0.0.1:50052"]
 ENTRYPOINT ["fetalflex"]

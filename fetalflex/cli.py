@@ -246,12 +246,10 @@ def _cmd_export_tensorrt(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from service.config import ServiceSettings
+    from service.serve_cli import settings_from_args
     from service.server import serve
 
-    settings = (ServiceSettings.from_file(Path(args.config)) if args.config
-                else ServiceSettings())
-    serve(settings)
+    serve(settings_from_args(args))
     return 0
 
 
@@ -462,9 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fp32", action="store_true", help="no fp16 kernels")
     e.add_argument("--workspace-gib", type=float, default=4.0)
     e.set_defaults(func=_cmd_export_tensorrt)
-    p = sub.add_parser("serve", help="run the gRPC service (settings: FETALFLEX_* env vars "
-                                     "or --config JSON)")
-    p.add_argument("--config", help="settings JSON file (keys as in service/config.py)")
+    from service.serve_cli import add_serve_arguments
+
+    p = sub.add_parser("serve", help="run the gRPC service (settings: flags > --config JSON > "
+                                     "FETALFLEX_* env vars > defaults)")
+    add_serve_arguments(p)
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("client", help="talk to a running service")
     p.add_argument("action", choices=["generate", "stream", "planes"])

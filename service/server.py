@@ -11,9 +11,11 @@ tokens are logged with the peer address, rate-limited per peer.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import logging
 import signal
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -173,9 +175,55 @@ def _credentials(s: ServiceSettings) -> grpc.ServerCredentials | None:
                                        root_certificates=ca, require_client_auth=ca is not None)
 
 
+PORT_SETTINGS = ("port", "health_port", "metrics_port")
+# grpc binds with SO_REUSEPORT by default, so a second server on a taken port would share it
+# silently (and get half the connections); with it off, the bind fails like any other.
+_NO_PORT_SHARING = ("grpc.so_reuseport", 0)
+
+
+class PortUnavailableError(RuntimeError):
+    """A port setting that cannot be bound; the message names the setting."""
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (None if it can), probed with a plain socket."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"host {host!r} does not resolve ({exc.strerror})"
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} is in use"
+            if exc.errno == errno.EACCES:
+                return f"port {port} needs privileges this process does not have"
+            return f"cannot listen on {host}:{port} ({exc.strerror})"
+    return None
+
+
+def port_error(settings: ServiceSettings, key: str) -> PortUnavailableError:
+    port = int(getattr(settings, key))
+    why = _bind_problem(settings.host, port) or f"cannot listen on {settings.host}:{port}"
+    return PortUnavailableError(f"{key}: {why}")
+
+
+def check_ports(settings: ServiceSettings) -> None:
+    """Every configured port can be bound, checked before the model loads (seconds)."""
+    for key in PORT_SETTINGS:
+        port = int(getattr(settings, key))
+        if port and _bind_problem(settings.host, port):
+            raise port_error(settings, key)
+
+
 class Server:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
+        check_ports(settings)  # a taken port fails here, not after the warm-up
         self.engine, self.model, self.backend = build_engine(settings)
         interceptors: list[grpc.aio.ServerInterceptor] = []
         self.auth: TokenAuth | None = None
@@ -186,7 +234,8 @@ class Server:
             self.auth = TokenAuth(token)
             interceptors.append(self.auth)
         opts = [("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes)]
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                _NO_PORT_SHARING]
         self.server = grpc.aio.server(interceptors=interceptors, options=opts)
         self.servicer = FetalFlexServicer(self.engine, settings, self.model)
         add_to_server(self.servicer, self.server)  # undecodable: INVALID_ARGUMENT
@@ -197,8 +246,11 @@ class Server:
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         addr = f"{settings.host}:{settings.port}"
         creds = _credentials(settings)
-        self.port = (self.server.add_secure_port(addr, creds) if creds
-                     else self.server.add_insecure_port(addr))
+        try:
+            self.port = (self.server.add_secure_port(addr, creds) if creds
+                         else self.server.add_insecure_port(addr))
+        except RuntimeError:  # taken since check_ports (grpc's message names no setting)
+            raise port_error(settings, "port") from None
         self.metrics_port: int | None = None
         # The plaintext health-only port: the same HealthServicer (so the same statuses),
         # nothing else registered on it, so the API stays behind TLS/mTLS and the token.
@@ -208,17 +260,23 @@ class Server:
             self.health_server = grpc.aio.server(options=[
                 ("grpc.max_receive_message_length", 4096),
                 ("grpc.max_send_message_length", 4096),
-                ("grpc.max_concurrent_streams", 16)])
+                ("grpc.max_concurrent_streams", 16), _NO_PORT_SHARING])
             add_health_to_server(self.health, self.health_server)
-            self.health_port = self.health_server.add_insecure_port(
-                f"{settings.host}:{settings.health_port}")
+            try:
+                self.health_port = self.health_server.add_insecure_port(
+                    f"{settings.host}:{settings.health_port}")
+            except RuntimeError:
+                raise port_error(settings, "health_port") from None
 
     async def start(self) -> None:
         if self.settings.metrics_port:
             from prometheus_client import start_http_server
 
-            srv, _ = start_http_server(self.settings.metrics_port, addr=self.settings.host,
-                                       registry=REGISTRY)
+            try:
+                srv, _ = start_http_server(self.settings.metrics_port,
+                                           addr=self.settings.host, registry=REGISTRY)
+            except OSError:
+                raise port_error(self.settings, "metrics_port") from None
             self.metrics_port = int(srv.server_port)
         await self.server.start()
         if self.health_server is not None:
