@@ -34,7 +34,7 @@ def test_layout_preset_on_wrong_plane_exits_2(capsys: pytest.CaptureFixture[str]
     assert main(["layout", "--plane", "FL", "--preset", "cleft_lip",
                  "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "preset 'cleft_lip' applies to plane(s) LIP, not to plane FL" in err
+    assert "preset: 'cleft_lip' applies to plane(s) LIP, not to plane FL" in err
     assert not (tmp_path / "x.png").exists()
 
 

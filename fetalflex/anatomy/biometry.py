@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fetalflex.errors import InvalidRequestError
+
 GA_MIN, GA_MAX = 18.0, 32.0
 
 _GA = np.array([18, 20, 22, 24, 26, 28, 30, 32], dtype=np.float64)
@@ -51,6 +53,7 @@ class Biometry:
 
 def biometry(ga_weeks: float) -> Biometry:
     if not GA_MIN <= ga_weeks <= GA_MAX:
-        raise ValueError(f"ga_weeks: must be between {GA_MIN} and {GA_MAX}, got {ga_weeks}")
+        raise InvalidRequestError("ga_weeks",
+                                  f"must be between {GA_MIN} and {GA_MAX}, got {ga_weeks}")
     vals = {k: float(np.interp(ga_weeks, _GA, v)) for k, v in _TABLE_MM.items()}
     return Biometry(ga_weeks=ga_weeks, **vals)

@@ -18,6 +18,8 @@ Rules shared by every edit:
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
 from typing import Annotated, Literal
 
 import numpy as np
@@ -30,32 +32,43 @@ from fetalflex.anatomy.planes import Plane
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.sector import sector_mask
 from fetalflex.anatomy.structures import BACKGROUND, label_id
+from fetalflex.errors import EditError
 
+Vec = NDArray[np.float64]
+Mat = NDArray[np.float64]
+MatrixFor = Callable[[Vec, Mat, Vec], tuple[Mat, Vec]]
+"""(centroid, eigenvectors, eigenvalues) of a unit -> (A, t) of ``p' = c + A (p - c) + t``."""
 
-class EditError(ValueError):
-    """An edit that cannot apply to this layout (names the edit field and the reason)."""
+# The fields in which an edit names structures.
+_NAMING_FIELDS = ("structure", "structures", "within", "fill", "anchor", "toward")
 
 
 class _Edit(BaseModel):
+    """An edit: its fields say what to change; :meth:`apply` changes a layout."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def structures_named(self) -> set[str]:
-        out: set[str] = set()
-        for key in ("structure", "structures", "within", "fill", "anchor", "toward"):
+    def named(self) -> Iterator[tuple[str, str]]:
+        """(field, structure name) for every structure the edit names."""
+        for key in _NAMING_FIELDS:
             v = getattr(self, key, None)
             if isinstance(v, str):
-                out.add(v)
+                yield key, v
             elif isinstance(v, (list, tuple)):
-                out.update(v)
-        return out
+                yield from ((key, name) for name in v)
 
     def check_plane(self, p: Plane) -> None:
-        for name in sorted(self.structures_named()):
+        """Every structure the edit names is part of plane ``p`` (else an EditError naming
+        the field)."""
+        for key, name in self.named():
             if name not in p.structures:
-                raise EditError(
-                    f"{self.op}: structure {name!r} is not part of plane {p.code} "  # type: ignore[attr-defined]
-                    f"(its structures: {', '.join(p.structures)})"
-                )
+                raise EditError(key, f"{name!r} is not part of plane {p.code} "
+                                     f"(its structures: {', '.join(p.structures)})")
+
+    @abstractmethod
+    def apply(self, layout: Layout) -> Layout:
+        """This edit applied to ``layout``, whose plane holds every structure it names
+        (:func:`apply_edit` checks that first)."""
 
 
 class Remove(_Edit):
@@ -64,6 +77,14 @@ class Remove(_Edit):
     op: Literal["remove"] = "remove"
     structure: str
     fill: str | None = None
+
+    def apply(self, layout: Layout) -> Layout:
+        lm = layout.label_map
+        _require_present(lm, "structure", (self.structure,))
+        holes = lm == label_id(self.structure)
+        out = _fill(lm, holes, self.fill)
+        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        return layout.with_map(out)
 
 
 class Scale(_Edit):
@@ -82,6 +103,16 @@ class Scale(_Edit):
         if not all(math.isfinite(x) and 0.1 <= x <= 5.0 for x in f):
             raise ValueError("factor: each scale factor must be within [0.1, 5]")
         return self
+
+    def apply(self, layout: Layout) -> Layout:
+        _require_present(layout.label_map, "structures", self.structures)
+        fmaj, fmin = self.factor if isinstance(self.factor, tuple) else (self.factor,) * 2
+
+        def scale_m(c: Vec, evecs: Mat, evals: Vec) -> tuple[Mat, Vec]:
+            a = evecs @ np.diag([fmin, fmaj]) @ evecs.T
+            return a, np.zeros(2)
+
+        return _affine(layout, self.structures, self.about, self.within, self.fill, scale_m)
 
 
 class Translate(_Edit):
@@ -103,6 +134,25 @@ class Translate(_Edit):
                 raise ValueError(f"{k}: must be finite and at most 500 mm")
         return self
 
+    def apply(self, layout: Layout) -> Layout:
+        lm = layout.label_map
+        px_per_mm = _px_per_mm(layout)
+        _require_present(lm, "structures", self.structures)
+        shift = np.array([self.dx_mm, self.dy_mm]) * px_per_mm
+        if self.toward is not None:
+            _require_present(lm, "toward", (self.toward,))
+            grp = np.isin(lm, _ids(self.structures))
+            ys, xs = np.nonzero(grp)
+            d = _centroid(lm, self.toward) - np.array([xs.mean(), ys.mean()])
+            norm = float(np.hypot(*d))
+            if norm > 0:
+                shift = shift + d / norm * self.distance_mm * px_per_mm
+
+        def move_m(c: Vec, evecs: Mat, evals: Vec) -> tuple[Mat, Vec]:
+            return np.eye(2), shift
+
+        return _affine(layout, self.structures, "group", self.within, self.fill, move_m)
+
 
 class Rotate(_Edit):
     """Rotate structures about their centroid (degrees, clockwise on screen)."""
@@ -114,6 +164,16 @@ class Rotate(_Edit):
     within: tuple[str, ...] | None = None
     fill: str | None = None
 
+    def apply(self, layout: Layout) -> Layout:
+        _require_present(layout.label_map, "structures", self.structures)
+        th = math.radians(self.degrees)
+        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+
+        def rot_m(c: Vec, evecs: Mat, evals: Vec) -> tuple[Mat, Vec]:
+            return rot, np.zeros(2)
+
+        return _affine(layout, self.structures, self.about, self.within, self.fill, rot_m)
+
 
 class Dilate(_Edit):
     """Grow a structure outwards by ``mm`` (inside ``within``)."""
@@ -123,6 +183,16 @@ class Dilate(_Edit):
     mm: float = Field(gt=0, le=100)
     within: tuple[str, ...] | None = None
 
+    def apply(self, layout: Layout) -> Layout:
+        lm = layout.label_map
+        _require_present(lm, "structure", (self.structure,))
+        mask = lm == label_id(self.structure)
+        r = max(self.mm * _px_per_mm(layout), 0.5)
+        grown = ndimage.distance_transform_edt(~mask) <= r + 0.5  # pixel-centre distances
+        new_labels = np.full_like(lm, label_id(self.structure))
+        return layout.with_map(_paint(get_plane(layout.plane), lm, lm, grown, new_labels,
+                                      [self.structure], self.within))
+
 
 class Erode(_Edit):
     """Shrink a structure inwards by ``mm``; freed pixels are filled from the surroundings."""
@@ -131,6 +201,16 @@ class Erode(_Edit):
     structure: str
     mm: float = Field(gt=0, le=100)
     fill: str | None = None
+
+    def apply(self, layout: Layout) -> Layout:
+        lm = layout.label_map
+        _require_present(lm, "structure", (self.structure,))
+        mask = lm == label_id(self.structure)
+        r = max(self.mm * _px_per_mm(layout), 0.5)
+        kept = ndimage.distance_transform_edt(mask) > r + 0.5
+        out = _fill(lm, mask & ~kept, self.fill)
+        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        return layout.with_map(out)
 
 
 class Insert(_Edit):
@@ -165,6 +245,33 @@ class Insert(_Edit):
             raise ValueError("axes_mm: half-axes must be in (0, 500] mm")
         return self
 
+    def apply(self, layout: Layout) -> Layout:
+        lm = layout.label_map
+        size = lm.shape[0]
+        if self.anchor is not None:
+            _require_present(lm, "anchor", (self.anchor,))
+            c, _evecs, evals = _principal(lm == label_id(self.anchor))
+            if self.toward is not None:
+                _require_present(lm, "toward", (self.toward,))
+                c = c + self.fraction * (_centroid(lm, self.toward) - c)
+            centre = ((c[0] + 0.5) / size, (c[1] + 0.5) / size)
+        else:
+            assert self.center is not None  # the validator gives exactly one of the two
+            centre = self.center
+            evals = np.ones(2)
+        if self.size_rel is not None:
+            axes_px = 2.0 * np.sqrt(evals[::-1]) * self.size_rel  # (major, minor)
+        else:
+            assert self.axes_mm is not None
+            axes_px = np.array(self.axes_mm) * _px_per_mm(layout)
+        shape = Shape(structure=self.structure, kind=self.kind, center=centre,
+                      axes=(float(axes_px[0]) / size, float(axes_px[1]) / size),
+                      angle=self.angle)
+        mask = shape_mask(shape, size)
+        new_labels = np.full_like(lm, label_id(self.structure))
+        return layout.with_map(_paint(get_plane(layout.plane), lm, lm, mask, new_labels,
+                                      [self.structure], self.within))
+
 
 class Cut(_Edit):
     """Cut a gap across a structure, perpendicular to its major axis.
@@ -187,6 +294,27 @@ class Cut(_Edit):
             raise ValueError("cut: give exactly one of width_mm or width_frac")
         return self
 
+    def apply(self, layout: Layout) -> Layout:
+        lm = layout.label_map
+        _require_present(lm, "structure", (self.structure,))
+        mask = lm == label_id(self.structure)
+        c, evecs, evals = _principal(mask)
+        major = evecs[:, 1]
+        half_len = math.sqrt(3.0 * evals[1])
+        centre = c
+        if self.anchor is not None:
+            _require_present(lm, "anchor", (self.anchor,))
+            centre = c + major * float(np.dot(_centroid(lm, self.anchor) - c, major))
+        centre = centre + major * self.offset * half_len
+        width_px = (self.width_mm * _px_per_mm(layout) if self.width_mm is not None
+                    else (self.width_frac or 0.0) * 2 * half_len)
+        yy, xx = np.mgrid[0:lm.shape[0], 0:lm.shape[1]]
+        along = (xx - centre[0]) * major[0] + (yy - centre[1]) * major[1]
+        gap = mask & (np.abs(along) <= max(width_px / 2.0, 0.75))
+        out = _fill(lm, gap, self.fill)
+        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        return layout.with_map(out)
+
 
 Edit = Annotated[
     Remove | Scale | Translate | Rotate | Dilate | Erode | Insert | Cut,
@@ -206,14 +334,18 @@ def parse_edits(data: object) -> list[Edit]:
 # --------------------------------------------------------------------------- helpers
 
 
+def _px_per_mm(layout: Layout) -> float:
+    return 1.0 / layout.mm_per_px
+
+
 def _ids(names: tuple[str, ...] | list[str] | set[str]) -> NDArray[np.uint8]:
     return np.array(sorted(label_id(n) for n in names), dtype=np.uint8)
 
 
-def _require_present(lm: LabelMap, names: tuple[str, ...], op: str) -> None:
+def _require_present(lm: LabelMap, field: str, names: tuple[str, ...]) -> None:
     for n in names:
         if not (lm == label_id(n)).any():
-            raise EditError(f"{op}: structure {n!r} is absent from this layout")
+            raise EditError(field, f"{n!r} is absent from this layout")
 
 
 def _fill(lm: LabelMap, holes: NDArray[np.bool_], fill: str | None) -> LabelMap:
@@ -226,7 +358,7 @@ def _fill(lm: LabelMap, holes: NDArray[np.bool_], fill: str | None) -> LabelMap:
         return out
     sources = ~holes & (lm != BACKGROUND)
     if not sources.any():
-        raise EditError("fill: no surrounding anatomy to fill the freed pixels from")
+        raise EditError("fill", "no surrounding anatomy to fill the freed pixels from")
     _, (iy, ix) = ndimage.distance_transform_edt(~sources, return_indices=True)
     out[holes] = lm[iy[holes], ix[holes]]
     return out
@@ -266,7 +398,7 @@ def _paint(
 
 def _affine(
     layout: Layout, names: tuple[str, ...], about: str, within: tuple[str, ...] | None,
-    fill: str | None, matrix_for: object,
+    fill: str | None, matrix_for: MatrixFor,
 ) -> Layout:
     """Apply a per-unit affine map ``p' = c + A (p - c) + t`` to a group of structures."""
     p = get_plane(layout.plane)
@@ -290,7 +422,7 @@ def _affine(
     pts = np.stack([xx.ravel(), yy.ravel()]).astype(np.float64)
     for unit in units:
         c, evecs, evals = _principal(unit)
-        a_mat, t = matrix_for(c, evecs, evals)  # type: ignore[operator]
+        a_mat, t = matrix_for(c, evecs, evals)
         inv = np.linalg.inv(a_mat)
         src = c[:, None] + inv @ (pts - c[:, None] - t[:, None])
         # The unit's full extent includes what occludes it: holes and touching structures
@@ -323,128 +455,9 @@ def _centroid(lm: LabelMap, name: str) -> NDArray[np.float64]:
 
 
 def apply_edit(layout: Layout, edit: Edit) -> Layout:
-    p = get_plane(layout.plane)
-    edit.check_plane(p)
-    lm = layout.label_map
-    px_per_mm = 1.0 / layout.mm_per_px
-
-    if isinstance(edit, Remove):
-        _require_present(lm, (edit.structure,), edit.op)
-        holes = lm == label_id(edit.structure)
-        out = _fill(lm, holes, edit.fill)
-        out[~sector_mask(lm.shape[0])] = BACKGROUND
-        return layout.with_map(out)
-
-    if isinstance(edit, Scale):
-        _require_present(lm, edit.structures, edit.op)
-        fmaj, fmin = edit.factor if isinstance(edit.factor, tuple) else (edit.factor,) * 2
-
-        def scale_m(c: object, evecs: NDArray[np.float64], evals: object) -> tuple[
-            NDArray[np.float64], NDArray[np.float64]
-        ]:
-            a = evecs @ np.diag([fmin, fmaj]) @ evecs.T
-            return a, np.zeros(2)
-
-        return _affine(layout, edit.structures, edit.about, edit.within, edit.fill, scale_m)
-
-    if isinstance(edit, Translate):
-        _require_present(lm, edit.structures, edit.op)
-        shift = np.array([edit.dx_mm, edit.dy_mm]) * px_per_mm
-        if edit.toward is not None:
-            _require_present(lm, (edit.toward,), edit.op)
-            grp = np.isin(lm, _ids(edit.structures))
-            ys, xs = np.nonzero(grp)
-            d = _centroid(lm, edit.toward) - np.array([xs.mean(), ys.mean()])
-            norm = float(np.hypot(*d))
-            if norm > 0:
-                shift = shift + d / norm * edit.distance_mm * px_per_mm
-
-        def move_m(c: object, evecs: object, evals: object) -> tuple[
-            NDArray[np.float64], NDArray[np.float64]
-        ]:
-            return np.eye(2), shift
-
-        return _affine(layout, edit.structures, "group", edit.within, edit.fill, move_m)
-
-    if isinstance(edit, Rotate):
-        _require_present(lm, edit.structures, edit.op)
-        th = math.radians(edit.degrees)
-        rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
-
-        def rot_m(c: object, evecs: object, evals: object) -> tuple[
-            NDArray[np.float64], NDArray[np.float64]
-        ]:
-            return rot, np.zeros(2)
-
-        return _affine(layout, edit.structures, edit.about, edit.within, edit.fill, rot_m)
-
-    if isinstance(edit, Dilate):
-        _require_present(lm, (edit.structure,), edit.op)
-        mask = lm == label_id(edit.structure)
-        r = max(edit.mm * px_per_mm, 0.5)
-        grown = ndimage.distance_transform_edt(~mask) <= r + 0.5  # pixel-centre distances
-        new_labels = np.full_like(lm, label_id(edit.structure))
-        return layout.with_map(
-            _paint(p, lm, lm, grown, new_labels, [edit.structure], edit.within)
-        )
-
-    if isinstance(edit, Erode):
-        _require_present(lm, (edit.structure,), edit.op)
-        mask = lm == label_id(edit.structure)
-        r = max(edit.mm * px_per_mm, 0.5)
-        kept = ndimage.distance_transform_edt(mask) > r + 0.5
-        out = _fill(lm, mask & ~kept, edit.fill)
-        out[~sector_mask(lm.shape[0])] = BACKGROUND
-        return layout.with_map(out)
-
-    if isinstance(edit, Insert):
-        size = lm.shape[0]
-        if edit.anchor is not None:
-            _require_present(lm, (edit.anchor,), edit.op)
-            c, evecs, evals = _principal(lm == label_id(edit.anchor))
-            if edit.toward is not None:
-                _require_present(lm, (edit.toward,), edit.op)
-                c = c + edit.fraction * (_centroid(lm, edit.toward) - c)
-            centre = ((c[0] + 0.5) / size, (c[1] + 0.5) / size)
-        else:
-            assert edit.center is not None
-            centre = edit.center
-            evals = np.ones(2)
-        if edit.size_rel is not None:
-            axes_px = 2.0 * np.sqrt(evals[::-1]) * edit.size_rel  # (major, minor)
-        else:
-            assert edit.axes_mm is not None
-            axes_px = np.array(edit.axes_mm) * px_per_mm
-        shape = Shape(structure=edit.structure, kind=edit.kind, center=centre,
-                      axes=(float(axes_px[0]) / size, float(axes_px[1]) / size),
-                      angle=edit.angle)
-        mask = shape_mask(shape, size)
-        new_labels = np.full_like(lm, label_id(edit.structure))
-        return layout.with_map(
-            _paint(p, lm, lm, mask, new_labels, [edit.structure], edit.within)
-        )
-
-    if isinstance(edit, Cut):
-        _require_present(lm, (edit.structure,), edit.op)
-        mask = lm == label_id(edit.structure)
-        c, evecs, evals = _principal(mask)
-        major = evecs[:, 1]
-        half_len = math.sqrt(3.0 * evals[1])
-        centre = c
-        if edit.anchor is not None:
-            _require_present(lm, (edit.anchor,), edit.op)
-            centre = c + major * float(np.dot(_centroid(lm, edit.anchor) - c, major))
-        centre = centre + major * edit.offset * half_len
-        width_px = (edit.width_mm * px_per_mm if edit.width_mm is not None
-                    else (edit.width_frac or 0.0) * 2 * half_len)
-        yy, xx = np.mgrid[0:lm.shape[0], 0:lm.shape[1]]
-        along = (xx - centre[0]) * major[0] + (yy - centre[1]) * major[1]
-        gap = mask & (np.abs(along) <= max(width_px / 2.0, 0.75))
-        out = _fill(lm, gap, edit.fill)
-        out[~sector_mask(lm.shape[0])] = BACKGROUND
-        return layout.with_map(out)
-
-    raise EditError(f"unknown edit {edit!r}")  # pragma: no cover - the union is closed
+    """``edit`` applied to ``layout`` (each edit class applies itself)."""
+    edit.check_plane(get_plane(layout.plane))
+    return edit.apply(layout)
 
 
 def apply_edits(layout: Layout, edits: list[Edit]) -> Layout:
@@ -454,5 +467,5 @@ def apply_edits(layout: Layout, edits: list[Edit]) -> Layout:
         try:
             out = apply_edit(out, e)
         except EditError as exc:
-            raise EditError(f"edits[{i}] ({e.op}): {exc}") from None
+            raise EditError(f"edits[{i}].{exc.field}", f"({e.op}) {exc.reason}") from None
     return out

@@ -30,6 +30,7 @@ from fetalflex.anatomy.structures import (
     label_id,
     structure,
 )
+from fetalflex.errors import InvalidLayoutError
 
 ShapeKind = Literal["ellipse", "box"]
 LabelMap = NDArray[np.uint8]
@@ -118,15 +119,16 @@ class Layout:
         p = get_plane(self.plane)
         lm = self.label_map
         if lm.ndim != 2 or lm.shape[0] != lm.shape[1]:
-            raise ValueError(f"label_map: must be a square 2-D array, got shape {lm.shape}")
+            raise InvalidLayoutError("label_map",
+                                     f"must be a square 2-D array, got shape {lm.shape}")
         if lm.dtype != np.uint8:
-            raise ValueError(f"label_map: dtype must be uint8, got {lm.dtype}")
+            raise InvalidLayoutError("label_map", f"dtype must be uint8, got {lm.dtype}")
         present = set(np.unique(lm).tolist())
         bad = present - set(p.label_ids)
         if bad:
             names = [structure(int(b)).name if b < NUM_LABELS else f"id {b}" for b in sorted(bad)]
-            raise ValueError(
-                f"label_map: label ids {sorted(bad)} ({', '.join(names)}) are not part of "
+            raise InvalidLayoutError(
+                "label_map", f"label ids {sorted(bad)} ({', '.join(names)}) are not part of "
                 f"plane {self.plane}"
             )
 
@@ -175,7 +177,7 @@ def _inside(
 def rasterize(structures: StructureList, size: int) -> Layout:
     """Structure list -> label map, painting in the plane's z-order."""
     if not 16 <= size <= 2048:
-        raise ValueError(f"size: must be between 16 and 2048 pixels, got {size}")
+        raise InvalidLayoutError("size", f"must be between 16 and 2048 pixels, got {size}")
     p = get_plane(structures.plane)
     lm = np.full((size, size), AMNIOTIC_FLUID, dtype=np.uint8)
     ordered = sorted(structures.structures, key=lambda s: p.z_order(s.structure))  # stable
@@ -276,7 +278,8 @@ def extract(layout: Layout, min_pixels: int = 3) -> StructureList:
 def one_hot(label_map: LabelMap, num_labels: int = NUM_LABELS) -> NDArray[np.float32]:
     """(H, W) label ids -> (num_labels, H, W) float32 channels (the model's layout input)."""
     if label_map.max(initial=0) >= num_labels:
-        raise ValueError(f"label_map: id {int(label_map.max())} >= num_labels {num_labels}")
+        raise InvalidLayoutError("label_map",
+                                 f"id {int(label_map.max())} >= num_labels {num_labels}")
     eye = np.eye(num_labels, dtype=np.float32)
     return np.ascontiguousarray(eye[label_map].transpose(2, 0, 1))
 

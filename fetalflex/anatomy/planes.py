@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from fetalflex.anatomy.structures import SHARED_STRUCTURES, label_id, structure
+from fetalflex.errors import InvalidRequestError, UnknownPlaneError
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class Plane:
         try:
             return self.structures.index(name)
         except ValueError:
-            raise ValueError(
-                f"structure {name!r} is not part of plane {self.code}; "
+            raise InvalidRequestError(
+                "structure", f"{name!r} is not part of plane {self.code}; "
                 f"its structures are: {', '.join(self.structures)}"
             ) from None
 
@@ -91,10 +92,6 @@ BY_CODE: Final[dict[str, Plane]] = {p.code: p for p in PLANES}
 PLANE_CODES: Final[tuple[str, ...]] = tuple(BY_CODE)
 
 
-class UnknownPlaneError(ValueError):
-    pass
-
-
 def canonical_code(value: str) -> str:
     """Planes are case-insensitive ('tv' is TV): the canonical code of ``value``, or
     ``value`` unchanged when it names no plane (the caller's check then reports it)."""
@@ -106,7 +103,7 @@ def plane(code: str) -> Plane:
         return BY_CODE[code]
     except KeyError:
         raise UnknownPlaneError(
-            f"plane: {code!r} is unknown; known planes: {', '.join(PLANE_CODES)}"
+            "plane", f"{code!r} is unknown; known planes: {', '.join(PLANE_CODES)}"
         ) from None
 
 

@@ -22,6 +22,7 @@ from fetalflex.anatomy.edits import (
 )
 from fetalflex.anatomy.layout import Layout
 from fetalflex.anatomy.planes import plane as get_plane
+from fetalflex.errors import PresetPlaneError, UnknownPresetError
 
 _HEAD_ALL = ("skull", "brain", "midline_falx", "cavum_septi_pellucidi", "lateral_ventricle",
              "choroid_plexus", "thalami", "third_ventricle", "cerebellar_hemispheres",
@@ -39,18 +40,10 @@ class Preset:
     def edits(self, plane: str) -> list[Edit]:
         if plane not in self.planes:
             raise PresetPlaneError(
-                f"preset {self.name!r} applies to plane(s) {', '.join(self.planes)}, "
+                "preset", f"{self.name!r} applies to plane(s) {', '.join(self.planes)}, "
                 f"not to plane {plane}"
             )
         return self.build(plane)
-
-
-class PresetPlaneError(ValueError):
-    pass
-
-
-class UnknownPresetError(ValueError):
-    pass
 
 
 def _head_in(plane: str) -> tuple[str, ...]:
@@ -145,7 +138,7 @@ def preset(name: str) -> Preset:
         return BY_NAME[name]
     except KeyError:
         raise UnknownPresetError(
-            f"preset: {name!r} is unknown; known presets: {', '.join(BY_NAME)}"
+            "preset", f"{name!r} is unknown; known presets: {', '.join(BY_NAME)}"
         ) from None
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from fetalflex.errors import UnknownStructureError
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -70,26 +72,22 @@ AMNIOTIC_FLUID: Final[int] = BY_NAME["amniotic_fluid"].id
 SHARED_STRUCTURES: Final[tuple[str, ...]] = ("background", "maternal_tissue", "amniotic_fluid")
 
 
-class UnknownStructureError(ValueError):
-    """A structure name or label id that is not in the table."""
-
-
 def structure(name_or_id: str | int) -> Structure:
     """Look up a structure by name or id; raise a clear error otherwise."""
     if isinstance(name_or_id, bool):
-        raise UnknownStructureError(f"structure: {name_or_id!r} is not a name or label id")
+        raise UnknownStructureError("structure", f"{name_or_id!r} is not a name or label id")
     if isinstance(name_or_id, int):
         try:
             return BY_ID[name_or_id]
         except KeyError:
             raise UnknownStructureError(
-                f"structure: label id {name_or_id} is unknown (valid ids are 0..{NUM_LABELS - 1})"
+                "structure", f"label id {name_or_id} is unknown (valid ids are 0..{NUM_LABELS - 1})"
             ) from None
     try:
         return BY_NAME[name_or_id]
     except KeyError:
         raise UnknownStructureError(
-            f"structure: {name_or_id!r} is unknown; known structures: {', '.join(BY_NAME)}"
+            "structure", f"{name_or_id!r} is unknown; known structures: {', '.join(BY_NAME)}"
         ) from None
 
 

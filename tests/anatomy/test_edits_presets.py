@@ -8,7 +8,6 @@ from scipy import ndimage
 from fetalflex.anatomy.edits import (
     Cut,
     Dilate,
-    EditError,
     Erode,
     Insert,
     Remove,
@@ -20,10 +19,11 @@ from fetalflex.anatomy.edits import (
     parse_edits,
 )
 from fetalflex.anatomy.layout import Layout, rasterize
-from fetalflex.anatomy.presets import PRESETS, PresetPlaneError, apply_preset, preset
+from fetalflex.anatomy.presets import PRESETS, apply_preset, preset
 from fetalflex.anatomy.sector import sector_mask
 from fetalflex.anatomy.structures import BACKGROUND, label_id
 from fetalflex.anatomy.templates import sample_template
+from fetalflex.errors import EditError, InvalidRequestError, PresetPlaneError
 
 
 def _layout(code: str, seed: int = 0, size: int = 128) -> Layout:
@@ -70,7 +70,7 @@ def test_microcephaly_shrinks_head() -> None:
 
 def test_preset_on_wrong_plane_is_a_clear_error() -> None:
     with pytest.raises(PresetPlaneError,
-                       match=r"preset 'cleft_lip' applies to plane\(s\) LIP, not to plane TV"):
+                       match=r"preset: 'cleft_lip' applies to plane\(s\) LIP, not to plane TV"):
         apply_preset(_layout("TV"), "cleft_lip")
     with pytest.raises(ValueError, match="preset: 'spina_bifida' is unknown"):
         preset("spina_bifida")
@@ -103,12 +103,18 @@ def test_edit_ops_basic_behaviour() -> None:
 
 def test_edit_errors_name_the_edit_and_reason() -> None:
     lay = _layout("FL")
-    with pytest.raises(EditError, match=r"edits\[1\] \(remove\): remove: structure 'skull' is "
-                                        r"not part of plane FL"):
+    with pytest.raises(EditError, match=r"^edits\[1\]\.structure: \(remove\) 'skull' is "
+                                        r"not part of plane FL") as info:
         apply_edits(lay, [Remove(structure="femur"), Remove(structure="skull")])
+    assert (info.value.field, isinstance(info.value, InvalidRequestError)) == (
+        "edits[1].structure", True)
     gone = apply_edit(lay, Remove(structure="femur"))
-    with pytest.raises(EditError, match="structure 'femur' is absent from this layout"):
+    with pytest.raises(EditError, match="^structures: 'femur' is absent from this layout"):
         apply_edit(gone, Scale(structures=("femur",), factor=2.0))
+    with pytest.raises(EditError, match=r"^edits\[0\]\.toward: \(translate\) 'femur' is absent"):
+        apply_edits(gone, [Translate(structures=("soft_tissue",), toward="femur")])
+    with pytest.raises(EditError, match=r"^within: 'skull' is not part of plane FL"):
+        apply_edit(lay, Dilate(structure="femur", mm=1.0, within=("soft_tissue", "skull")))
 
 
 def test_edits_parse_from_json_with_field_errors() -> None:

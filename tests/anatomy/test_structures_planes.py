@@ -8,11 +8,11 @@ from fetalflex.anatomy.planes import PLANE_CODES, PLANES, plane, plane_index
 from fetalflex.anatomy.structures import (
     NUM_LABELS,
     STRUCTURES,
-    UnknownStructureError,
     label_id,
     structure,
 )
 from fetalflex.anatomy.vocabulary import VOCABULARY_PATH, vocabulary_json
+from fetalflex.errors import UnknownPlaneError, UnknownStructureError
 
 # Label ids are a public contract (model channels, API, user label maps): pin them.
 PINNED = {"background": 0, "maternal_tissue": 1, "amniotic_fluid": 2, "skull": 3,
@@ -61,8 +61,9 @@ def test_unknown_names_give_clear_errors() -> None:
         structure("lateral_ventricles")
     with pytest.raises(UnknownStructureError, match="label id 99"):
         structure(99)
-    with pytest.raises(ValueError, match="plane: 'XX' is unknown; known planes: TV"):
+    with pytest.raises(UnknownPlaneError, match="^plane: 'XX' is unknown; known planes: TV") as e:
         plane("XX")
+    assert e.value.field == "plane"
     with pytest.raises(ValueError, match="not part of plane FL"):
         plane("FL").z_order("skull")
 
