@@ -20,14 +20,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from fetalflex.model.config import DenoiserConfig
-from fetalflex.model.signature import INPUTS, OUTPUTS, TensorSpec
+from fetalflex.model.signature import (
+    INPUTS,
+    OUTPUTS,
+    TRITON_DTYPES,
+    TRITON_MODEL_NAMES,
+    TensorSpec,
+)
 
-MODEL_NAMES = {"onnx": "fetalflex_denoiser_onnx", "trt": "fetalflex_denoiser_trt",
-               "cpu": "fetalflex_denoiser_cpu"}
-TRITON_DTYPE = {np.float32: "TYPE_FP32", np.float16: "TYPE_FP16", np.int64: "TYPE_INT64"}
+MODEL_NAMES = TRITON_MODEL_NAMES
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 
@@ -44,7 +46,7 @@ class BatchingPolicy:
 
 def _tensor(spec: TensorSpec, cfg: DenoiserConfig, kind: str) -> str:
     dims = spec.concrete(cfg)[1:]  # batch axis is implicit with max_batch_size > 0
-    lines = [f"  {{\n    name: \"{spec.name}\"", f"    data_type: {TRITON_DTYPE[spec.dtype]}"]
+    lines = [f"  {{\n    name: \"{spec.name}\"", f"    data_type: TYPE_{TRITON_DTYPES[spec.dtype]}"]
     if dims:
         lines.append(f"    dims: [ {', '.join(str(d) for d in dims)} ]")
     else:

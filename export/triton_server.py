@@ -19,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from fetalflex.model.signature import DEFAULT_TRITON_MODEL
+
 DEFAULT_ENV = Path(os.environ.get("FETALFLEX_TRITON_ENV", ".venv-triton"))
 
 
@@ -39,7 +41,7 @@ def free_port() -> int:
 class LocalTriton:
     def __init__(self, repository: Path, env: Path = DEFAULT_ENV, workdir: Path | None = None,
                  log: Path | None = None, ports: tuple[int, int, int] | None = None,
-                 models: tuple[str, ...] | None = ("fetalflex_denoiser_cpu",)) -> None:
+                 models: tuple[str, ...] | None = (DEFAULT_TRITON_MODEL,)) -> None:
         self.repository = repository.resolve()
         self.env = env.resolve()
         self.site = _site_packages(self.env)

@@ -10,7 +10,7 @@
     True
 
 Every image is synthetic (phantom world): the sidecar and PNG metadata say so. Options not
-given take the request schema's defaults (:class:`~fetalflex.generation.GenerationRequest`);
+given take the request schema's defaults (:class:`~fetalflex.request.GenerationRequest`);
 planes and presets are case-insensitive.
 """
 
@@ -25,8 +25,9 @@ import numpy as np
 
 from fetalflex.anatomy.layout import Layout
 from fetalflex.backends.backends import Backend, load_backend
-from fetalflex.generation import Engine, GenerationRequest, GenerationResult, Sample
+from fetalflex.generation import Engine, GenerationResult, Sample
 from fetalflex.io.png import read_gray, read_label_map
+from fetalflex.request import GenerationRequest
 
 
 @dataclass(frozen=True)

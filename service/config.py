@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fetalflex.model.signature import DEFAULT_TRITON_MODEL
+from fetalflex.request import COUNT_MAX, DEFAULT_BACKEND, STEPS_MAX, BackendName
 
 ENV_PREFIX = "FETALFLEX_"
 # 9090 is Prometheus' own port (a Prometheus beside the service would collide); 9464 is the
@@ -36,19 +39,21 @@ class ServiceSettings(BaseSettings):
     # probes that cannot speak (m)TLS, e.g. kubelet's grpc probes. 0 = no such port.
     health_port: int = Field(default=0, ge=0, le=65535,
                              description="plaintext port serving grpc.health.v1 only (0 = off)")
-    backend: Literal["embedded", "torch", "triton"] = Field(
-        default="embedded", description="where the denoiser runs")
+    backend: BackendName = Field(default=DEFAULT_BACKEND, description="where the denoiser runs")
     weights: Path | None = Field(default=None,
                                  description="denoiser weights folder (unset: the shipped ones)")
     triton_url: str | None = Field(default=None, description="Triton gRPC address (host:port)")
-    triton_model: str = Field(default="fetalflex_denoiser_cpu",
-                              description="Triton model name")
+    triton_model: str = Field(default=DEFAULT_TRITON_MODEL, description="Triton model name")
     max_concurrent: int = Field(default=4, ge=1, le=256,
                                 description="generations running at once")
     max_queued: int = Field(default=16, ge=0, le=10_000,
                             description="generations waiting beyond that; more are shed")
-    max_count: int = Field(default=16, ge=1, le=256, description="images per request")
-    max_steps: int = Field(default=200, ge=1, le=1000, description="sampler steps per request")
+    # Bounded by the request schema's own limits: a larger setting fails at start-up, naming
+    # the setting, instead of letting requests through that the schema then refuses.
+    max_count: int = Field(default=16, ge=1, le=COUNT_MAX,
+                           description=f"images per request (at most {COUNT_MAX})")
+    max_steps: int = Field(default=200, ge=1, le=STEPS_MAX,
+                           description=f"sampler steps per request (at most {STEPS_MAX})")
     # Denoiser calls of one repaint schedule (the default 20/5/2 makes 35; the schema allows
     # schedules of several thousand, which one request must not be able to ask for).
     max_repaint_calls: int = Field(default=200, ge=1, le=10_000)

@@ -26,10 +26,11 @@ import grpc
 
 from export.triton_repository import write_repository
 from export.triton_server import DEFAULT_ENV, LocalTriton, free_port
-from fetalflex.backends.backends import DEFAULT_WEIGHTS
 from fetalflex.backends.onnx_model import export_onnx
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.model.signature import DEFAULT_TRITON_MODEL
+from fetalflex.weights import DEFAULT_WEIGHTS
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 
@@ -134,7 +135,7 @@ class Stack:
         self._poll(count_q, lambda r: float(r[0]["value"][1]) >= n, 60)
         q_lat = ('histogram_quantile(0.5, sum by (le) (rate('
                  'fetalflex_request_duration_seconds_bucket{method="Generate"}[2m])))')
-        q_count = 'sum(nv_inference_count{model="fetalflex_denoiser_cpu"})'
+        q_count = f'sum(nv_inference_count{{model="{DEFAULT_TRITON_MODEL}"}})'
         lat = self._poll(q_lat, lambda r: r[0]["value"][1] not in ("NaN", "+Inf"), 60)
         cnt = self._poll(q_count, lambda r: float(r[0]["value"][1]) >= n * steps * 2, 60)
         rules = self._poll("fetalflex:request_rate:5m", lambda r: True, 60)

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from fetalflex.anatomy.structures import label_id
-from fetalflex.backends.backends import DEFAULT_WEIGHTS, load_backend
+from fetalflex.backends.backends import load_backend
 from fetalflex.evaluation.segmenter import Segmenter
 from fetalflex.generation import Engine, GenerationRequest
+from fetalflex.weights import DEFAULT_WEIGHTS
 
 WEIGHTS = DEFAULT_WEIGHTS.parent
 

@@ -14,7 +14,12 @@ import numpy as np
 
 from fetalflex.errors import InvalidRequestError
 
+# The template range: gestational ages the table below covers, so the ages a template can
+# be drawn at (and a request may ask a template for).
 GA_MIN, GA_MAX = 18.0, 32.0
+# The accepted range: the age a given layout or a data record may carry (the denoiser's
+# condition takes any age; real data reaches beyond the templates' range).
+GA_ACCEPTED_MIN, GA_ACCEPTED_MAX = 10.0, 45.0
 
 _GA = np.array([18, 20, 22, 24, 26, 28, 30, 32], dtype=np.float64)
 _TABLE_MM: dict[str, list[float]] = {

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy import ndimage
 
+from fetalflex.anatomy.biometry import GA_ACCEPTED_MAX, GA_ACCEPTED_MIN
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.sector import pixel_centres, sector_mask
 from fetalflex.anatomy.structures import (
@@ -34,6 +35,10 @@ from fetalflex.errors import InvalidLayoutError
 
 ShapeKind = Literal["ellipse", "box"]
 LabelMap = NDArray[np.uint8]
+# Field of view (image side, mm): the default of a label map that does not say its own, and
+# the largest accepted.
+DEFAULT_FIELD_MM = 100.0
+FIELD_MM_MAX = 1000.0
 
 
 class Shape(BaseModel):
@@ -83,8 +88,8 @@ class StructureList(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     plane: str
-    field_mm: float = Field(gt=0, le=1000, description="side length of the image in mm")
-    ga_weeks: float | None = Field(default=None, ge=10, le=45)
+    field_mm: float = Field(gt=0, le=FIELD_MM_MAX, description="side length of the image in mm")
+    ga_weeks: float | None = Field(default=None, ge=GA_ACCEPTED_MIN, le=GA_ACCEPTED_MAX)
     structures: tuple[Shape, ...]
 
     @field_validator("plane")

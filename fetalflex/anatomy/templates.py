@@ -231,7 +231,8 @@ TEMPLATES: dict[str, Callable[[Biometry, np.random.Generator], StructureList]] =
 
 
 def sample_template(plane: str, seed: int, ga_weeks: float | None = None) -> StructureList:
-    """A random normal layout of ``plane``; GA is drawn uniformly in [18, 32] if not given."""
+    """A random normal layout of ``plane``; GA is drawn uniformly in the template
+    range (``biometry.GA_MIN`` .. ``GA_MAX``) if not given."""
     get_plane(plane)
     rng = np.random.default_rng([seed, 0x7E3])
     ga = float(rng.uniform(GA_MIN, GA_MAX)) if ga_weeks is None else float(ga_weeks)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -21,11 +20,10 @@ from torch import Tensor
 from fetalflex.backends.onnx_model import onnx_for, weights_hash
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
-from fetalflex.model.signature import INPUT_NAMES, INPUTS
+from fetalflex.model.signature import DEFAULT_TRITON_MODEL, INPUT_NAMES, INPUTS
+from fetalflex.request import BACKEND_NAMES, DEFAULT_BACKEND
 from fetalflex.sampling.denoisers import ModelCall, torch_model_call
 from fetalflex.weights import DEFAULT_WEIGHTS
-
-BackendName = Literal["embedded", "torch", "triton"]
 
 
 @dataclass
@@ -61,9 +59,9 @@ class OnnxModelCall:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
-def load_backend(name: str = "embedded", weights: Path | None = None,
+def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
                  threads: int | None = None, triton_url: str | None = None,
-                 triton_model: str = "fetalflex_denoiser_cpu",
+                 triton_model: str = DEFAULT_TRITON_MODEL,
                  triton_shared_memory: bool = False) -> Backend:
     w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
@@ -85,6 +83,6 @@ def load_backend(name: str = "embedded", weights: Path | None = None,
         tc.check_ready()
         call = tc
     else:
-        raise ValueError(f"backend: {name!r} is unknown (embedded, torch, triton)")
+        raise ValueError(f"backend: {name!r} is unknown ({', '.join(BACKEND_NAMES)})")
     return Backend(name, cfg, call, model_id=f"fetalflex-denoiser@{w.name}",
                    model_hash=digest)

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fetalflex.model.signature import INPUTS, OUTPUT_NAMES
+from fetalflex.model.signature import INPUTS, OUTPUT_NAMES, TRITON_DTYPES
 
 REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "fetalflex_request_deadline", default=None)  # time.monotonic() seconds
 
-_NP_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64",
-                 np.dtype(np.float16): "FP16"}
+_NP_TO_TRITON = {np.dtype(k): v for k, v in TRITON_DTYPES.items()}
 
 
 class TritonError(RuntimeError):

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from fetalflex.anatomy.layout import Layout, Shape, StructureList, extract, one_hot, rasterize
 from fetalflex.anatomy.planes import plane_index
 from fetalflex.data.manifest import Record, read_manifest, resolve
+from fetalflex.io import pixels
 from fetalflex.io.png import read_gray, read_label_map
 
 
@@ -65,7 +66,7 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
         lab = read_label_map(resolve(self.root, r.label_map))
         boxes = None
         if self.box_prob > 0:
-            boxes = box_rendering(Layout(r.plane, lab, r.field_mm or 100.0, r.ga_weeks))
+            boxes = box_rendering(r.layout(lab))
         return img, lab, boxes
 
     def _preloaded(self, manifest: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -105,7 +106,7 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
         use_boxes = boxes is not None and self._rng.random() < self.box_prob
         cond_map = boxes if use_boxes and boxes is not None else lab
         return {
-            "image": torch.from_numpy(img.astype(np.float32) / 127.5 - 1.0)[None],
+            "image": torch.from_numpy(pixels.to_unit(img))[None],
             "layout": torch.from_numpy(one_hot(cond_map)),
             "label_map": torch.from_numpy(lab.astype(np.int64)),
             "plane": torch.tensor(plane_index(r.plane), dtype=torch.long),

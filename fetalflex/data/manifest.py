@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fetalflex.anatomy.biometry import GA_ACCEPTED_MAX, GA_ACCEPTED_MIN
+from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, FIELD_MM_MAX, LabelMap, Layout
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.io.png import read_gray, read_label_map
@@ -35,9 +37,9 @@ class Record(BaseModel):
     image: str = Field(min_length=1)
     label_map: str = Field(min_length=1)
     plane: str
-    ga_weeks: float | None = Field(default=None, ge=10, le=45)
+    ga_weeks: float | None = Field(default=None, ge=GA_ACCEPTED_MIN, le=GA_ACCEPTED_MAX)
     seed: int | None = None
-    field_mm: float | None = Field(default=None, gt=0, le=1000)
+    field_mm: float | None = Field(default=None, gt=0, le=FIELD_MM_MAX)
     preset: str | None = None
     structures: list[dict[str, object]] | None = None
 
@@ -50,6 +52,10 @@ class Record(BaseModel):
     @property
     def abnormal(self) -> bool:
         return self.preset is not None
+
+    def layout(self, label_map: LabelMap) -> Layout:
+        """This record's label map as a layout (field of view: the default when unset)."""
+        return Layout(self.plane, label_map, self.field_mm or DEFAULT_FIELD_MM, self.ga_weeks)
 
 
 def write_manifest(path: Path, records: Iterable[Record]) -> None:

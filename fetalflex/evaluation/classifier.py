@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 from scipy.stats import rankdata
 from torch import Tensor, nn
 
+from fetalflex.io import pixels
+
 
 class SmallCNN(nn.Module):
     def __init__(self, n_classes: int, width: int = 16) -> None:
@@ -47,7 +49,7 @@ class TrainOptions:
 
 
 def _to_input(images: NDArray[np.uint8]) -> Tensor:
-    return torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)[:, None]
+    return torch.from_numpy(pixels.to_unit(images))[:, None]
 
 
 def _augment(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:

@@ -46,9 +46,11 @@ from fetalflex.data.manifest import Record, read_manifest, resolve
 from fetalflex.evaluation.metrics import histogram_distance, mean_dice, texture_stats
 from fetalflex.evaluation.options import EvalOptions
 from fetalflex.evaluation.segmenter import Segmenter
-from fetalflex.generation import Engine, RepaintSettings
+from fetalflex.generation import Engine
+from fetalflex.io import pixels
 from fetalflex.io.png import read_gray, read_label_map
 from fetalflex.phantom.simulator import simulate_bmode
+from fetalflex.request import DEFAULT_GUIDANCE, RepaintSettings
 from fetalflex.sampling.repaint import edit_region
 
 MIN_STRUCTURE_PX = 12  # structures smaller than this are left out of brightness vectors
@@ -82,8 +84,7 @@ def brightness_correlation(image: NDArray[np.uint8], reference: NDArray[np.uint8
 
 
 def _layouts(recs: list[Record], root: Path) -> tuple[list[Layout], NDArray[np.uint8]]:
-    layouts = [Layout(r.plane, read_label_map(resolve(root, r.label_map)),
-                      r.field_mm or 100.0, r.ga_weeks) for r in recs]
+    layouts = [r.layout(read_label_map(resolve(root, r.label_map))) for r in recs]
     images = np.stack([read_gray(resolve(root, r.image)) for r in recs])
     return layouts, images
 
@@ -118,7 +119,7 @@ def _quality(engine: Engine, seg: Segmenter, layouts: list[Layout], phantoms: np
 
 
 def _to_t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a.astype(np.float32) / 127.5 - 1)[:, None]
+    return torch.from_numpy(pixels.to_unit(a))[:, None]
 
 
 def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], generated: np.ndarray,
@@ -171,12 +172,10 @@ def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], generated: n
 
 def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
              opts: EvalOptions | None = None) -> dict[str, Any]:
-    from fetalflex.generation import GenerationRequest
     from fetalflex.reports.evaluation_figures import sample_grid, steps_figure, twins_figure
 
     opts = opts or EvalOptions()
-    guidance = (opts.guidance if opts.guidance is not None
-                else GenerationRequest.model_fields["guidance"].default)
+    guidance = opts.guidance if opts.guidance is not None else DEFAULT_GUIDANCE
     t0 = time.perf_counter()
     engine = Engine(backend)
     seg = Segmenter.load(segmenter_dir)

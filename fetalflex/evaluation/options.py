@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fetalflex.anatomy.planes import PLANE_CODES
+from fetalflex.request import DEFAULT_STEPS
 
 
 @dataclass(frozen=True)
 class EvalOptions:
     n_per_plane: int = 8
     steps: tuple[int, ...] = (5, 10, 25, 50, 100)  # sampler steps compared
-    default_steps: int = 10          # the steps of the abnormal-layout and twin rows
+    default_steps: int = DEFAULT_STEPS  # the steps of the abnormal-layout and twin rows
     guidance: float | None = None    # None: the request schema's default
     seed: int = 0
     planes: tuple[str, ...] = PLANE_CODES

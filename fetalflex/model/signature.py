@@ -1,9 +1,11 @@
-"""The denoiser's tensor signature, declared once.
+"""The denoiser's tensor signature and its names on a Triton server, declared once.
 
 The ONNX exporter (input/output names, dynamic axes), the embedded backend, the Triton
 configs and the Triton client all read this list (after pytriton's ``Tensor`` specs).
 ``-1`` marks the dynamic batch axis; ``"H"``, ``"W"``, ``"K"``, ``"C"`` are filled from a
-:class:`DenoiserConfig`.
+:class:`DenoiserConfig`. The Triton model names (one per serving variant) and the
+numpy -> Triton dtype names are here too: ``export/`` writes the repository with them and
+``backends/triton.py`` and the service call the models by them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ INPUTS: Final[tuple[TensorSpec, ...]] = (
 OUTPUTS: Final[tuple[TensorSpec, ...]] = (
     TensorSpec("prediction", np.float32, (-1, "1", "H", "W")),
 )
+# Triton's names for the tensors' dtypes (the wire form; config.pbtxt writes "TYPE_" + name).
+TRITON_DTYPES: Final[dict[type[np.generic], str]] = {
+    np.float32: "FP32", np.float16: "FP16", np.int64: "INT64"}
+# The Triton models, by serving variant: ONNX Runtime (GPU), TensorRT, and the CPU model.
+TRITON_MODEL_NAMES: Final[dict[str, str]] = {
+    "onnx": "fetalflex_denoiser_onnx", "trt": "fetalflex_denoiser_trt",
+    "cpu": "fetalflex_denoiser_cpu"}
+DEFAULT_TRITON_MODEL: Final = TRITON_MODEL_NAMES["cpu"]
+
 INPUT_NAMES: Final[tuple[str, ...]] = tuple(s.name for s in INPUTS)
 OUTPUT_NAMES: Final[tuple[str, ...]] = tuple(s.name for s in OUTPUTS)
 DYNAMIC_AXES: Final[dict[str, dict[int, str]]] = {s.name: {0: "batch"}

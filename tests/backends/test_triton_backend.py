@@ -17,9 +17,10 @@ from fetalflex.backends.triton import TritonUnavailableError, request_deadline
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.model.signature import DEFAULT_TRITON_MODEL
 from tests.conftest import triton_env_path
 
-MODEL = "fetalflex_denoiser_cpu"
+MODEL = DEFAULT_TRITON_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,104 @@
+"""The request schema: every default, limit and name of a generation, in one place.
+
+Importable without torch (a test checks): the CLI builds its flags, choices and ``--help``
+defaults from here; the gRPC translation leaves unset fields unset and lets
+:class:`GenerationRequest` fill them; the service checks its ``max_*`` settings against
+these bounds at start-up (``service/config.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fetalflex.anatomy.biometry import GA_MAX, GA_MIN
+from fetalflex.anatomy.edits import Edit
+from fetalflex.anatomy.planes import canonical_code
+from fetalflex.anatomy.planes import plane as get_plane
+from fetalflex.anatomy.presets import preset as get_preset
+
+# ---------------------------------------------------------------- names
+SamplerName = Literal["ddim", "dpmsolver++", "two-stage"]
+SAMPLER_NAMES: Final[tuple[SamplerName, ...]] = get_args(SamplerName)
+DEFAULT_SAMPLER: Final[SamplerName] = "ddim"
+
+# Where the denoiser runs (``fetalflex.backends.backends.load_backend``).
+BackendName = Literal["embedded", "torch", "triton"]
+BACKEND_NAMES: Final[tuple[BackendName, ...]] = get_args(BackendName)
+IN_PROCESS_BACKENDS: Final[tuple[BackendName, ...]] = ("embedded", "torch")
+DEFAULT_BACKEND: Final[BackendName] = "embedded"
+
+# ---------------------------------------------------------------- defaults and limits
+COUNT_MAX: Final = 64         # samples per request (the service's max_count may be lower)
+SEED_LIMIT: Final = 2**31     # seeds are 0 .. SEED_LIMIT - 1
+# 10: measured best for the shipped weights (adherence 0.528 vs 0.318 at 25 steps,
+# docs/EVALUATION.md); longer schedules add noise with this small model.
+DEFAULT_STEPS: Final = 10
+STEPS_MAX: Final = 1000
+DEFAULT_GUIDANCE: Final = 2.0
+GUIDANCE_MAX: Final = 20.0
+DEFAULT_CONTROL_SCALE: Final = 1.0
+CONTROL_SCALE_MAX: Final = 3.0
+
+
+class RepaintSettings(BaseModel):
+    """The repaint schedule of a twin or a reference repaint (RePaint's j and r)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    steps: int = Field(default=20, ge=2, le=200)
+    jump_length: int = Field(default=5, ge=1, le=50)
+    jump_n_sample: int = Field(default=2, ge=1, le=10)
+    feather_px: float = Field(default=3.0, ge=0, le=64)
+    # 6 px: the region must cover the blur halo of what the edit removes (at 128 px, 3 px
+    # left a ghost of the old skull ring in microcephaly twins).
+    dilate_px: float = Field(default=6.0, ge=0, le=64)
+
+
+class GenerationRequest(BaseModel):
+    """What a caller asks for (JSON-able; the gRPC API maps onto it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plane: str
+    n: int = Field(default=1, ge=1, le=COUNT_MAX)
+    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT)
+    steps: int = Field(default=DEFAULT_STEPS, ge=1, le=STEPS_MAX)
+    guidance: float = Field(default=DEFAULT_GUIDANCE, ge=0.0, le=GUIDANCE_MAX)
+    control_scale: float = Field(default=DEFAULT_CONTROL_SCALE, ge=0.0, le=CONTROL_SCALE_MAX)
+    sampler: SamplerName = DEFAULT_SAMPLER
+    # A template's gestational age: the range its biometry covers.
+    ga_weeks: float | None = Field(default=None, ge=GA_MIN, le=GA_MAX)
+    preset: str | None = None
+    edits: tuple[Edit, ...] = ()
+    pair: bool = False
+    repaint: RepaintSettings = RepaintSettings()
+
+    @field_validator("plane", mode="before")
+    @classmethod
+    def _plane_code(cls, v: object) -> object:
+        """Planes are case-insensitive ('tv' is TV); the canonical code is stored."""
+        return canonical_code(v) if isinstance(v, str) else v
+
+    @field_validator("preset", mode="before")
+    @classmethod
+    def _preset_name(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationRequest:
+        get_plane(self.plane)
+        if self.preset is not None:
+            pr = get_preset(self.preset)
+            if self.plane not in pr.planes:
+                raise ValueError(f"preset: {self.preset!r} applies to plane(s) "
+                                 f"{', '.join(pr.planes)}, not to plane {self.plane}")
+        if self.pair and self.preset is None and not self.edits:
+            raise ValueError("pair: a counterfactual pair needs a preset or edits")
+        return self
+
+    def edit_list(self) -> list[Edit]:
+        out: list[Edit] = []
+        if self.preset is not None:
+            out += get_preset(self.preset).edits(self.plane)
+        return out + list(self.edits)
