@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", default="")
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=_cmd_health)
+    from fetalflex.dataset.cli import add_dataset_command
+
+    add_dataset_command(sub)
     return ap
 
 
