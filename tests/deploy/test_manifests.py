@@ -16,6 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("cpu-embedded", "gpu-triton")
+JOBS = ("jobs/dataset",)  # batch Jobs; tests/deploy/test_dataset_job.py checks their pods
 K8S_VERSION = "1.30.0"
 # Custom resources have no schema in kubernetes-validate; checked by hand below instead.
 SKIPPED_KINDS = {"PodMonitor": "monitoring.coreos.com CRD (prometheus-operator): fields "
@@ -30,9 +31,19 @@ def _need(tool: str) -> str:
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run([_need("kubectl"), "kustomize", str(DEPLOY / "overlays" / overlay)],
+    return render_path(DEPLOY / "overlays" / overlay)
+
+
+def render_path(kustomization: Path) -> list[dict[str, Any]]:
+    out = subprocess.run([_need("kubectl"), "kustomize", str(kustomization)],
                          check=True, capture_output=True, text=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_job_renders_and_validates(job: str) -> None:
+    for d in render_path(DEPLOY / job):
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
