@@ -51,7 +51,7 @@ contact-sheet:
 	$(PY) -m fetalflex.cli contact-sheet --out docs/contact_sheet.png
 
 bench-phantom:
-	$(PY) -m fetalflex.cli bench phantom --sizes 128 256 --n 400
+	$(PY) -m bench phantom --sizes 128 256 --n 400
 
 # The evaluation phantoms the sampler benchmark reads (gitignored; same seed as docs/).
 runs/eval128/manifest.jsonl:
@@ -59,10 +59,10 @@ runs/eval128/manifest.jsonl:
 
 # Every CPU benchmark of docs/PERFORMANCE.md, one after the other (JSON + PNG in out/bench).
 bench: triton-env runs/eval128/manifest.jsonl
-	$(PY) -m fetalflex.cli bench denoiser --out out/bench
-	$(PY) -m fetalflex.cli bench sampler --data runs/eval128/manifest.jsonl --out out/bench
-	$(PY) -m fetalflex.cli bench grpc --out out/bench
-	$(PY) -m fetalflex.cli bench e2e --out out/bench
+	$(PY) -m bench denoiser --out out/bench
+	$(PY) -m bench sampler --data runs/eval128/manifest.jsonl --out out/bench
+	$(PY) -m bench grpc --out out/bench
+	$(PY) -m bench e2e --out out/bench
 
 # The downstream-utility experiment of docs/EVALUATION.md.
 downstream:

@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fetalflex import __version__
-
-
-class _HelpWithDefaults(argparse.HelpFormatter):
-    """``--help`` names every option's default, also for options without a help text."""
-
-    @staticmethod
-    def _shows_default(action: argparse.Action) -> bool:
-        return bool(action.option_strings) and action.default not in (
-            None, False, argparse.SUPPRESS)
-
-    def _format_action(self, action: argparse.Action) -> str:
-        if not action.help and self._shows_default(action):
-            action = copy.copy(action)
-            action.help = "(default: %(default)s)"
-        return super()._format_action(action)
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if self._shows_default(action) and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
+from fetalflex.about import __version__
+from fetalflex.cli_common import HelpWithDefaults, connection_args
 
 
 def _cmd_planes(args: argparse.Namespace) -> int:
@@ -189,18 +168,28 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="embedded", choices=["embedded", "torch", "triton"])
+    from fetalflex.model.signature import DEFAULT_TRITON_MODEL
+    from fetalflex.request import BACKEND_NAMES, DEFAULT_BACKEND
+
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES)
     p.add_argument("--triton-url", help="Triton gRPC address, e.g. 127.0.0.1:8001")
-    p.add_argument("--triton-model", default="fetalflex_denoiser_cpu")
+    p.add_argument("--triton-model", default=DEFAULT_TRITON_MODEL)
     p.add_argument("--triton-shm", action="store_true",
                    help="pass tensors through system shared memory (same host as Triton)")
     p.add_argument("--weights", help="denoiser weights folder (default: the shipped demo)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmsolver++", "two-stage"])
-    p.add_argument("--seed", type=int, default=0)
+    _sampling_args(p)
     p.add_argument("--quiet", action="store_true")
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    """The request schema's seed, steps, guidance and sampler (its defaults and names)."""
+    from fetalflex.request import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_NAMES
+
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES)
 
 
 
@@ -294,12 +283,25 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fetalflex.anatomy.biometry import GA_MAX, GA_MIN
+    from fetalflex.anatomy.layout import DEFAULT_FIELD_MM
     from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
+    from fetalflex.model.signature import TRITON_MODEL_NAMES
+    from fetalflex.request import (
+        DEFAULT_BACKEND,
+        DEFAULT_CONTROL_SCALE,
+        DEFAULT_STEPS,
+        IN_PROCESS_BACKENDS,
+        GenerationRequest,
+    )
     from fetalflex.weights import DEFAULT_WEIGHTS
 
+    SCHEMA = GenerationRequest.model_fields
+    GA_HELP = f"gestational age, weeks ({GA_MIN:g}-{GA_MAX:g})"
+
     ap = argparse.ArgumentParser(
-        prog="fetalflex", formatter_class=_HelpWithDefaults,
+        prog="fetalflex", formatter_class=HelpWithDefaults,
         description="Anatomy-guided synthesis of fetal ultrasound planes. Every image is "
                     "SYNTHETIC (phantom world) and not for diagnosis.",
     )
@@ -309,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_parser(*a: Any, **k: Any) -> argparse.ArgumentParser:
         """Every sub-command's --help shows its defaults."""
-        return _add(*a, formatter_class=_HelpWithDefaults, **k)
+        return _add(*a, formatter_class=HelpWithDefaults, **k)
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
@@ -321,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plane", required=True, choices=PLANE_CODES, type=canonical_code)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ga", type=float, default=None, help="gestational age, weeks (18-32)")
+    p.add_argument("--ga", type=float, default=None, help=GA_HELP)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--out", required=True, help="colour PNG to write")
     p.add_argument("--label-map", help="also write the label-id PNG here")
@@ -369,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="adherence, brightness, texture and anomaly twins per "
                                         "plane, against sampler steps (phantom world)")
     p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
-    p.add_argument("--backend", default="embedded", choices=("embedded", "torch"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--segmenter", default=str(DEFAULT_SEGMENTER))
     p.add_argument("--data", required=True, help="evaluation manifest.jsonl (not training data)")
@@ -389,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate-downstream",
                        help="anomaly classifiers trained on FetalFlex twins vs baselines (AUC)")
     p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
-    p.add_argument("--backend", default="embedded", choices=("embedded", "torch"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
     p.add_argument("--out", required=True)
     p.add_argument("--normals-per-plane", type=int, default=120)
     p.add_argument("--synth-per-preset", type=int, default=48)
@@ -410,14 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", action="append",
                    help="edit JSON object or list (or @file.json); repeatable")
     p.add_argument("--layout", help="label-map PNG or structure-list JSON")
-    p.add_argument("--field-mm", type=float, default=100.0,
+    p.add_argument("--field-mm", type=float, default=DEFAULT_FIELD_MM,
                    help="image side in mm for a label-map PNG layout")
-    p.add_argument("--ga", type=float, default=None, help="gestational age, weeks (18-32)")
+    p.add_argument("--ga", type=float, default=None, help=GA_HELP)
     p.add_argument("--reference", help="reference image PNG to repaint")
     p.add_argument("--reference-layout", help="the reference image's layout")
     p.add_argument("--pair", action="store_true", help="normal image + abnormal twin")
-    p.add_argument("--n", type=int, default=1)
-    p.add_argument("--control-scale", type=float, default=1.0)
+    p.add_argument("--n", type=int, default=SCHEMA["n"].default)
+    p.add_argument("--control-scale", type=float, default=DEFAULT_CONTROL_SCALE)
     p.add_argument("--out", required=True)
     p.add_argument("--prefix", help="file name prefix (default: the plane)")
     _backend_args(p)
@@ -429,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--prefix", default=None)
     p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
-    p.add_argument("--backend", default="embedded", choices=("embedded", "torch"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_reproduce)
 
@@ -455,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = esub.add_parser("tensorrt", help="ONNX -> TensorRT plan (on the target GPU)")
     e.add_argument("--onnx", default="build/onnx/denoiser-fp32.onnx")
     e.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    e.add_argument("--out", default="model_repository/fetalflex_denoiser_trt/1/model.plan")
+    e.add_argument("--out", default=f"model_repository/{TRITON_MODEL_NAMES['trt']}/1/model.plan")
     e.add_argument("--buckets", type=int, nargs="+", default=[1, 8, 16, 32])
     e.add_argument("--fp32", action="store_true", help="no fp16 kernels")
     e.add_argument("--workspace-gib", type=float, default=4.0)
@@ -468,33 +470,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("client", help="talk to a running service")
     p.add_argument("action", choices=["generate", "stream", "planes"])
-    _connection_args(p, token=True)
+    connection_args(p, token=True)
     p.add_argument("--plane", default="TV", choices=PLANE_CODES)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES))
     p.add_argument("--edit", action="append", help="edit JSON (repeatable)")
     p.add_argument("--pair", action="store_true")
-    p.add_argument("--n", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "dpmsolver++", "two-stage"])
+    p.add_argument("--n", type=int, default=SCHEMA["n"].default,
+                   help="samples (the request's count)")
+    _sampling_args(p)
     p.add_argument("--format", default="png", choices=["png", "dicom", "raw"])
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--out", default="out/client")
     p.set_defaults(func=_cmd_client)
 
     p = sub.add_parser("load", help="bounded load against a running service (p50/p95)")
-    _connection_args(p, token=True)
+    connection_args(p, token=True)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.set_defaults(func=_cmd_load)
-    from fetalflex.bench.cli import add_bench_commands
-
-    add_bench_commands(sub)
+    # A thin dispatch: main() hands `fetalflex bench ...` to the top-level bench package
+    # (`python -m bench`), which the library never imports; listed here for --help.
+    sub.add_parser("bench", help="benchmarks: `fetalflex bench <name> ...` runs "
+                                 "`python -m bench <name> ...` (table + JSON + PNG)")
     p = sub.add_parser("health", help="gRPC health check (exit 0 when SERVING); the API port "
                                       "with its TLS options, or the plaintext health port")
-    _connection_args(p, token=False)
+    connection_args(p, token=False)
     p.add_argument("--service", default="")
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=_cmd_health)
@@ -504,19 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _connection_args(p: argparse.ArgumentParser, token: bool) -> None:
-    """How ``client``, ``load`` and ``health`` reach a service (service.client reads them)."""
-    p.add_argument("--target", default="127.0.0.1:50051")
-    p.add_argument("--ca", help="CA certificate (PEM) that signed the server's; turns TLS on")
-    p.add_argument("--cert", help="client certificate (PEM) for servers that require mTLS")
-    p.add_argument("--key", help="the client certificate's private key (PEM)")
-    p.add_argument("--tls", action="store_true",
-                   help="TLS with the system's root certificates (implied by --ca/--cert)")
-    if token:
-        p.add_argument("--token-file", help="file holding the bearer token")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fetalflex import SYNTHETIC_NOTICE, __version__
+from fetalflex.about import SYNTHETIC_NOTICE, __version__
 from fetalflex.anatomy.edits import parse_edits
 from fetalflex.anatomy.layout import Layout, StructureList, rasterize
 from fetalflex.anatomy.render import colourize

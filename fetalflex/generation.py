@@ -17,22 +17,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
-from fetalflex.anatomy.edits import Edit, apply_edits
+from fetalflex.anatomy.edits import apply_edits
 from fetalflex.anatomy.layout import Layout, one_hot, rasterize
-from fetalflex.anatomy.planes import canonical_code, plane_index
-from fetalflex.anatomy.planes import plane as get_plane
-from fetalflex.anatomy.presets import preset as get_preset
+from fetalflex.anatomy.planes import plane_index
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.backends.backends import Backend
+from fetalflex.io import pixels
 from fetalflex.model.denoiser import plane_conditions
 from fetalflex.model.diffusion import alphas_cumprod_for
+from fetalflex.request import (
+    DEFAULT_CONTROL_SCALE,
+    DEFAULT_GUIDANCE,
+    GenerationRequest,
+    RepaintSettings,
+    SamplerName,
+)
 from fetalflex.sampling.ddim import (
     ddim_scheduler,
     dpmsolver_scheduler,
@@ -48,72 +53,6 @@ from fetalflex.sampling.repaint import (
 )
 from fetalflex.sampling.steps import SampleNoise, split_output
 from fetalflex.sampling.two_stage import TwoStageOptions, two_stage_progressive
-
-SamplerName = Literal["ddim", "dpmsolver++", "two-stage"]
-
-
-class RepaintSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    steps: int = Field(default=20, ge=2, le=200)
-    jump_length: int = Field(default=5, ge=1, le=50)
-    jump_n_sample: int = Field(default=2, ge=1, le=10)
-    feather_px: float = Field(default=3.0, ge=0, le=64)
-    # 6 px: the region must cover the blur halo of what the edit removes (at 128 px, 3 px
-    # left a ghost of the old skull ring in microcephaly twins).
-    dilate_px: float = Field(default=6.0, ge=0, le=64)
-
-    def options(self) -> RepaintOptions:
-        return RepaintOptions(**self.model_dump())
-
-
-class GenerationRequest(BaseModel):
-    """What a caller asks for (JSON-able; the gRPC API maps onto it)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    plane: str
-    n: int = Field(default=1, ge=1, le=64)
-    seed: int = Field(default=0, ge=0, lt=2**31)
-    # 10: measured best for the shipped weights (adherence 0.528 vs 0.318 at 25 steps,
-    # docs/EVALUATION.md); longer schedules add noise with this small model.
-    steps: int = Field(default=10, ge=1, le=1000)
-    guidance: float = Field(default=2.0, ge=0.0, le=20.0)
-    control_scale: float = Field(default=1.0, ge=0.0, le=3.0)
-    sampler: SamplerName = "ddim"
-    ga_weeks: float | None = Field(default=None, ge=18, le=32)
-    preset: str | None = None
-    edits: tuple[Edit, ...] = ()
-    pair: bool = False
-    repaint: RepaintSettings = RepaintSettings()
-
-    @field_validator("plane", mode="before")
-    @classmethod
-    def _plane_code(cls, v: object) -> object:
-        """Planes are case-insensitive ('tv' is TV); the canonical code is stored."""
-        return canonical_code(v) if isinstance(v, str) else v
-
-    @field_validator("preset", mode="before")
-    @classmethod
-    def _preset_name(cls, v: object) -> object:
-        return v.strip().lower() if isinstance(v, str) else v
-
-    @model_validator(mode="after")
-    def _check(self) -> GenerationRequest:
-        get_plane(self.plane)
-        if self.preset is not None:
-            pr = get_preset(self.preset)
-            if self.plane not in pr.planes:
-                raise ValueError(f"preset: {self.preset!r} applies to plane(s) "
-                                 f"{', '.join(pr.planes)}, not to plane {self.plane}")
-        if self.pair and self.preset is None and not self.edits:
-            raise ValueError("pair: a counterfactual pair needs a preset or edits")
-        return self
-
-    def edit_list(self) -> list[Edit]:
-        out: list[Edit] = []
-        if self.preset is not None:
-            out += get_preset(self.preset).edits(self.plane)
-        return out + list(self.edits)
 
 
 @dataclass
@@ -136,11 +75,13 @@ class GenerationResult:
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).squeeze(1).numpy()
+    """(N, 1, H, W) model-range images -> (N, H, W) uint8 (``fetalflex.io.pixels``)."""
+    return pixels.to_uint8(x.detach().squeeze(1).numpy())
 
 
 def to_float(img: np.ndarray) -> Tensor:
-    return torch.from_numpy(img.astype(np.float32) / 127.5 - 1.0)[:, None]
+    """(N, H, W) uint8 images -> (N, 1, H, W) model-range tensors."""
+    return torch.from_numpy(pixels.to_unit(img))[:, None]
 
 
 class Engine:
@@ -293,8 +234,9 @@ class Engine:
         den = self._guided(call, layouts, guidance, control)
         rp_noise = SampleNoise([s + 7_919 for s in seeds])
         out = None
-        for ev in repaint_progressive(den, to_float(images), mask, self.ac, self.pred,
-                                      settings.options(), rp_noise, should_stop):
+        opts = RepaintOptions(**settings.model_dump())
+        for ev in repaint_progressive(den, to_float(images), mask, self.ac, self.pred, opts,
+                                      rp_noise, should_stop):
             if ev.get("final"):
                 out = ev["x"]
             else:
@@ -305,7 +247,8 @@ class Engine:
         yield {"twin": np.where(np.stack(regions), twin, images)}
 
     def repaint(self, images: np.ndarray, layouts: list[Layout], regions: list[np.ndarray],
-                seeds: list[int], guidance: float = 2.0, control_scale: float = 1.0,
+                seeds: list[int], guidance: float = DEFAULT_GUIDANCE,
+                control_scale: float = DEFAULT_CONTROL_SCALE,
                 settings: RepaintSettings | None = None) -> tuple[np.ndarray, int]:
         """Repaint a batch of images (uint8, one plane) inside ``regions``, conditioned on
         ``layouts``; returns the images and the denoiser calls made. ``run`` uses the same

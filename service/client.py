@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 
+from fetalflex.request import DEFAULT_STEPS
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
+from service.api_enums import SAMPLER_ENUM
 
 EXT = {"png": "png", "dicom": "dcm", "raw_float32": "f32"}
 FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "dicom": pb.OUTPUT_FORMAT_DICOM,
            "raw": pb.OUTPUT_FORMAT_RAW_FLOAT32}
-SAMPLERS = {"ddim": pb.SAMPLER_DDIM, "dpmsolver++": pb.SAMPLER_DPM_SOLVER_PP,
-            "two-stage": pb.SAMPLER_TWO_STAGE}
 
 
 def credentials(ca: str | None = None, cert: str | None = None, key: str | None = None,
@@ -67,7 +67,7 @@ def _metadata(token_file: str | None) -> list[tuple[str, str]]:
 def request_from(args: Any) -> pb.GenerateRequest:
     req = pb.GenerateRequest(plane=args.plane, preset=args.preset or "", count=args.n,
                              seed=args.seed, steps=args.steps, guidance_scale=args.guidance,
-                             sampler=SAMPLERS[args.sampler], pair=args.pair,
+                             sampler=SAMPLER_ENUM[args.sampler], pair=args.pair,
                              output_format=FORMATS[args.format], return_layouts=True)
     for e in args.edit or []:
         req.edits.append(pb.Edit(json=e))
@@ -135,7 +135,7 @@ def run_client(args: Any) -> int:
     return 0
 
 
-def load(target: str, concurrency: int, requests: int, steps: int = 10,
+def load(target: str, concurrency: int, requests: int, steps: int = DEFAULT_STEPS,
          timeout_s: float = 120.0, token_file: str | None = None, ca: str | None = None,
          cert: str | None = None, key: str | None = None, tls: bool = False) -> dict[str, Any]:
     """A bounded load: ``requests`` Generate calls from ``concurrency`` client threads

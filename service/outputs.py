@@ -20,7 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from fetalflex import SYNTHETIC_NOTICE, __version__
+from fetalflex.about import SYNTHETIC_NOTICE, __version__
+from fetalflex.io import pixels
 from fetalflex.io.png import synthetic_info
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def label_png_bytes(label_map: NDArray[np.uint8]) -> bytes:
 
 
 def raw_float32(image: NDArray[np.uint8]) -> bytes:
-    return (image.astype(np.float32) / 127.5 - 1.0).astype("<f4").tobytes()
+    return pixels.to_unit(image).astype("<f4").tobytes()
 
 
 def new_uid() -> str:

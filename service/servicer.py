@@ -37,6 +37,7 @@ from PIL import Image
 
 from fetalflex.anatomy.vocabulary import vocabulary, vocabulary_json
 from fetalflex.generation import Engine, GenerationResult
+from fetalflex.io import pixels
 from service.admission import Admission
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
@@ -163,7 +164,7 @@ def _abandon(fut: asyncio.Future[Any], stop: _Stop | None) -> None:
 
 
 def _preview(x0: Any, size: int = 32) -> bytes:
-    img = ((np.asarray(x0[0, 0]).clip(-1, 1) + 1) * 127.5).astype(np.uint8)
+    img = pixels.to_uint8(np.asarray(x0[0, 0]))
     small = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
     return png_bytes(small, {"Content": "low-resolution preview"})
 

@@ -21,17 +21,28 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 from scipy import ndimage
 
+from fetalflex.anatomy.biometry import GA_MAX, GA_MIN
 from fetalflex.anatomy.edits import apply_edits, parse_edits
-from fetalflex.anatomy.layout import Layout, Shape, StructureList, extract, rasterize
+from fetalflex.anatomy.layout import (
+    DEFAULT_FIELD_MM,
+    FIELD_MM_MAX,
+    Layout,
+    Shape,
+    StructureList,
+    extract,
+    rasterize,
+)
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.render import colourize
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.anatomy.templates import sample_template
-from fetalflex.generation import GenerationRequest, GenerationResult, RepaintSettings, Sample
+from fetalflex.generation import GenerationResult, Sample
 from fetalflex.model.config import DenoiserConfig
+from fetalflex.request import SEED_LIMIT, GenerationRequest, RepaintSettings
 from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
+from service.api_enums import SAMPLER_NAME
 from service.config import ServiceSettings
 from service.errors import InvalidRequestError
 from service.outputs import SyntheticStudy, dicom_pair, label_png_bytes, png_bytes, raw_float32
@@ -39,8 +50,6 @@ from service.outputs import SyntheticStudy, dicom_pair, label_png_bytes, png_byt
 TRAIN_TIMESTEPS: int = DenoiserConfig.model_fields["num_train_timesteps"].default
 SCHEMA = GenerationRequest.model_fields  # the defaults of unset fields
 
-SAMPLERS = {pb.SAMPLER_UNSPECIFIED: "ddim", pb.SAMPLER_DDIM: "ddim",
-            pb.SAMPLER_DPM_SOLVER_PP: "dpmsolver++", pb.SAMPLER_TWO_STAGE: "two-stage"}
 FORMATS = {pb.OUTPUT_FORMAT_UNSPECIFIED: "png", pb.OUTPUT_FORMAT_PNG: "png",
            pb.OUTPUT_FORMAT_DICOM: "dicom", pb.OUTPUT_FORMAT_RAW_FLOAT32: "raw_float32"}
 # Proto field names of the domain request's fields (its validation errors name these).
@@ -48,8 +57,6 @@ PROTO_FIELDS = {"n": "count", "guidance": "guidance_scale"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_NAME = 64  # plane and preset names
-FIELD_MM_MAX = 1000.0  # image side in mm (the domain's StructureList bound)
-DEFAULT_FIELD_MM = 100.0
 MAX_EDITS = 32  # after parsing (one Edit message may hold a list)
 MAX_EDIT_JSON = 16 * 1024  # characters of one Edit message's JSON
 MAX_JSON_DEPTH = 8  # edits are flat objects; deeper nesting is refused before validation
@@ -149,8 +156,8 @@ def _plane(value: str) -> str:
 
 
 def _seed(field: str, v: int) -> int:
-    if not 0 <= v < 2**31:
-        raise InvalidRequestError(field, "must be within 0..2^31-1")
+    if not 0 <= v < SEED_LIMIT:
+        raise InvalidRequestError(field, f"must be within 0..{SEED_LIMIT - 1}")
     return v
 
 
@@ -169,8 +176,9 @@ def _domain_error(exc: ValidationError, prefix: str = "") -> InvalidRequestError
 
 def _from_template(field: str, t: pb.Template, plane: str, size: int, seed: int) -> Layout:
     ga = _finite(f"{field}.template.ga_weeks", t.ga_weeks) or None
-    if ga is not None and not 18 <= ga <= 32:
-        raise InvalidRequestError(f"{field}.template.ga_weeks", "must be within 18..32 weeks")
+    if ga is not None and not GA_MIN <= ga <= GA_MAX:
+        raise InvalidRequestError(f"{field}.template.ga_weeks",
+                                  f"must be within {GA_MIN:g}..{GA_MAX:g} weeks")
     tseed = t.seed or seed
     if tseed < 0:
         raise InvalidRequestError(f"{field}.template.seed", "must not be negative")
@@ -295,12 +303,12 @@ def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, An
     if not 1 <= steps <= settings.max_steps:
         raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
                                            f"got {steps}")
-    if req.sampler not in SAMPLERS:
+    if req.sampler not in SAMPLER_NAME:
         raise InvalidRequestError("sampler", f"unknown value {req.sampler}")
     if req.output_format not in FORMATS:
         raise InvalidRequestError("output_format", f"unknown value {req.output_format}")
     out: dict[str, Any] = {"plane": _plane(req.plane), "n": count,
-                           "seed": _seed("seed", req.seed), "sampler": SAMPLERS[req.sampler],
+                           "seed": _seed("seed", req.seed), "sampler": SAMPLER_NAME[req.sampler],
                            "preset": _name("preset", req.preset) or None, "pair": req.pair}
     if req.HasField("steps"):
         out["steps"] = req.steps

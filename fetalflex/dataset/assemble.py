@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from fetalflex import SYNTHETIC_NOTICE, __version__
+from fetalflex.about import SYNTHETIC_NOTICE, __version__
 from fetalflex.dataset.plan import Item, plan
 from fetalflex.dataset.spec import DatasetSpec, parse_spec
 from fetalflex.dataset.writer import (

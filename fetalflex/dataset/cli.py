@@ -123,9 +123,9 @@ def add_dataset_command(sub: Any) -> None:
                    help="in-process backend when no --target is given")
     r.add_argument("--weights", help="denoiser weights folder (default: the shipped ones)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads in-process")
-    from fetalflex.cli import _connection_args
+    from fetalflex.cli_common import connection_args
 
-    _connection_args(r, token=True)
+    connection_args(r, token=True)
     r.set_defaults(target=None)  # no --target: generate in this process
     for a in r._actions:
         if a.dest == "target":

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from fetalflex import SYNTHETIC_NOTICE, __version__
+from fetalflex.about import SYNTHETIC_NOTICE, __version__
 from fetalflex.anatomy.layout import Layout, extract
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.data.manifest import Record

@@ -4,11 +4,11 @@ The paper's central claim, tested in the phantom world. For every anomaly preset
 classifier (``classifier.SmallCNN``) learns normal vs abnormal under four regimes and is
 tested on the same held-out simulator phantoms (normal and abnormal of that preset):
 
-* ``synthetic``: real normal phantoms + FetalFlex twins: each twin is a real normal
-  phantom whose anatomy was edited by the preset and repainted in the edit region (no
-  abnormal phantom is ever used). As a control against "synthetic-looking" shortcuts the
-  normal class also holds the same phantoms repainted in the same region with their own,
-  unedited layout, so the repaint itself carries no label.
+* ``synthetic``: real normal phantoms + FetalFlex twins (``twins.py``): each twin is a
+  real normal phantom whose anatomy was edited by the preset and repainted in the edit
+  region (no abnormal phantom is ever used). As a control against "synthetic-looking"
+  shortcuts the normal class also holds the same phantoms repainted in the same region
+  with their own, unedited layout, so the repaint itself carries no label.
 * ``synthetic_no_control``: the same without the repainted normals (the naive recipe).
 * ``normal_only``: anomaly detection with normal data only: Mahalanobis distance of a
   plane classifier's pooled features to the normal features of the image's plane.
@@ -35,10 +35,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from fetalflex.anatomy.layout import Layout
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.anatomy.presets import PRESETS, apply_preset
-from fetalflex.anatomy.presets import preset as get_preset
+from fetalflex.anatomy.presets import PRESETS
 from fetalflex.backends.backends import Backend
 from fetalflex.data.phantom_set import render_phantom
 from fetalflex.evaluation.classifier import (
@@ -50,8 +48,9 @@ from fetalflex.evaluation.classifier import (
     predict_proba,
     train_classifier,
 )
-from fetalflex.generation import Engine, GenerationRequest, RepaintSettings
-from fetalflex.sampling.repaint import edit_region
+from fetalflex.evaluation.twins import PhantomPool, cached_twins, planes_of
+from fetalflex.generation import Engine
+from fetalflex.request import GenerationRequest, RepaintSettings
 
 # Disjoint seed ranges per role (x 1e6), plane offset x 1e5.
 NORMAL_TRAIN, ORACLE, TEST_NORMAL, TEST_ABNORMAL, PLANE_TEST, SYNTH_NOISE = range(1, 7)
@@ -77,23 +76,6 @@ def _seed(opts: DownstreamOptions, role: int, plane: str, i: int) -> int:
     return opts.seed * 10_000_000 + role * 1_000_000 + PLANE_CODES.index(plane) * 100_000 + i
 
 
-def _planes_of(preset_name: str) -> list[str]:
-    return [c for c in PLANE_CODES if c in get_preset(preset_name).planes]
-
-
-@dataclass
-class PhantomPool:
-    images: list[NDArray[np.uint8]] = field(default_factory=list)
-    layouts: list[Layout] = field(default_factory=list)
-
-    def add(self, image: NDArray[np.uint8], layout: Layout) -> None:
-        self.images.append(image)
-        self.layouts.append(layout)
-
-    def stack(self) -> NDArray[np.uint8]:
-        return np.stack(self.images)
-
-
 def _render(opts: DownstreamOptions, role: int, plane: str, n: int, size: int,
             preset: str | None = None) -> PhantomPool:
     pool = PhantomPool()
@@ -101,107 +83,6 @@ def _render(opts: DownstreamOptions, role: int, plane: str, n: int, size: int,
         img, lay, _ = render_phantom(plane, _seed(opts, role, plane, i), size, preset)
         pool.add(img, lay)
     return pool
-
-
-def _round_robin(planes: list[str], n: int) -> list[tuple[str, int]]:
-    """(plane, index within that plane) for n items spread over planes."""
-    return [(planes[k % len(planes)], k // len(planes)) for k in range(n)]
-
-
-@dataclass
-class SyntheticSet:
-    """Per preset: twins (abnormal), controls (normal, repainted) and their planes."""
-
-    twins: dict[str, NDArray[np.uint8]]
-    controls: dict[str, NDArray[np.uint8]]
-    references: dict[str, NDArray[np.uint8]]
-    regions: dict[str, NDArray[np.bool_]]
-    planes: dict[str, list[str]]
-    skipped: dict[str, int]
-    calls: int
-    seconds: float
-
-
-def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,
-                     progress: Callable[[str], None] = print) -> SyntheticSet:
-    twins, controls, refs, regs, planes, skipped = {}, {}, {}, {}, {}, {}
-    calls, t0 = 0, time.perf_counter()
-    settings = RepaintSettings()
-    for pi, name in enumerate(opts.presets):
-        items: list[tuple[str, NDArray[np.uint8], Layout, Layout, NDArray[np.bool_]]] = []
-        n_skip = 0
-        for plane, k in _round_robin(_planes_of(name), opts.synth_per_preset):
-            pool = normals[plane]
-            j = (k + 7 * pi) % len(pool.images)  # presets start at different references
-            ref_layout = pool.layouts[j]
-            abn = apply_preset(ref_layout, name)
-            region = edit_region(ref_layout.label_map, abn.label_map, settings.dilate_px)
-            if not region.any():
-                n_skip += 1
-                continue
-            items.append((plane, pool.images[j], ref_layout, abn, region))
-        tw: list[NDArray[np.uint8]] = []
-        ct: list[NDArray[np.uint8]] = []
-        order: list[tuple[str, NDArray[np.uint8], Layout, Layout, NDArray[np.bool_]]] = []
-        for plane in _planes_of(name):
-            sel = [it for it in items if it[0] == plane]
-            for b in range(0, len(sel), opts.repaint_batch):
-                chunk = sel[b:b + opts.repaint_batch]
-                imgs = np.stack([c[1] for c in chunk])
-                regions = [c[4] for c in chunk]
-                seeds = [_seed(opts, SYNTH_NOISE, plane, pi * 1000 + b + i)
-                         for i in range(len(chunk))]
-                out, n1 = engine.repaint(imgs, [c[3] for c in chunk], regions, seeds,
-                                         settings=settings)
-                ctl, n2 = engine.repaint(imgs, [c[2] for c in chunk], regions, seeds,
-                                         settings=settings)
-                tw += list(out)
-                ct += list(ctl)
-                order += chunk
-                calls += n1 + n2
-        twins[name], controls[name] = np.stack(tw), np.stack(ct)
-        refs[name] = np.stack([it[1] for it in order])
-        regs[name] = np.stack([it[4] for it in order])
-        planes[name] = [it[0] for it in order]
-        skipped[name] = n_skip
-        progress(f"synthesized {len(tw)} twins + controls for {name} "
-                 f"({time.perf_counter() - t0:.0f} s)")
-    return SyntheticSet(twins, controls, refs, regs, planes, skipped, calls,
-                        time.perf_counter() - t0)
-
-
-def _cache_key(engine: Engine, opts: DownstreamOptions) -> str:
-    return json.dumps({"model": engine.backend.model_hash, "size": engine.cfg.image_size,
-                       "normals_per_plane": opts.normals_per_plane,
-                       "synth_per_preset": opts.synth_per_preset, "seed": opts.seed,
-                       "batch": opts.repaint_batch, "presets": list(opts.presets),
-                       "repaint": RepaintSettings().model_dump()}, sort_keys=True)
-
-
-def cached_twins(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,
-                 path: Path, progress: Callable[[str], None] = print) -> SyntheticSet:
-    """``synthesize_twins``, reused from ``path`` when it was made by the same model with
-    the same options (the expensive part; the classifiers can then be rerun alone)."""
-    key = _cache_key(engine, opts)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) == key:
-                meta = json.loads(str(z["meta"]))
-                progress(f"reusing the synthetic set in {path}")
-                return SyntheticSet(
-                    *({n: z[f"{part}/{n}"] for n in opts.presets}
-                      for part in ("twins", "controls", "references", "regions")),
-                    planes=meta["planes"], skipped=meta["skipped"], calls=meta["calls"],
-                    seconds=meta["seconds"])
-    syn = synthesize_twins(engine, normals, opts, progress)
-    arrays = {f"{part}/{n}": getattr(syn, part)[n] for n in opts.presets
-              for part in ("twins", "controls", "references", "regions")}
-    meta = {"planes": syn.planes, "skipped": syn.skipped, "calls": syn.calls,
-            "seconds": syn.seconds}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, key=np.array(key), meta=np.array(json.dumps(meta)), **arrays)
-    tmp.replace(path)
-    return syn
 
 
 def _binary(normal: NDArray[np.uint8], abnormal: NDArray[np.uint8]
@@ -221,7 +102,11 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
     normals = {p: _render(opts, NORMAL_TRAIN, p, opts.normals_per_plane, size)
                for p in PLANE_CODES}
     progress(f"rendered {opts.normals_per_plane} normal phantoms per plane")
-    synth = cached_twins(engine, normals, opts, out / "synthetic_set.npz", progress)
+    synth = cached_twins(engine, normals, opts.presets, opts.synth_per_preset,
+                         opts.repaint_batch, lambda p, i: _seed(opts, SYNTH_NOISE, p, i),
+                         out / "synthetic_set.npz",
+                         {"normals_per_plane": opts.normals_per_plane, "seed": opts.seed},
+                         progress)
 
     # Anomaly-detection baseline: one 7-plane classifier on the real normals.
     plane_x = np.concatenate([normals[p].stack() for p in PLANE_CODES])
@@ -235,7 +120,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
 
     rows: list[dict[str, Any]] = []
     for name in opts.presets:
-        planes = _planes_of(name)
+        planes = planes_of(name)
         test_n = np.concatenate([_render(opts, TEST_NORMAL, p, n_p, size).stack()
                                  for p, n_p in _split(planes, opts.test_per_preset)])
         test_a = np.concatenate([_render(opts, TEST_ABNORMAL, p, n_p, size, name).stack()

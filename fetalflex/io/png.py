@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, PngImagePlugin
 
-from fetalflex import SYNTHETIC_NOTICE, __version__
+from fetalflex.about import SYNTHETIC_NOTICE, __version__
 
 
 def _atomic_save(img: Image.Image, path: Path, pnginfo: PngImagePlugin.PngInfo | None) -> None:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
 from fetalflex.data.phantom_set import render_phantom
 from fetalflex.io.png import write_image
 from fetalflex.reports.figures import new_figure, save_figure
 
-if TYPE_CHECKING:
-    from fetalflex.evaluation.downstream import SyntheticSet
+
+class TwinExamples(Protocol):
+    """What the example strip shows, per preset (``evaluation.twins.SyntheticSet`` has it;
+    the report reads results and never imports the evaluation)."""
+
+    twins: dict[str, NDArray[np.uint8]]
+    controls: dict[str, NDArray[np.uint8]]
+    references: dict[str, NDArray[np.uint8]]
+    planes: dict[str, list[str]]
 
 LABELS = {"synthetic": "normal + FetalFlex twins (+ repainted normals)",
           "synthetic_no_control": "normal + FetalFlex twins (no control)",
@@ -83,7 +91,7 @@ def _plane_plot(result: dict[str, Any], out: Path) -> None:
     save_figure(fig, out, "plane classifier accuracy vs real-set size; phantom world")
 
 
-def example_strip(result: dict[str, Any], synth: SyntheticSet, scale: int = 2,
+def example_strip(result: dict[str, Any], synth: TwinExamples, scale: int = 2,
                   per_preset: int = 2) -> np.ndarray:
     """Rows per preset: reference | repainted normal | FetalFlex twin | real abnormal."""
     size = result["image_size"]
@@ -108,7 +116,7 @@ def example_strip(result: dict[str, Any], synth: SyntheticSet, scale: int = 2,
     return np.asarray(im)
 
 
-def write_downstream_report(result: dict[str, Any], synth: SyntheticSet, out: Path) -> None:
+def write_downstream_report(result: dict[str, Any], synth: TwinExamples, out: Path) -> None:
     (out / "downstream.md").write_text(markdown(result))
     _auc_plot(result, out / "downstream_auc.png")
     _plane_plot(result, out / "downstream_plane.png")

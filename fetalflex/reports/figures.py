@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from fetalflex import __version__
+from fetalflex.about import __version__
 
 SYNTHETIC = "SYNTHETIC (FetalFlex, phantom-trained; not for clinical use)"
 

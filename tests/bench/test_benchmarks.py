@@ -24,7 +24,7 @@ def _doc(path: Path) -> dict:  # type: ignore[type-arg]
 
 
 def test_denoiser_latency(tiny_weights: Path, tmp_path: Path) -> None:
-    from fetalflex.bench.denoiser_latency import bench_denoiser
+    from bench.denoiser_latency import bench_denoiser
 
     rows = bench_denoiser(tiny_weights, tmp_path, batches=(1, 4), reps=2)
     assert [r["batch"] for r in rows] == [1, 4]
@@ -40,8 +40,8 @@ def test_denoiser_latency(tiny_weights: Path, tmp_path: Path) -> None:
 def test_flop_count_scales_with_batch(tiny_weights: Path) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
+    from bench.denoiser_latency import flops_per_row
     from fetalflex.backends.onnx_model import example_inputs
-    from fetalflex.bench.denoiser_latency import flops_per_row
     from fetalflex.model.denoiser import FetalFlexDenoiser
 
     m = FetalFlexDenoiser.load(tiny_weights)
@@ -53,7 +53,7 @@ def test_flop_count_scales_with_batch(tiny_weights: Path) -> None:
 
 def test_gpu_bench_on_cpu_reports_what_it_could_not_run(tiny_weights: Path,
                                                         tmp_path: Path) -> None:
-    from fetalflex.bench.gpu import bench_gpu
+    from bench.gpu import bench_gpu
 
     rows = bench_gpu(tiny_weights, tmp_path, batches=(1, 2), reps=1, device="cpu",
                      variants=("eager-fp32", "ort-cpu", "cuda-graph-fp16", "tensorrt"))
@@ -69,9 +69,9 @@ def test_gpu_bench_on_cpu_reports_what_it_could_not_run(tiny_weights: Path,
 def test_diffusers_repaint_baseline_keeps_outside_and_counts_calls(tiny_weights: Path) -> None:
     from diffusers import RePaintScheduler
 
+    from bench.repaint_baseline import diffusers_repaint
     from fetalflex.anatomy.presets import apply_preset
     from fetalflex.backends.backends import load_backend
-    from fetalflex.bench.repaint_baseline import diffusers_repaint
     from fetalflex.generation import Engine, GenerationRequest
     from fetalflex.sampling.repaint import edit_region
 
@@ -92,7 +92,7 @@ def test_diffusers_repaint_baseline_keeps_outside_and_counts_calls(tiny_weights:
 
 def test_sampler_cost(tiny_weights: Path, tiny_eval_data: Path, tiny_data: Path,
                       tmp_path: Path) -> None:
-    from fetalflex.bench.sampler_cost import bench_sampler_cost
+    from bench.sampler_cost import bench_sampler_cost
     from fetalflex.evaluation.segmenter import train_segmenter
 
     seg = train_segmenter(tiny_data, tmp_path / "seg", steps=2, batch_size=4, progress=False)
@@ -114,7 +114,7 @@ def test_sampler_cost(tiny_weights: Path, tiny_eval_data: Path, tiny_data: Path,
 
 
 def test_grpc_overhead(tiny_weights: Path, tmp_path: Path) -> None:
-    from service.bench import bench_grpc
+    from bench.serving import bench_grpc
 
     rows = bench_grpc(tiny_weights, tmp_path, reps=2, steps=2)
     assert rows[0]["grpc_median_s"] > 0 and rows[0]["in_process_median_s"] > 0
@@ -122,7 +122,7 @@ def test_grpc_overhead(tiny_weights: Path, tmp_path: Path) -> None:
 
 
 def test_end_to_end_embedded_and_triton(tiny_weights: Path, tmp_path: Path) -> None:
-    from service.bench import bench_end_to_end
+    from bench.serving import bench_end_to_end
     from tests.conftest import triton_env_path
 
     env = triton_env_path()
@@ -140,7 +140,7 @@ def test_end_to_end_embedded_and_triton(tiny_weights: Path, tmp_path: Path) -> N
 
 def test_main_job_compares_guidance_side_by_side(tiny_weights: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from fetalflex.bench.main_job import bench_main_job
+    from bench.main_job import bench_main_job
 
     monkeypatch.setenv("FETALFLEX_CACHE", str(tmp_path / "cache"))
     rows = bench_main_job([tiny_weights], tmp_path, guidances=(1.0, 2.0), reps=1,

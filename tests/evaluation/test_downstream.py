@@ -69,14 +69,16 @@ def test_downstream_runs_and_reports(tiny_weights: Path, tmp_path: Path) -> None
 
 
 def test_twins_differ_from_their_reference_only_in_the_region(tiny_weights: Path) -> None:
-    from fetalflex.evaluation.downstream import _render, synthesize_twins
+    from fetalflex.evaluation.downstream import _render
+    from fetalflex.evaluation.twins import synthesize_twins
     from fetalflex.generation import Engine
 
-    opts = DownstreamOptions(normals_per_plane=2, synth_per_preset=2, repaint_batch=2,
-                             presets=("hydrocephalus",))
+    opts = DownstreamOptions(normals_per_plane=2)
     eng = Engine(load_backend("embedded", tiny_weights))
     normals = {p: _render(opts, NORMAL_TRAIN, p, 2, 32) for p in PLANE_CODES}
-    syn = synthesize_twins(eng, normals, opts, progress=lambda _: None)
+    syn = synthesize_twins(eng, normals, ("hydrocephalus",), per_preset=2, batch=2,
+                           noise_seed=lambda p, i: _seed(opts, SYNTH_NOISE, p, i),
+                           progress=lambda _: None)
     tw, ref, ctl = (syn.twins["hydrocephalus"], syn.references["hydrocephalus"],
                     syn.controls["hydrocephalus"])
     assert tw.shape == ref.shape == ctl.shape == (2, 32, 32)

@@ -70,7 +70,7 @@ def test_resume_continues_where_it_stopped(tiny_data: Path, tmp_path: Path) -> N
 def test_snapshots_and_prealign_bench_guard(tiny_data: Path, tmp_path: Path) -> None:
     import pytest
 
-    from fetalflex.bench.prealign import bench_prealign
+    from bench.prealign import bench_prealign
 
     run = tmp_path / "s"
     cfg = _cfg(pre_alignment=False, snapshot_every=2)

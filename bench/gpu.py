@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fetalflex.backends.backends import DEFAULT_WEIGHTS
+from bench.denoiser_latency import flops_per_row
+from bench.results import print_table, write_results
 from fetalflex.backends.onnx_model import example_inputs, onnx_for
-from fetalflex.bench.denoiser_latency import flops_per_row
-from fetalflex.bench.results import print_table, write_results
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.signature import INPUT_NAMES, OUTPUT_NAMES
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure
+from fetalflex.weights import DEFAULT_WEIGHTS
 
 Call = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 VARIANTS = ("eager-fp32", "eager-fp16", "cuda-graph-fp16", "compile-fp16", "ort-cuda",

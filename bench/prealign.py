@@ -20,6 +20,7 @@ import torch
 from fetalflex.backends.backends import load_backend
 from fetalflex.evaluation.evaluate import evaluate
 from fetalflex.evaluation.options import EvalOptions
+from fetalflex.request import DEFAULT_STEPS
 from fetalflex.training.config import TrainConfig
 from fetalflex.training.train import train
 
@@ -27,7 +28,7 @@ from fetalflex.training.train import train
 def bench_prealign(base_checkpoint: Path, config: TrainConfig, manifest: Path,
                    eval_manifest: Path, segmenter: Path, out: Path, steps: int = 200,
                    eval_every: int = 100, n_per_plane: int = 2,
-                   sample_steps: int = 10) -> list[dict[str, Any]]:
+                   sample_steps: int = DEFAULT_STEPS) -> list[dict[str, Any]]:
     ck = torch.load(base_checkpoint, map_location="cpu", weights_only=False)
     if set(ck["done"]) != {"base"}:
         raise ValueError(f"base_checkpoint: expected a checkpoint right after the base stage, "

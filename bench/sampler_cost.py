@@ -21,18 +21,19 @@ from typing import Any
 
 import numpy as np
 
+from bench.repaint_baseline import DEFAULTS, diffusers_repaint
+from bench.results import print_table, write_results
 from fetalflex.anatomy.layout import Layout
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.presets import apply_preset, presets_for
 from fetalflex.backends.backends import load_backend
-from fetalflex.bench.repaint_baseline import DEFAULTS, diffusers_repaint
-from fetalflex.bench.results import print_table, write_results
 from fetalflex.data.manifest import read_manifest, resolve
 from fetalflex.evaluation.metrics import mean_dice
 from fetalflex.evaluation.segmenter import Segmenter
-from fetalflex.generation import Engine, GenerationRequest, RepaintSettings, to_float
+from fetalflex.generation import Engine, to_float
 from fetalflex.io.png import read_label_map
 from fetalflex.reports.figures import new_figure, save_figure
+from fetalflex.request import GenerationRequest, RepaintSettings
 from fetalflex.sampling.repaint import edit_region
 
 REPAINT_SETTINGS: tuple[tuple[int, int, int], ...] = (
@@ -45,8 +46,7 @@ def _layouts(manifest: Path, per_plane: int) -> list[Layout]:
     for code in PLANE_CODES:
         sel = [r for r in recs if r.plane == code and not r.abnormal][:per_plane]
         for r in sel:
-            out.append(Layout(code, read_label_map(resolve(manifest.parent, r.label_map)),
-                              r.field_mm or 100.0, r.ga_weeks))
+            out.append(r.layout(read_label_map(resolve(manifest.parent, r.label_map))))
     return out
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.results import interleaved, print_table, write_results
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.backends.backends import DEFAULT_WEIGHTS, load_backend
-from fetalflex.bench.results import interleaved, print_table, write_results
-from fetalflex.generation import Engine, GenerationRequest
+from fetalflex.backends.backends import load_backend
+from fetalflex.generation import Engine
+from fetalflex.request import GenerationRequest
+from fetalflex.weights import DEFAULT_WEIGHTS
 
 
 def bench_main_job(weights: list[Path] | None, out: Path, guidances: tuple[float | None, ...]

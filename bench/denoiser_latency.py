@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fetalflex.backends.backends import DEFAULT_WEIGHTS, OnnxModelCall
+from bench.results import interleaved, print_table, write_results
+from fetalflex.backends.backends import OnnxModelCall
 from fetalflex.backends.onnx_model import example_inputs, onnx_for
-from fetalflex.bench.results import interleaved, print_table, write_results
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure
 from fetalflex.sampling.denoisers import torch_model_call
+from fetalflex.weights import DEFAULT_WEIGHTS
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 

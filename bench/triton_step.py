@@ -22,16 +22,19 @@ from typing import Any
 
 import torch
 
+from bench.results import write_results
 from export.triton_repository import write_repository
 from export.triton_server import DEFAULT_ENV, LocalTriton, metric_sum
-from fetalflex.backends.backends import DEFAULT_WEIGHTS, load_backend
+from fetalflex.backends.backends import load_backend
 from fetalflex.backends.onnx_model import example_inputs, export_onnx
-from fetalflex.bench.results import write_results
-from fetalflex.generation import Engine, GenerationRequest
+from fetalflex.generation import Engine
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.model.signature import DEFAULT_TRITON_MODEL
+from fetalflex.request import GenerationRequest
+from fetalflex.weights import DEFAULT_WEIGHTS
 
-MODEL = "fetalflex_denoiser_cpu"
+MODEL = DEFAULT_TRITON_MODEL
 
 
 def _step_latency(call: Any, cfg: DenoiserConfig, reps: int) -> float:

@@ -1,4 +1,4 @@
-"""Service benchmarks (figures only; nothing asserts a speed).
+"""Serving benchmarks (figures only; nothing asserts a speed).
 
 * ``bench_grpc``: the gRPC path's overhead. The real server (loopback, same process, its
   own event-loop thread); the same Generate request ``reps`` times in-process
@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 
-from fetalflex.bench.results import print_table, write_results
-from fetalflex.generation import GenerationRequest
+from bench.results import print_table, write_results
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure
+from fetalflex.request import DEFAULT_STEPS, GenerationRequest
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.client import load
@@ -30,7 +30,7 @@ from service.config import ServiceSettings
 from service.server import running_server
 
 
-def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = 10
+def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = DEFAULT_STEPS
                ) -> list[dict[str, Any]]:
     settings = ServiceSettings(port=0, metrics_port=0, weights=weights, max_concurrent=8,
                                max_queued=64)
@@ -65,13 +65,14 @@ SETUPS = ("embedded", "embedded+batching", "triton", "triton+batching")
 
 def bench_end_to_end(weights: Path | None, out: Path,
                      concurrencies: tuple[int, ...] = (1, 4, 16), requests_per_client: int = 2,
-                     min_requests: int = 8, steps: int = 10, setups: tuple[str, ...] = SETUPS,
+                     min_requests: int = 8, steps: int = DEFAULT_STEPS,
+                     setups: tuple[str, ...] = SETUPS,
                      triton_env: Path | None = None) -> list[dict[str, Any]]:
     from export.triton_repository import BatchingPolicy, write_repository
     from export.triton_server import DEFAULT_ENV, LocalTriton
-    from fetalflex.backends.backends import DEFAULT_WEIGHTS
     from fetalflex.backends.onnx_model import onnx_for
     from fetalflex.model.config import DenoiserConfig
+    from fetalflex.weights import DEFAULT_WEIGHTS
 
     w = weights or DEFAULT_WEIGHTS
     cfg = DenoiserConfig.load(w / "config.json")

@@ -1,12 +1,16 @@
-"""``fetalflex bench <name>``: every benchmark prints a table and writes JSON (+ a PNG plot)
-under ``--out`` (default ``out/bench``)."""
+"""``python -m bench <name>`` (or ``fetalflex bench <name>``, which hands its arguments
+here): every benchmark prints a table and writes JSON (+ a PNG plot) under ``--out``
+(default ``out/bench``)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fetalflex.cli_common import HelpWithDefaults
+from fetalflex.request import DEFAULT_STEPS
 from fetalflex.weights import DEFAULT_SEGMENTER
 
 OUT = "out/bench"
@@ -17,7 +21,7 @@ def _weights(args: argparse.Namespace) -> Path | None:
 
 
 def _denoiser(args: argparse.Namespace) -> int:
-    from fetalflex.bench.denoiser_latency import bench_denoiser
+    from bench.denoiser_latency import bench_denoiser
 
     bench_denoiser(_weights(args), Path(args.out), tuple(args.batches), reps=args.reps,
                    threads=args.threads)
@@ -25,7 +29,7 @@ def _denoiser(args: argparse.Namespace) -> int:
 
 
 def _sampler(args: argparse.Namespace) -> int:
-    from fetalflex.bench.sampler_cost import bench_sampler_cost
+    from bench.sampler_cost import bench_sampler_cost
 
     bench_sampler_cost(_weights(args), Path(args.segmenter), Path(args.data), Path(args.out),
                        per_plane=args.per_plane, baseline_n=args.baseline_n,
@@ -34,7 +38,7 @@ def _sampler(args: argparse.Namespace) -> int:
 
 
 def _main_job(args: argparse.Namespace) -> int:
-    from fetalflex.bench.main_job import bench_main_job
+    from bench.main_job import bench_main_job
 
     bench_main_job([Path(w) for w in args.weights] if args.weights else None, Path(args.out),
                    tuple(args.guidance) if args.guidance else (None,), reps=args.reps,
@@ -43,7 +47,7 @@ def _main_job(args: argparse.Namespace) -> int:
 
 
 def _e2e(args: argparse.Namespace) -> int:
-    from service.bench import bench_end_to_end
+    from bench.serving import bench_end_to_end
 
     bench_end_to_end(_weights(args), Path(args.out), tuple(args.concurrency),
                      requests_per_client=args.requests_per_client, steps=args.steps,
@@ -52,14 +56,14 @@ def _e2e(args: argparse.Namespace) -> int:
 
 
 def _grpc(args: argparse.Namespace) -> int:
-    from service.bench import bench_grpc
+    from bench.serving import bench_grpc
 
     bench_grpc(_weights(args), Path(args.out), reps=args.reps, steps=args.steps)
     return 0
 
 
 def _gpu(args: argparse.Namespace) -> int:
-    from fetalflex.bench.gpu import bench_gpu
+    from bench.gpu import bench_gpu
 
     bench_gpu(_weights(args), Path(args.out), tuple(args.batches), reps=args.reps,
               device=args.device, variants=tuple(args.variants) if args.variants else None)
@@ -67,7 +71,7 @@ def _gpu(args: argparse.Namespace) -> int:
 
 
 def _triton(args: argparse.Namespace) -> int:
-    from fetalflex.bench.triton_step import bench_triton
+    from bench.triton_step import bench_triton
 
     bench_triton(_weights(args), Path(args.env), reps=args.reps, concurrency=args.concurrency,
                  out=Path(args.out))
@@ -75,8 +79,8 @@ def _triton(args: argparse.Namespace) -> int:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from fetalflex.bench.phantom import bench_phantom
-    from fetalflex.bench.results import print_table, write_results
+    from bench.phantom import bench_phantom
+    from bench.results import print_table, write_results
 
     rows: list[dict[str, Any]] = list(bench_phantom(tuple(args.sizes), n=args.n,
                                                     workers=args.workers))
@@ -86,7 +90,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _prealign(args: argparse.Namespace) -> int:
-    from fetalflex.bench.prealign import bench_prealign
+    from bench.prealign import bench_prealign
     from fetalflex.training.config import TrainConfig
 
     bench_prealign(Path(args.base_checkpoint), TrainConfig.load(Path(args.config)),
@@ -95,12 +99,17 @@ def _prealign(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_commands(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: table + JSON + PNG under --out")
-    bsub = bench.add_subparsers(dest="bench", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    from bench.serving import SETUPS
+
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", formatter_class=HelpWithDefaults,
+        description="benchmarks: a table + JSON + PNG under --out (nothing asserts a speed)")
+    bsub = ap.add_subparsers(dest="bench", required=True)
 
     def common(name: str, helps: str, weights: bool = True) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = bsub.add_parser(name, help=helps)
+        p: argparse.ArgumentParser = bsub.add_parser(name, help=helps,
+                                                     formatter_class=HelpWithDefaults)
         p.add_argument("--out", default=OUT)
         if weights:
             p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
@@ -136,16 +145,14 @@ def add_bench_commands(sub: Any) -> None:
                       "without batching across requests")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests-per-client", type=int, default=2)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--setups", nargs="+", default=["embedded", "embedded+batching", "triton",
-                                                   "triton+batching"],
-                   choices=["embedded", "embedded+batching", "triton", "triton+batching"])
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
     p.add_argument("--env", default=".venv-triton", help="the nvidia-pytriton venv")
     p.set_defaults(func=_e2e)
 
     p = common("grpc", "the gRPC path's overhead vs in-process, same request")
     p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.set_defaults(func=_grpc)
 
     p = common("gpu", "eager vs CUDA graphs vs torch.compile vs ONNX Runtime vs TensorRT, "
@@ -178,3 +185,9 @@ def add_bench_commands(sub: Any) -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--n-per-plane", type=int, default=2)
     p.set_defaults(func=_prealign)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
