@@ -110,8 +110,9 @@ def contact_sheet(out: Path, spec: DatasetSpec, items: list[Item],
     pick = sorted(rng.choice(len(items), size=k, replace=False).tolist())
     cols = min(SHEET_COLUMNS, k)
     rows = math.ceil(k / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows + 0.8),
-                             squeeze=False)
+    # A constrained layout places every title (tiles are square or, for pairs, wide).
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows + 0.6),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat[k:]:
         ax.axis("off")
     for ax, i in zip(axes.flat, pick, strict=False):
@@ -122,13 +123,12 @@ def contact_sheet(out: Path, spec: DatasetSpec, items: list[Item],
             twin = read_gray(out / rec["files"]["twin"]["path"])
             gap = np.full((img.shape[0], max(2, img.shape[1] // 32)), 255, np.uint8)
             img = np.concatenate([img, gap, twin], axis=1)
-            what += " pair:\nnormal | twin"
-        image_panel(ax, img, f"{it.plane} {what}\nseed {it.seed}")
+            what += " pair\n(normal | twin)"
+        image_panel(ax, img, f"{it.plane} {what}, seed {it.seed}")
     model = records[0]["model"]
     fig.suptitle(f"GENERATED, SYNTHETIC images: {k} random items of {len(items)} in data set "
                  f"'{spec.name}' (model {model['sha256'][:12]}, {model['backend']})\n"
-                 f"{SYNTHETIC}", fontsize=9, color="darkred")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / (2.5 * rows + 0.8)))
+                 f"{SYNTHETIC}", fontsize=10, color="darkred", fontweight="bold")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100,
                 metadata={"Software": f"fetalflex {__version__}",

@@ -33,10 +33,12 @@ def target(tiny_weights: Path) -> Iterator[str]:
 
 
 def test_service_run_equals_the_in_process_run(target: str, spec_file: Path, full_run: Path,
-                                               tmp_path: Path) -> None:
+                                               tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ds"
     assert main(["dataset", "run", str(spec_file), "--out", str(out), "--target", target,
-                 "--concurrency", "3", "--quiet"]) == 0
+                 "--concurrency", "3"]) == 0
+    assert capsys.readouterr().err == ""  # stderr is no terminal here: no progress bar
     assert (out / "manifest.jsonl").read_bytes() == (full_run / "manifest.jsonl").read_bytes()
     assert (out / "pairs.jsonl").read_bytes() == (full_run / "pairs.jsonl").read_bytes()
     for name in ("images", "labels", "regions"):
