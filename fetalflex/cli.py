@@ -514,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, InterruptedError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         for line in _error_lines(exc):
             print(f"fetalflex {args.command}: error: {line}", file=sys.stderr)
         return 2

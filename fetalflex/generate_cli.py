@@ -17,7 +17,7 @@ from fetalflex.anatomy.edits import parse_edits
 from fetalflex.anatomy.layout import Layout, StructureList, rasterize
 from fetalflex.anatomy.render import colourize
 from fetalflex.backends.backends import Backend, load_backend
-from fetalflex.generation import Engine, GenerationRequest, GenerationResult
+from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
 from fetalflex.io.png import read_gray, read_label_map, write_image, write_label_map
 
 
@@ -148,11 +148,11 @@ def run_generate(args: Any) -> int:
     with tqdm(desc=f"generate {args.plane}", unit="call", disable=args.quiet) as bar:
         for ev in engine.run_progressive(req, layout=layout, reference=reference,
                                          reference_layout=ref_layout):
-            if "result" in ev:
-                res = ev["result"]
+            if isinstance(ev, Done):
+                res = ev.result
             else:
                 bar.update(1)
-                bar.set_postfix(phase=ev.get("phase"), t=ev.get("t"))
+                bar.set_postfix(phase=ev.phase, t=ev.step.t)
     assert res is not None
     path = write_result(Path(args.out), args.prefix or req.plane.lower(), req, res, backend,
                         layout=layout, reference=reference, reference_layout=ref_layout)

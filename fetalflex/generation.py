@@ -15,9 +15,9 @@ not depend on batching.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from fetalflex.anatomy.layout import Layout, one_hot, rasterize
 from fetalflex.anatomy.planes import plane_index
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.backends.backends import Backend
+from fetalflex.errors import InvalidRequestError
 from fetalflex.io import pixels
 from fetalflex.model.denoiser import plane_conditions
 from fetalflex.model.diffusion import alphas_cumprod_for
@@ -38,21 +39,11 @@ from fetalflex.request import (
     RepaintSettings,
     SamplerName,
 )
-from fetalflex.sampling.ddim import (
-    ddim_scheduler,
-    dpmsolver_scheduler,
-    sample_ddim_progressive,
-    sample_scheduler_progressive,
-)
-from fetalflex.sampling.denoisers import CountingCall, Denoiser, guided
-from fetalflex.sampling.repaint import (
-    RepaintOptions,
-    edit_region,
-    feathered,
-    repaint_progressive,
-)
-from fetalflex.sampling.steps import SampleNoise, split_output
-from fetalflex.sampling.two_stage import TwoStageOptions, two_stage_progressive
+from fetalflex.sampling.denoisers import Conditioning, CountingCall, conditioning, predicting_x0
+from fetalflex.sampling.events import Final, SamplerEvent, Step, StopCheck, final
+from fetalflex.sampling.registry import SAMPLERS, SamplingJob
+from fetalflex.sampling.repaint import edit_region, feathered, repaint_progressive
+from fetalflex.sampling.steps import SampleNoise
 
 
 @dataclass
@@ -74,9 +65,42 @@ class GenerationResult:
     timings: dict[str, float]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A sampler step of one phase: ``sample`` (the images) or ``repaint`` (the twins)."""
+
+    phase: Literal["sample", "repaint"]
+    step: Step
+
+
+@dataclass(frozen=True)
+class Done:
+    result: GenerationResult
+
+
+EngineEvent = Progress | Done
+"""What :meth:`Engine.run_progressive` yields: progress, then one ``Done``."""
+
+
+def _forward(events: Iterable[SamplerEvent], phase: Literal["sample", "repaint"]
+             ) -> Iterator[Progress]:
+    """Forward a sampler's steps as progress; the sampler's Final is the return value
+    (``final = yield from _forward(...)``)."""
+    for ev in events:
+        if isinstance(ev, Final):
+            return ev
+        yield Progress(phase, ev)
+    raise RuntimeError(f"{phase}: the sampler ended without a Final event")
+
+
 def to_uint8(x: Tensor) -> np.ndarray:
     """(N, 1, H, W) model-range images -> (N, H, W) uint8 (``fetalflex.io.pixels``)."""
     return pixels.to_uint8(x.detach().squeeze(1).numpy())
+
+
+def _twins(repainted: Final, images: np.ndarray, regions: list[np.ndarray]) -> np.ndarray:
+    """The repainted images inside their regions; outside, the reference, byte for byte."""
+    return np.where(np.stack(regions), to_uint8(repainted.x), images)
 
 
 def to_float(img: np.ndarray) -> Tensor:
@@ -100,11 +124,11 @@ class Engine:
         for i in range(req.n):
             if layout is not None:
                 if layout.size != size:
-                    raise ValueError(f"layout: size {layout.size} does not match the model's "
-                                     f"image size {size}")
+                    raise InvalidRequestError("layout", f"size {layout.size} does not match "
+                                                        f"the model's image size {size}")
                 if layout.plane != req.plane:
-                    raise ValueError(f"layout: plane {layout.plane} differs from the "
-                                     f"request's plane {req.plane}")
+                    raise InvalidRequestError("layout", f"plane {layout.plane} differs from "
+                                                        f"the request's plane {req.plane}")
                 out.append(layout)
             else:
                 out.append(rasterize(sample_template(req.plane, req.seed + i, req.ga_weeks),
@@ -115,54 +139,30 @@ class Engine:
     def _conds(self, plane: str, ga: list[float | None]) -> Tensor:
         return plane_conditions(plane_index(plane), ga, self.cfg.num_planes)
 
-    def _guided(self, call: CountingCall, layouts: list[Layout], guidance: float,
-                control: float) -> Denoiser:
+    def _conditioning(self, call: CountingCall, layouts: list[Layout]) -> Conditioning:
         lay = torch.from_numpy(np.stack([one_hot(x.label_map) for x in layouts]))
         cond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts])
-        return guided(call, lay, cond, guidance, control)
+        return conditioning(call, lay, cond)
 
     # ------------------------------------------------------------------ loops
     def _sample(self, req: GenerationRequest, layouts: list[Layout], noise: SampleNoise,
-                call: CountingCall, should_stop: Callable[[], bool] | None,
-                ) -> Iterator[dict[str, Any]]:
-        n = len(layouts)
+                call: CountingCall, should_stop: StopCheck | None,
+                ) -> Iterator[SamplerEvent]:
+        """The request's sampler (by name, from the registry) over one batch."""
         s = self.cfg.image_size
-        x = noise((n, 1, s, s))
-        if req.sampler == "two-stage":
-            lay = torch.from_numpy(np.stack([one_hot(v.label_map) for v in layouts]))
-            cond = self._conds(layouts[0].plane, [v.ga_weeks for v in layouts])
-
-            def factory(idx: Tensor, g: float, c: float) -> Denoiser:
-                return guided(call, lay[idx], cond[idx], g, c * req.control_scale)
-
-            yield from two_stage_progressive(factory, x, self.ac, self.pred, TwoStageOptions(),
-                                             noise, should_stop)
-            return
-        den = self._guided(call, layouts, req.guidance, req.control_scale)
-        if req.sampler == "ddim":
-            evs = sample_ddim_progressive(den, x, ddim_scheduler(self.cfg), req.steps,
-                                          should_stop=should_stop)
-        else:
-            def preview(out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-                return split_output(out, x_t, t, self.ac, self.pred)[0]
-
-            evs = sample_scheduler_progressive(den, x, dpmsolver_scheduler(self.cfg),
-                                               req.steps, preview=preview,
-                                               should_stop=should_stop)
-        last = None
-        for ev in evs:
-            last = ev
-            yield ev
-        assert last is not None
-        yield {**last, "final": True}
+        x = noise((len(layouts), 1, s, s))
+        job = SamplingJob(self._conditioning(call, layouts), x, noise, self.cfg, self.ac,
+                          req.steps, req.guidance, req.control_scale, should_stop)
+        return SAMPLERS[req.sampler](job)
 
     def run_progressive(
         self, req: GenerationRequest, layout: Layout | None = None,
         reference: np.ndarray | None = None, reference_layout: Layout | None = None,
-        should_stop: Callable[[], bool] | None = None, region: np.ndarray | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Yields step events (``phase``, ``i``, ``t``, ``denoised``) and finally
-        ``{"result": GenerationResult}``."""
+        should_stop: StopCheck | None = None, region: np.ndarray | None = None,
+    ) -> Iterator[EngineEvent]:
+        """Yields a :class:`Progress` per denoiser call (its phase and the sampler's step),
+        then :class:`Done` with the result. ``should_stop`` is asked before every call
+        (:class:`~fetalflex.errors.SamplingCancelledError` when it says stop)."""
         t0 = time.perf_counter()
         call = CountingCall(self.backend.call)
         timings: dict[str, float] = {}
@@ -170,10 +170,11 @@ class Engine:
         edits = req.edit_list()
         if reference is not None:
             if reference_layout is None:
-                raise ValueError("reference_layout: a reference image needs its layout")
+                raise InvalidRequestError("reference_layout",
+                                          "a reference image needs its layout")
             if reference.shape != (self.cfg.image_size, self.cfg.image_size):
-                raise ValueError(f"reference: size {reference.shape} does not match the "
-                                 f"model's image size {self.cfg.image_size}")
+                raise InvalidRequestError("reference", f"size {reference.shape} does not match "
+                                          f"the model's image size {self.cfg.image_size}")
             normals = self.layouts_for(req.model_copy(update={"n": 1}), reference_layout)
             normals = normals * req.n
             images = np.stack([reference] * req.n)
@@ -182,69 +183,50 @@ class Engine:
             images = None
         abnormal = [apply_edits(v, edits) for v in normals] if edits else None
         noise = SampleNoise(seeds)
-        final: dict[str, Any] = {}
         if images is None:
             # Plain generation of the normal anatomy, or of the edited one when not pairing.
             target = normals if (req.pair or abnormal is None) else abnormal
             t1 = time.perf_counter()
-            for ev in self._sample(req, target, noise, call, should_stop):
-                if ev.get("final"):
-                    final = ev
-                else:
-                    yield {"phase": "sample", **ev}
-            images = to_uint8(final["x"])
+            sampled = yield from _forward(self._sample(req, target, noise, call, should_stop),
+                                          "sample")
+            images = to_uint8(sampled.x)
             timings["sample_s"] = time.perf_counter() - t1
             if not req.pair:
                 samples = [Sample(seeds[i], target[i], images[i],
-                                  report=(final.get("report") or [{}] * req.n)[i])
+                                  report=dict(sampled.reports[i]) if sampled.reports else {})
                            for i in range(req.n)]
-                yield {"result": GenerationResult(samples, call.calls,
-                                                  time.perf_counter() - t0, timings)}
+                yield Done(GenerationResult(samples, call.calls, time.perf_counter() - t0,
+                                            timings))
                 return
         assert abnormal is not None, "repaint needs a preset or edits"
         if region is not None:
             if region.shape != (self.cfg.image_size, self.cfg.image_size):
-                raise ValueError(f"edit_region: size {region.shape} does not match the model's "
-                                 f"image size {self.cfg.image_size}")
+                raise InvalidRequestError("edit_region", f"size {region.shape} does not match "
+                                          f"the model's image size {self.cfg.image_size}")
             regions = [region.astype(bool) & (a.label_map != 0) for a in abnormal]
         else:
             regions = [edit_region(a.label_map, b.label_map, req.repaint.dilate_px)
                        for a, b in zip(normals, abnormal, strict=True)]
         t2 = time.perf_counter()
-        twin = None
-        for ev in self._repaint(call, images, abnormal, regions, seeds, req.guidance,
-                                req.control_scale, req.repaint, should_stop):
-            if "twin" in ev:
-                twin = ev["twin"]
-            else:
-                yield {"phase": "repaint", **ev}
+        repainted = yield from _forward(
+            self._repaint(call, images, abnormal, regions, seeds, req.guidance,
+                          req.control_scale, req.repaint, should_stop), "repaint")
+        twin = _twins(repainted, images, regions)
         timings["repaint_s"] = time.perf_counter() - t2
-        assert twin is not None
         samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
                    for i in range(req.n)]
-        yield {"result": GenerationResult(samples, call.calls, time.perf_counter() - t0,
-                                          timings)}
+        yield Done(GenerationResult(samples, call.calls, time.perf_counter() - t0, timings))
 
     def _repaint(self, call: CountingCall, images: np.ndarray, layouts: list[Layout],
                  regions: list[np.ndarray], seeds: list[int], guidance: float, control: float,
-                 settings: RepaintSettings, should_stop: Callable[[], bool] | None = None,
-                 ) -> Iterator[dict[str, Any]]:
+                 settings: RepaintSettings, should_stop: StopCheck | None = None,
+                 ) -> Iterator[SamplerEvent]:
         mask = torch.from_numpy(np.stack([feathered(r, settings.feather_px)
                                           for r in regions]))[:, None]
-        den = self._guided(call, layouts, guidance, control)
+        den = self._conditioning(call, layouts)(None, guidance, control)
         rp_noise = SampleNoise([s + 7_919 for s in seeds])
-        out = None
-        opts = RepaintOptions(**settings.model_dump())
-        for ev in repaint_progressive(den, to_float(images), mask, self.ac, self.pred, opts,
-                                      rp_noise, should_stop):
-            if ev.get("final"):
-                out = ev["x"]
-            else:
-                yield ev
-        assert out is not None
-        twin = to_uint8(out)  # type: ignore[arg-type]
-        # Outside the region the twin IS the reference, byte for byte.
-        yield {"twin": np.where(np.stack(regions), twin, images)}
+        return repaint_progressive(predicting_x0(den, self.ac, self.pred), to_float(images),
+                                   mask, self.ac, settings, rp_noise, should_stop)
 
     def repaint(self, images: np.ndarray, layouts: list[Layout], regions: list[np.ndarray],
                 seeds: list[int], guidance: float = DEFAULT_GUIDANCE,
@@ -255,13 +237,11 @@ class Engine:
         loop for counterfactual twins; this form lets a caller repaint many references of
         one plane in one batch (and with the unedited layout, as a control)."""
         if not layouts or len({x.plane for x in layouts}) != 1:
-            raise ValueError("layouts: one batch must hold one plane")
+            raise InvalidRequestError("layouts", "one batch must hold one plane")
         call = CountingCall(self.backend.call)
-        for ev in self._repaint(call, images, layouts, regions, seeds, guidance,
-                                control_scale, settings or RepaintSettings()):
-            if "twin" in ev:
-                return ev["twin"], call.calls
-        raise RuntimeError("repaint ended without a result")  # pragma: no cover
+        repainted = final(self._repaint(call, images, layouts, regions, seeds, guidance,
+                                        control_scale, settings or RepaintSettings()))
+        return _twins(repainted, images, regions), call.calls
 
     def sample_layouts(self, layouts: list[Layout], seeds: list[int], *,
                        steps: int | None = None, guidance: float | None = None,
@@ -271,21 +251,18 @@ class Engine:
         noise stream (so the images do not depend on the batch); unset options take the
         request schema's defaults. Returns uint8 images and the denoiser calls made."""
         if not layouts or len({x.plane for x in layouts}) != 1:
-            raise ValueError("layouts: one batch must hold one plane")
+            raise InvalidRequestError("layouts", "one batch must hold one plane")
         if len(seeds) != len(layouts):
-            raise ValueError(f"seeds: {len(seeds)} given for {len(layouts)} layouts")
+            raise InvalidRequestError("seeds", f"{len(seeds)} given for {len(layouts)} layouts")
         opts = {k: v for k, v in {"steps": steps, "guidance": guidance,
                                   "control_scale": control_scale}.items() if v is not None}
         req = GenerationRequest(plane=layouts[0].plane, sampler=sampler, **opts)
         call = CountingCall(self.backend.call)
-        final: dict[str, Any] = {}
-        for ev in self._sample(req, layouts, SampleNoise(seeds), call, None):
-            if ev.get("final"):
-                final = ev
-        return to_uint8(final["x"]), call.calls
+        sampled = final(self._sample(req, layouts, SampleNoise(seeds), call, None))
+        return to_uint8(sampled.x), call.calls
 
     def run(self, req: GenerationRequest, **kw: Any) -> GenerationResult:
         for ev in self.run_progressive(req, **kw):
-            if "result" in ev:
-                return ev["result"]  # type: ignore[no-any-return]
+            if isinstance(ev, Done):
+                return ev.result
         raise RuntimeError("generation ended without a result")  # pragma: no cover

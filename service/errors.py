@@ -1,9 +1,11 @@
-"""Domain errors and the one place where exceptions become gRPC status codes.
+"""The one place where exceptions become gRPC status codes (KServe's exception map).
 
-One status per failure class: a bad input is INVALID_ARGUMENT naming the field, load is
-RESOURCE_EXHAUSTED, and INTERNAL is kept for our own bugs (a generic message and an error
-id that the log line carries too). Client-facing messages are cut to ``MAX_DETAIL`` chars,
-so a message echoing a huge field can never overflow the trailers.
+One status per failure class: bad input is INVALID_ARGUMENT naming the field (the
+library's named errors, :mod:`fetalflex.errors`, and pydantic's ``ValidationError``), load
+is RESOURCE_EXHAUSTED, and INTERNAL is kept for our own bugs: anything else, a plain
+``ValueError`` included, gets a generic message and an error id that the log line (with
+the traceback) carries too. Client-facing messages are cut to ``MAX_DETAIL`` chars, so a
+message echoing a huge field can never overflow the trailers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import grpc
 from pydantic import ValidationError
 
 from fetalflex.backends.triton import TritonDeadlineError, TritonUnavailableError
+from fetalflex.errors import InvalidRequestError
 
 log = logging.getLogger("fetalflex.service")
 
@@ -25,12 +28,6 @@ MAX_DETAIL = 300  # characters of a client-facing status message
 def bounded(text: str, limit: int = MAX_DETAIL) -> str:
     """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-class InvalidRequestError(ValueError):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(bounded(f"{field}: {reason}"))
-        self.field = field
 
 
 class OverloadedError(RuntimeError):
@@ -64,28 +61,23 @@ def _pydantic_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _classify(exc: BaseException) -> tuple[grpc.StatusCode, str, str] | None:
-    if isinstance(exc, ValidationError):
-        return grpc.StatusCode.INVALID_ARGUMENT, _pydantic_message(exc), "invalid"
-    if isinstance(exc, OverloadedError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "overloaded"
-    if isinstance(exc, TritonUnavailableError | NotReadyError):
-        return grpc.StatusCode.UNAVAILABLE, str(exc), "unavailable"
-    if isinstance(exc, DeadlineError | TritonDeadlineError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc), "deadline"
-    if isinstance(exc, CancelledError):
-        return grpc.StatusCode.CANCELLED, str(exc), "cancelled"
-    if isinstance(exc, ValueError):  # our validation and edit errors name field and reason
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc), "invalid"
-    return None
+# The map: the first entry whose exception types match gives the status code and the
+# rejected-requests metric's reason. Nothing else is a client's fault.
+STATUS_MAP: tuple[tuple[tuple[type[BaseException], ...], grpc.StatusCode, str], ...] = (
+    ((ValidationError, InvalidRequestError), grpc.StatusCode.INVALID_ARGUMENT, "invalid"),
+    ((OverloadedError,), grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded"),
+    ((TritonUnavailableError, NotReadyError), grpc.StatusCode.UNAVAILABLE, "unavailable"),
+    ((DeadlineError, TritonDeadlineError), grpc.StatusCode.DEADLINE_EXCEEDED, "deadline"),
+    ((CancelledError,), grpc.StatusCode.CANCELLED, "cancelled"),
+)
 
 
 def status_for(exc: BaseException) -> Status:
     """The status a failure is answered with. Internal errors get an id and no details."""
-    known = _classify(exc)
-    if known is not None:
-        code, message, reason = known
-        return Status(code, bounded(message), reason)
+    for kinds, code, reason in STATUS_MAP:
+        if isinstance(exc, kinds):
+            message = _pydantic_message(exc) if isinstance(exc, ValidationError) else str(exc)
+            return Status(code, bounded(message), reason)
     error_id = uuid.uuid4().hex[:12]
     log.error("internal error %s: %s", error_id, type(exc).__name__, exc_info=exc)
     return Status(grpc.StatusCode.INTERNAL, f"internal error (id {error_id})", "internal",

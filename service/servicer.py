@@ -36,19 +36,14 @@ from google.protobuf.message import Message
 from PIL import Image
 
 from fetalflex.anatomy.vocabulary import vocabulary, vocabulary_json
-from fetalflex.generation import Engine, GenerationResult
+from fetalflex.errors import InvalidRequestError, SamplingCancelledError
+from fetalflex.generation import Done, Engine, GenerationResult, Progress
 from fetalflex.io import pixels
 from service.admission import Admission
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
-from service.errors import (
-    CancelledError,
-    DeadlineError,
-    InvalidRequestError,
-    Status,
-    status_for,
-)
+from service.errors import CancelledError, DeadlineError, Status, status_for
 from service.metrics import IMAGES_TOTAL, REJECTED_TOTAL, REQUEST_SECONDS, STAGE_SECONDS
 from service.outputs import png_bytes
 from service.translate import Job, render_layout, to_job, to_response
@@ -247,18 +242,18 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
         context.add_done_callback(lambda _ctx: stop.event.set())
         return stop
 
-    def _run(self, job: Job, stop: _Stop, on_event: Callable[[dict[str, Any]], None] | None
+    def _run(self, job: Job, stop: _Stop, on_event: Callable[[Progress], None] | None
              ) -> GenerationResult:
         try:
             for ev in self.engine.run_progressive(
                     job.request, layout=job.layout, reference=job.reference,
                     reference_layout=job.reference_layout, should_stop=stop,
                     region=job.region):
-                if "result" in ev:
-                    return ev["result"]  # type: ignore[no-any-return]
+                if isinstance(ev, Done):
+                    return ev.result
                 if on_event is not None:
                     on_event(ev)
-        except InterruptedError:
+        except SamplingCancelledError:
             if stop.reason == "deadline":
                 raise DeadlineError("deadline exceeded: generation stopped") from None
             raise CancelledError("cancelled by the client") from None
@@ -275,15 +270,16 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
             STAGE_SECONDS.labels(k.removesuffix("_s")).observe(v)
 
     def _progress(self, job: Job, queue: asyncio.Queue[pb.GenerateEvent | None]
-                  ) -> Callable[[dict[str, Any]], None]:
+                  ) -> Callable[[Progress], None]:
         """The worker's event callback: progress events (and previews) onto ``queue``."""
         loop = asyncio.get_running_loop()
 
-        def on_event(ev: dict[str, Any]) -> None:
-            prog = pb.Progress(step=int(ev.get("i", 0)) + 1, phase=str(ev.get("phase", "")),
-                               stage=int(ev.get("stage", 0) or 0), timestep=int(ev.get("t", 0)))
-            if job.preview and ev.get("denoised") is not None:
-                prog.preview_png = _preview(ev["denoised"])
+        def on_event(ev: Progress) -> None:
+            step = ev.step
+            prog = pb.Progress(step=step.calls, phase=ev.phase, stage=step.stage,
+                               timestep=step.t)
+            if job.preview:
+                prog.preview_png = _preview(step.denoised)
             loop.call_soon_threadsafe(queue.put_nowait, pb.GenerateEvent(progress=prog))
 
         return on_event
@@ -403,8 +399,8 @@ def add_health_to_server(health: Any, server: grpc.aio.Server) -> None:
     def guarded(method: Any) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, Undecodable):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"request: not a valid {request.type_name} protobuf")
+                st = status_for(request.error())
+                await context.abort(st.code, st.message)
             return await method(request, context)
         return call
 

@@ -37,6 +37,7 @@ from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.render import colourize
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.anatomy.templates import sample_template
+from fetalflex.errors import InvalidRequestError
 from fetalflex.generation import GenerationResult, Sample
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.request import SEED_LIMIT, GenerationRequest, RepaintSettings
@@ -44,7 +45,6 @@ from fetalflex.sampling.schedules import count_calls, repaint_transitions, trail
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api_enums import SAMPLER_NAME
 from service.config import ServiceSettings
-from service.errors import InvalidRequestError
 from service.outputs import SyntheticStudy, dicom_pair, label_png_bytes, png_bytes, raw_float32
 
 TRAIN_TIMESTEPS: int = DenoiserConfig.model_fields["num_train_timesteps"].default
@@ -150,7 +150,7 @@ def _name(field: str, value: str) -> str:
 def _plane(value: str) -> str:
     try:
         get_plane(_name("plane", value))
-    except ValueError as exc:
+    except InvalidRequestError as exc:
         raise InvalidRequestError("plane", str(exc).removeprefix("plane: ")) from None
     return value
 
@@ -184,7 +184,7 @@ def _from_template(field: str, t: pb.Template, plane: str, size: int, seed: int)
         raise InvalidRequestError(f"{field}.template.seed", "must not be negative")
     try:
         return rasterize(sample_template(plane, int(tseed), ga), size)
-    except ValueError as exc:
+    except InvalidRequestError as exc:
         raise InvalidRequestError(f"{field}.template", str(exc)) from None
 
 
@@ -213,7 +213,7 @@ def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field
 def _label_layout(field: str, arr: np.ndarray, plane: str, field_mm: float) -> Layout:
     try:
         return Layout(plane, arr, field_mm)
-    except ValueError as exc:
+    except InvalidRequestError as exc:
         raise InvalidRequestError(field, str(exc)) from None
 
 
@@ -269,8 +269,8 @@ def _check_edit_planes(field: str, plane: str, edits: list[Any]) -> None:
     for i, e in enumerate(edits):
         try:
             e.check_plane(p)
-        except ValueError as exc:
-            raise InvalidRequestError(f"{field}[{i}]", str(exc)) from None
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"{field}[{i}].{exc.field}", exc.reason) from None
 
 
 def edits_from(field: str, edits: Any) -> list[Any]:
@@ -405,7 +405,7 @@ def _render_edits(req: pb.RenderLayoutRequest) -> list[Any]:
     if req.preset:
         try:
             edits = list(get_preset(_name("preset", req.preset)).edits(req.plane))
-        except ValueError as exc:
+        except InvalidRequestError as exc:
             raise InvalidRequestError("preset", str(exc).removeprefix("preset: ")) from None
     extra = edits_from("edits", req.edits)
     _check_edit_planes("edits", req.plane, extra)
@@ -415,10 +415,7 @@ def _render_edits(req: pb.RenderLayoutRequest) -> list[Any]:
 def _edited(layout: Layout, edits: list[Any]) -> Layout:
     if not edits:
         return layout
-    try:
-        return apply_edits(layout, edits)
-    except ValueError as exc:
-        raise InvalidRequestError("edits", str(exc)) from None
+    return apply_edits(layout, edits)  # an EditError names edits[i] and its field
 
 
 def render_layout(req: pb.RenderLayoutRequest, default_size: int) -> pb.RenderLayoutResponse:

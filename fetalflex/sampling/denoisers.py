@@ -5,6 +5,10 @@ batched, whatever runs the network (the PyTorch module, ONNX Runtime, Triton).
 A *denoiser* is what samplers see: ``denoise(x_t, t) -> output``. Conditioning and
 classifier-free guidance are wrappers that turn a model call into a denoiser; the
 sampler loop never knows which backend runs or how conditioning is done.
+
+The model predicts v (or eps); samplers of our own want x0, and get it from
+:func:`predicting_x0`, the one place that converts (diffusers' schedulers take the
+model's own prediction, so DDIM and DPM-Solver++ are given the plain denoiser).
 """
 
 from __future__ import annotations
@@ -16,8 +20,21 @@ import torch
 from torch import Tensor
 
 from fetalflex.model.denoiser import CONDITION_EXTRA, FetalFlexDenoiser, drop_condition
+from fetalflex.sampling.steps import split_output
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
+"""``(x_t, t) -> the model's prediction`` (v or eps, as the model was trained)."""
+
+X0Denoiser = Callable[[Tensor, Tensor], Tensor]
+"""``(x_t, t) -> x0``: the clean-image estimate, clipped to the image range."""
+
+ToX0 = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(model output, x_t, t) -> x0``."""
+
+Conditioning = Callable[[Tensor | None, float, float], Denoiser]
+"""``(sample indices or None for all, guidance, control scale) -> denoiser``: a batch's
+conditioning, from which a sampler makes the denoisers it needs (two-stage makes one per
+stage and per group of samples)."""
 
 
 class ModelCall(Protocol):
@@ -83,6 +100,37 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
         return out_u + w4 * (out_c - out_u)
 
     return denoise
+
+
+def conditioning(call: ModelCall, layout: Tensor, cond: Tensor) -> Conditioning:
+    """The guided denoisers of one batch (layouts and conditions of every sample)."""
+
+    def make(indices: Tensor | None, guidance: float, control_scale: float) -> Denoiser:
+        if indices is None:
+            return guided(call, layout, cond, guidance, control_scale)
+        return guided(call, layout[indices], cond[indices], guidance, control_scale)
+
+    return make
+
+
+def to_x0(ac: Tensor, prediction_type: str) -> ToX0:
+    """The model output -> x0 conversion of a noise schedule and parameterization."""
+
+    def convert(out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return split_output(out, x_t, t, ac, prediction_type)[0]
+
+    return convert
+
+
+def predicting_x0(denoise: Denoiser, ac: Tensor, prediction_type: str) -> X0Denoiser:
+    """``denoise`` as an x0 denoiser (k-diffusion's "denoised"): samplers step with x0
+    and never convert the model's prediction themselves."""
+    convert = to_x0(ac, prediction_type)
+
+    def denoise_x0(x_t: Tensor, t: Tensor) -> Tensor:
+        return convert(denoise(x_t, t), x_t, t)
+
+    return denoise_x0
 
 
 class CountingCall:

@@ -11,13 +11,13 @@ FetalFlex's repaint strategy, after RePaint (Lugmayr et al. 2022), on a coarse D
    region: outside it the output IS the reference (bit-identical after encoding).
 
 The mask is feathered *inside* the region (a ramp from 0 at its border to 1 at
-``feather_px`` inwards), so there is no hard seam.
+``feather_px`` inwards), so there is no hard seam. The schedule and the region's
+dilation and feathering are the request schema's :class:`~fetalflex.request.RepaintSettings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -25,18 +25,11 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from torch import Tensor
 
-from fetalflex.sampling.denoisers import Denoiser
+from fetalflex.request import RepaintSettings
+from fetalflex.sampling.denoisers import X0Denoiser
+from fetalflex.sampling.events import Final, SamplerEvent, Step, StopCheck, check_stop, final
 from fetalflex.sampling.schedules import repaint_transitions, trailing_timesteps
-from fetalflex.sampling.steps import SampleNoise, ddim_move, noise_to, renoise, split_output
-
-
-@dataclass(frozen=True)
-class RepaintOptions:
-    steps: int = 20           # coarse DDIM grid
-    jump_length: int = 5      # RePaint j
-    jump_n_sample: int = 2    # RePaint r (1 = no resampling)
-    feather_px: float = 3.0   # ramp width inside the region
-    dilate_px: float = 6.0    # default region = changed pixels dilated by this much
+from fetalflex.sampling.steps import SampleNoise, ddim_to, noise_to, renoise
 
 
 def edit_region(reference_map: NDArray[np.uint8], edited_map: NDArray[np.uint8],
@@ -58,20 +51,21 @@ def feathered(region: NDArray[np.bool_], feather_px: float) -> NDArray[np.float3
 
 
 def repaint_progressive(
-    denoise: Denoiser, reference: Tensor, mask: Tensor, ac: Tensor, prediction_type: str,
-    options: RepaintOptions = RepaintOptions(), noise: SampleNoise | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> Iterator[dict[str, object]]:
-    """Yields one event per denoiser call; the last event's ``x`` is the final image."""
+    denoise: X0Denoiser, reference: Tensor, mask: Tensor, ac: Tensor,
+    settings: RepaintSettings, noise: SampleNoise | None = None,
+    should_stop: StopCheck | None = None,
+) -> Iterator[SamplerEvent]:
+    """One step per denoiser call (``denoised``: the x0 estimate inside the region, the
+    reference outside), then the final image. ``settings`` gives the schedule (its
+    ``steps``, ``jump_length`` and ``jump_n_sample``); ``mask`` is the feathered region."""
     n = reference.shape[0]
     noise = noise or SampleNoise(list(range(n)))
-    ts = trailing_timesteps(len(ac), options.steps)
-    trans = repaint_transitions(ts, options.jump_length, options.jump_n_sample)
+    ts = trailing_timesteps(len(ac), settings.steps)
+    trans = repaint_transitions(ts, settings.jump_length, settings.jump_n_sample)
     x = noise(reference.shape)
     calls = 0
     for t_from, t_to in trans:
-        if should_stop is not None and should_stop():
-            raise InterruptedError("sampling cancelled")
+        check_stop(should_stop)
         tf = torch.full((n,), t_from, dtype=torch.long)
         tt = torch.full((n,), t_to, dtype=torch.long)
         if t_to > t_from:  # jump back: re-noise, no denoiser call
@@ -79,20 +73,13 @@ def repaint_progressive(
             continue
         known = noise_to(reference, ac, tf, noise(x.shape))
         x = mask * x + (1 - mask) * known
-        out = denoise(x, tf)
-        x0, eps = split_output(out, x, tf, ac, prediction_type)
-        x = ddim_move(x0, eps, ac, tt)
+        x0 = denoise(x, tf)
+        x = ddim_to(x0, x, tf, tt, ac)
         calls += 1
-        yield {"x": x, "i": calls - 1, "t": t_from, "denoised": mask * x0 + (1 - mask) * reference}
-    final = mask * x + (1 - mask) * reference
-    yield {"x": final, "i": calls, "t": -1, "denoised": final, "final": True}
+        yield Step(calls - 1, t_from, x, mask * x0 + (1 - mask) * reference)
+    yield Final(mask * x + (1 - mask) * reference, calls)
 
 
-def repaint(denoise: Denoiser, reference: Tensor, mask: Tensor, ac: Tensor,
-            prediction_type: str, options: RepaintOptions = RepaintOptions(),
-            noise: SampleNoise | None = None) -> Tensor:
-    x = reference
-    for ev in repaint_progressive(denoise, reference, mask, ac, prediction_type, options,
-                                  noise):
-        x = ev["x"]  # type: ignore[assignment]
-    return x
+def repaint(denoise: X0Denoiser, reference: Tensor, mask: Tensor, ac: Tensor,
+            settings: RepaintSettings, noise: SampleNoise | None = None) -> Tensor:
+    return final(repaint_progressive(denoise, reference, mask, ac, settings, noise)).x

@@ -31,14 +31,25 @@ def split_output(out: Tensor, x_t: Tensor, t: Tensor, ac: Tensor, prediction_typ
         x0 = (x_t - s * eps) / a
     if clip:
         x0 = x0.clamp(-1.0, 1.0)
-        eps = (x_t - a * x0) / s.clamp(min=1e-8)
+        eps = _eps(x0, x_t, a, s)
     return x0, eps
+
+
+def _eps(x0: Tensor, x_t: Tensor, a: Tensor, s: Tensor) -> Tensor:
+    return (x_t - a * x0) / s.clamp(min=1e-8)
 
 
 def ddim_move(x0: Tensor, eps: Tensor, ac: Tensor, t_to: Tensor) -> Tensor:
     """Deterministic DDIM: the point at level t_to on the line through x0 and eps."""
     a, s = coeffs(ac, t_to)
     return a * x0 + s * eps
+
+
+def ddim_to(x0: Tensor, x_t: Tensor, t: Tensor, t_to: Tensor, ac: Tensor) -> Tensor:
+    """Deterministic DDIM from ``x_t`` at ``t`` to ``t_to``, given the x0 estimate: the noise
+    is the one ``x_t = a_t x0 + s_t eps`` implies, so a clipped x0 stays on the line."""
+    a, s = coeffs(ac, t)
+    return ddim_move(x0, _eps(x0, x_t, a, s), ac, t_to)
 
 
 def renoise(x: Tensor, ac: Tensor, t_from: Tensor, t_to: Tensor, noise: Tensor) -> Tensor:

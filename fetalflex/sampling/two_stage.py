@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fetalflex.sampling.denoisers import Denoiser
+from fetalflex.sampling.denoisers import X0Denoiser
+from fetalflex.sampling.events import Final, Report, SamplerEvent, Step, StopCheck, check_stop
 from fetalflex.sampling.schedules import trailing_timesteps
-from fetalflex.sampling.steps import SampleNoise, ddim_move, noise_to, split_output
+from fetalflex.sampling.steps import SampleNoise, ddim_to, noise_to
 
-DenoiserFactory = Callable[[Tensor, float, float], Denoiser]
-"""(sample indices, guidance, control scale) -> denoiser over those samples."""
+X0Factory = Callable[[Tensor, float, float], X0Denoiser]
+"""(sample indices, guidance, control scale) -> x0 denoiser over those samples."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,13 @@ def stage2_strength(x0: Tensor, o: TwoStageOptions) -> Tensor:
 
 
 def two_stage_progressive(
-    make_denoiser: DenoiserFactory, x: Tensor, ac: Tensor, prediction_type: str,
+    make_denoiser: X0Factory, x: Tensor, ac: Tensor,
     options: TwoStageOptions = TwoStageOptions(), noise: SampleNoise | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> Iterator[dict[str, object]]:
-    """Yields an event per denoiser call (``stage``, ``indices`` of the samples in it);
-    the final event has ``final: True``, the images in ``x`` and per-sample ``report``."""
+    should_stop: StopCheck | None = None,
+) -> Iterator[SamplerEvent]:
+    """One step per denoiser call (``stage`` 1 or 2; a call runs the samples still in that
+    stage, or one group of equal stage-2 schedules), then the images and each sample's
+    :class:`~fetalflex.sampling.events.Report` (switch step, stage-2 strength and steps)."""
     o = options
     n = x.shape[0]
     noise = noise or SampleNoise(list(range(n)))
@@ -76,7 +78,7 @@ def two_stage_progressive(
     grid = trailing_timesteps(T, o.stage1_max_steps)
     x = x.clone()
     x0_est = torch.zeros_like(x)
-    prev = [None] * n  # type: list[Tensor | None]
+    prev: list[Tensor | None] = [None] * n
     calm = [0] * n
     switch_step = [len(grid)] * n
     active = list(range(n))
@@ -84,20 +86,17 @@ def two_stage_progressive(
     for k, t in enumerate(grid):
         if not active:
             break
-        if should_stop is not None and should_stop():
-            raise InterruptedError("sampling cancelled")
+        check_stop(should_stop)
         idx = torch.tensor(active)
         t_cur = torch.full((len(active),), t, dtype=torch.long)
         t_next = torch.full((len(active),), grid[k + 1] if k + 1 < len(grid) else -1,
                             dtype=torch.long)
         xa = x[idx]
-        out = make_denoiser(idx, o.stage1_guidance, o.stage1_control)(xa, t_cur)
-        x0, eps = split_output(out, xa, t_cur, ac, prediction_type)
-        x[idx] = ddim_move(x0, eps, ac, t_next)
+        x0 = make_denoiser(idx, o.stage1_guidance, o.stage1_control)(xa, t_cur)
+        x[idx] = ddim_to(x0, xa, t_cur, t_next, ac)
         x0_est[idx] = x0
         calls += 1
-        yield {"x": x, "i": calls - 1, "t": t, "denoised": x0_est, "stage": 1,
-               "indices": active}
+        yield Step(calls - 1, t, x, x0_est, stage=1)
         still = []
         for j, s in enumerate(active):
             p = prev[s]
@@ -126,22 +125,19 @@ def two_stage_progressive(
                       noise(x0_est[idx].shape, members))
         den = make_denoiser(idx, o.stage2_guidance, o.stage2_control)
         for k, t in enumerate(g2):
-            if should_stop is not None and should_stop():
-                raise InterruptedError("sampling cancelled")
+            check_stop(should_stop)
             t_cur = torch.full((len(members),), t, dtype=torch.long)
             t_next = torch.full((len(members),), g2[k + 1] if k + 1 < len(g2) else -1,
                                 dtype=torch.long)
-            out = den(xs, t_cur)
-            x0, eps = split_output(out, xs, t_cur, ac, prediction_type)
-            xs = ddim_move(x0, eps, ac, t_next)
+            x0 = den(xs, t_cur)
+            xs = ddim_to(x0, xs, t_cur, t_next, ac)
             calls += 1
             preview = out_x.clone()
             preview[idx] = x0
-            yield {"x": preview, "i": calls - 1, "t": t, "denoised": preview, "stage": 2,
-                   "indices": members}
+            yield Step(calls - 1, t, preview, preview, stage=2)
         out_x[idx] = xs
-    report = [{"stage1_steps": switch_step[s], "stage2_strength": round(float(strength[s]), 4),
-               "stage2_steps": next(k[1] for k, m in plans.items() if s in m)}
-              for s in range(n)]
-    yield {"x": out_x, "i": calls, "t": -1, "denoised": out_x, "final": True,
-           "report": report}
+    reports: list[Report] = [
+        {"stage1_steps": switch_step[s], "stage2_strength": round(float(strength[s]), 4),
+         "stage2_steps": next(k[1] for k, m in plans.items() if s in m)}
+        for s in range(n)]
+    yield Final(out_x, calls, tuple(reports))

@@ -26,13 +26,10 @@ from fetalflex.model.diffusion import (
     target,
     train_scheduler,
 )
-from fetalflex.sampling.ddim import (
-    ddim_scheduler,
-    dpmsolver_scheduler,
-    sample_ddim,
-    sample_scheduler_progressive,
-)
+from fetalflex.sampling.ddim import ddim_scheduler, sample_ddim
 from fetalflex.sampling.denoisers import guided
+from fetalflex.sampling.dpm_solver import dpmsolver_scheduler, sample_dpm_solver_progressive
+from fetalflex.sampling.events import final
 from fetalflex.sampling.schedules import trailing_timesteps
 from fetalflex.sampling.steps import split_output
 from tests.conftest import TINY_MODEL
@@ -58,9 +55,7 @@ def _moments_error(sampler: str, steps: int, mu: float, sd: float,
     if sampler == "ddim":
         out = sample_ddim(den, x, ddim_scheduler(CFG), steps)
     else:
-        out = x
-        for ev in sample_scheduler_progressive(den, x, dpmsolver_scheduler(CFG), steps):
-            out = ev["x"]
+        out = final(sample_dpm_solver_progressive(den, x, dpmsolver_scheduler(CFG), steps)).x
     return abs(float(out.mean()) - mu) + abs(float(out.std()) - sd)
 
 

@@ -5,6 +5,7 @@ import torch
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.sampling.ddim import ddim_scheduler, sample_ddim, sample_ddim_progressive
 from fetalflex.sampling.denoisers import CountingCall, guided
+from fetalflex.sampling.events import Final, Step
 from tests.conftest import TINY_MODEL
 
 
@@ -34,10 +35,13 @@ def test_progressive_yields_every_step_with_previews() -> None:
     x0 = torch.zeros(1, 1, 8, 8)
     events = list(sample_ddim_progressive(_oracle(x0, cfg), torch.randn(1, 1, 8, 8),
                                           ddim_scheduler(cfg), 5))
-    assert [e["i"] for e in events] == [0, 1, 2, 3, 4]
-    ts = [e["t"] for e in events]
+    steps, last = events[:-1], events[-1]
+    assert all(isinstance(e, Step) for e in steps) and isinstance(last, Final)
+    assert [e.i for e in steps] == [0, 1, 2, 3, 4] and last.calls == 5
+    ts = [e.t for e in steps]
     assert ts == sorted(ts, reverse=True) and ts[0] == 999
-    assert torch.allclose(events[0]["denoised"], x0, atol=1e-3)
+    assert torch.allclose(steps[0].denoised, x0, atol=1e-3)
+    assert torch.equal(last.x, steps[-1].x)
 
 
 def test_guidance_is_one_batched_call_per_step() -> None:

@@ -9,6 +9,7 @@ import pytest
 from fetalflex.anatomy.structures import label_id
 from fetalflex.backends.backends import load_backend
 from fetalflex.cli import main
+from fetalflex.errors import InvalidRequestError, SamplingCancelledError
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.io.png import read_gray, read_text_chunks
 from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
@@ -65,7 +66,7 @@ def test_batch_repaint_reproduces_the_pair_twin(tiny_weights: Path) -> None:
         diff = np.abs(twin.astype(int) - p.abnormal_image.astype(int))
         assert diff.max() <= 1  # same seeds: the same twin, batched or alone
         assert np.array_equal(twin[~p.region], p.image[~p.region])
-    with pytest.raises(ValueError, match="layouts: one batch must hold one plane"):
+    with pytest.raises(InvalidRequestError, match="layouts: one batch must hold one plane"):
         eng.repaint(np.stack([pairs[0].image] * 2), [pairs[0].layout,
                     eng.layouts_for(GenerationRequest(plane="AC"), None)[0]],
                     [pairs[0].region] * 2, [1, 2])  # type: ignore[list-item]
@@ -108,7 +109,7 @@ def test_cancellation_between_steps(tiny_weights: Path) -> None:
         calls["n"] += 1
         return calls["n"] > 2
 
-    with pytest.raises(InterruptedError):
+    with pytest.raises(SamplingCancelledError):
         for _ in eng.run_progressive(GenerationRequest(plane="TV", steps=10), should_stop=stop):
             pass
 

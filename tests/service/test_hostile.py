@@ -23,9 +23,13 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from fetalflex.errors import SamplingCancelledError
+from fetalflex.generation import Progress
+from fetalflex.sampling.events import Step
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
@@ -186,13 +190,14 @@ def saturated(server: Running, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
     max_queued=0, so any request that reaches admission is shed."""
     release = threading.Event()
 
-    def blocking(*_a: Any, should_stop: Callable[[], bool], **_k: Any) -> Iterator[dict]:
-        yield {"phase": "sample", "i": 0, "t": 999}
+    def blocking(*_a: Any, should_stop: Callable[[], bool], **_k: Any) -> Iterator[Progress]:
+        x = torch.zeros(1, 1, 32, 32)
+        yield Progress("sample", Step(0, 999, x, x))
         while not release.is_set():
             if should_stop():
-                raise InterruptedError
+                raise SamplingCancelledError
             time.sleep(0.005)
-        raise InterruptedError
+        raise SamplingCancelledError
 
     servicer = server.server.servicer
     monkeypatch.setattr(servicer.engine, "run_progressive", blocking)
@@ -270,7 +275,7 @@ def test_hostile_render_layout_is_invalid_argument(
 def test_a_bug_is_internal_with_an_error_id_and_one_access_line(
         server: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*_a: Any, **_k: Any) -> Iterator[dict]:
+    def broken(*_a: Any, **_k: Any) -> Iterator[Progress]:
         raise KeyError("secret-internal-detail")
         yield {}  # pragma: no cover
 
@@ -286,6 +291,35 @@ def test_a_bug_is_internal_with_an_error_id_and_one_access_line(
     assert access[0].startswith("rpc method=Generate code=INTERNAL duration_ms=")
     assert access[0].endswith(f" error_id={error_id}")
     assert all("SENTINEL-REQ-ID-5" not in r.getMessage() for r in caplog.records)
+
+
+def test_a_value_error_from_our_code_is_internal_not_invalid_argument(
+        server: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain ValueError is a bug of ours, not the caller's input: INTERNAL with an id
+    (logged with its traceback), whether the sampler or the request translation raises it
+    and whether the RPC is unary or streaming."""
+    def broken_sampler(*_a: Any, **_k: Any) -> Iterator[Progress]:
+        raise ValueError("steps: secret-internal-detail")
+        yield  # pragma: no cover
+
+    def broken_layout(*_a: Any, **_k: Any) -> Any:
+        raise ValueError("layout: secret-internal-detail")
+
+    monkeypatch.setattr(server.server.servicer.engine, "run_progressive", broken_sampler)
+    monkeypatch.setattr("service.translate.extract", broken_layout)
+    calls = [(server.stub.Generate, pb.GenerateRequest(plane="TV", steps=2)),
+             (lambda r, timeout: list(server.stub.GenerateStream(r, timeout=timeout)),
+              pb.GenerateRequest(plane="TV", steps=2)),
+             (server.stub.RenderLayout, pb.RenderLayoutRequest(plane="TV", size=32))]
+    with caplog.at_level(logging.ERROR, logger="fetalflex.service"):
+        answers = [_status(fn, req) for fn, req in calls]
+    for code, details in answers:
+        assert code == grpc.StatusCode.INTERNAL, details
+        assert details.startswith("internal error (id ") and "secret" not in details
+        error_id = details.removeprefix("internal error (id ").removesuffix(")")
+        logged = [r for r in caplog.records if error_id in r.getMessage()]
+        assert len(logged) == 1 and logged[0].exc_info is not None
 
 
 # ---------------------------------------------------------------- metrics and logs
