@@ -22,16 +22,17 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 import grpc
 import numpy as np
 from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from PIL import Image
 
@@ -160,7 +161,7 @@ def _abandon(fut: asyncio.Future[Any], stop: _Stop | None) -> None:
 
 def _preview(x0: Any, size: int = 32) -> bytes:
     img = pixels.to_uint8(np.asarray(x0[0, 0]))
-    small = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    small = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
     return png_bytes(small, {"Content": "low-resolution preview"})
 
 
@@ -239,7 +240,8 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
         remaining = context.time_remaining()
         budget = self.settings.default_deadline_s if remaining is None else remaining
         stop = _Stop(time.monotonic() + budget)
-        context.add_done_callback(lambda _ctx: stop.event.set())
+        # grpc-stubs type the callback as a class, not a protocol: no function matches it.
+        context.add_done_callback(lambda _ctx: stop.event.set())  # type: ignore[arg-type]
         return stop
 
     def _run(self, job: Job, stop: _Stop, on_event: Callable[[Progress], None] | None
@@ -284,7 +286,7 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
 
         return on_event
 
-    async def _events(self, job: Job, stop: _Stop) -> AsyncIterator[pb.GenerateEvent]:
+    async def _events(self, job: Job, stop: _Stop) -> AsyncGenerator[pb.GenerateEvent, None]:
         """Progress events while the worker runs, then the result event. The slot is
         held until the worker ends."""
         queue: asyncio.Queue[pb.GenerateEvent | None] = asyncio.Queue()
@@ -363,21 +365,28 @@ def tolerant_deserializer(message: type[Message]) -> Callable[[bytes], Message |
     return deserialize
 
 
-def method_handlers(servicer: FetalFlexServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The service's handlers, made from the proto's service descriptor as the generated
-    ``add_FetalFlexServicer_to_server`` makes them, but with tolerant deserializers."""
+def tolerant_handlers(service: ServiceDescriptor, implementation: Callable[[str], Any]
+                      ) -> dict[str, grpc.RpcMethodHandler]:
+    """Handlers for ``service``'s methods (``implementation(name)`` serves each), made from
+    the proto's service descriptor as the generated ``add_*_to_server`` makes them, but with
+    tolerant deserializers."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
-    for m in SERVICE.methods:
+    for m in service.methods:
         if m.client_streaming:
             raise TypeError(f"{m.name}: client-streaming methods are not supported here")
         request = message_factory.GetMessageClass(m.input_type)
         response = message_factory.GetMessageClass(m.output_type)
         make = (grpc.unary_stream_rpc_method_handler if m.server_streaming
                 else grpc.unary_unary_rpc_method_handler)
-        handlers[m.name] = make(getattr(servicer, m.name),
+        handlers[m.name] = make(implementation(m.name),
                                 request_deserializer=tolerant_deserializer(request),
                                 response_serializer=response.SerializeToString)
     return handlers
+
+
+def method_handlers(servicer: FetalFlexServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The FetalFlex service's handlers (each runs under the servicer's guard)."""
+    return tolerant_handlers(SERVICE, functools.partial(getattr, servicer))
 
 
 def add_to_server(servicer: FetalFlexServicer, server: grpc.aio.Server) -> None:
@@ -389,34 +398,24 @@ def add_to_server(servicer: FetalFlexServicer, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
 
 
-
 def add_health_to_server(health: Any, server: grpc.aio.Server) -> None:
     """Register grpc's standard health servicer (``Check``, ``List``, ``Watch``) with tolerant
     deserializers: bytes that are not a valid request get INVALID_ARGUMENT, not UNKNOWN and
     a traceback (the generated ``add_HealthServicer_to_server`` raises in the parser)."""
     from grpc_health.v1 import health_pb2
 
-    def guarded(method: Any) -> Any:
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def guarded(name: str) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]:
+        method = getattr(health, name)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, Undecodable):
                 st = status_for(request.error())
                 await context.abort(st.code, st.message)
             return await method(request, context)
         return call
 
-    handlers: dict[str, grpc.RpcMethodHandler] = {
-        "Check": grpc.unary_unary_rpc_method_handler(
-            guarded(health.Check),
-            request_deserializer=tolerant_deserializer(health_pb2.HealthCheckRequest),
-            response_serializer=health_pb2.HealthCheckResponse.SerializeToString),
-        "List": grpc.unary_unary_rpc_method_handler(
-            guarded(health.List),
-            request_deserializer=tolerant_deserializer(health_pb2.HealthListRequest),
-            response_serializer=health_pb2.HealthListResponse.SerializeToString),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            guarded(health.Watch),
-            request_deserializer=tolerant_deserializer(health_pb2.HealthCheckRequest),
-            response_serializer=health_pb2.HealthCheckResponse.SerializeToString),
-    }
-    name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    # The stubs type the generated module's descriptor as upb's class (the same object).
+    service = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
+    handlers = tolerant_handlers(service, guarded)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
