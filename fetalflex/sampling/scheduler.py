@@ -14,6 +14,7 @@ import torch
 from diffusers import SchedulerMixin
 from torch import Tensor
 
+from fetalflex.errors import InvalidRequestError
 from fetalflex.sampling.denoisers import Denoiser, ToX0
 from fetalflex.sampling.events import Final, SamplerEvent, Step, StopCheck, check_stop
 
@@ -28,7 +29,7 @@ def sample_scheduler_progressive(
     A step's ``denoised`` is the scheduler's own x0 prediction when it reports one (DDIM),
     else ``preview(out, x_t, t)`` (DPM-Solver++), else the current sample."""
     if steps < 1:
-        raise ValueError(f"steps: must be at least 1, got {steps}")
+        raise InvalidRequestError("steps", f"must be at least 1, got {steps}")
     scheduler.set_timesteps(steps)
     n = x.shape[0]
     calls = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fetalflex.errors import InvalidRequestError
+
 
 def trailing_timesteps(num_train_timesteps: int, steps: int, start: int | None = None) -> list[int]:
     """Descending timesteps, 'trailing' spacing (the first is ``start``, default T-1).
@@ -10,10 +12,11 @@ def trailing_timesteps(num_train_timesteps: int, steps: int, start: int | None =
     begins at an intermediate noise level.
     """
     if steps < 1:
-        raise ValueError(f"steps: must be at least 1, got {steps}")
+        raise InvalidRequestError("steps", f"must be at least 1, got {steps}")
     top = num_train_timesteps - 1 if start is None else start
     if not 0 <= top < num_train_timesteps:
-        raise ValueError(f"start: must be within [0, {num_train_timesteps - 1}], got {start}")
+        raise InvalidRequestError("start", f"must be within [0, {num_train_timesteps - 1}], "
+                                           f"got {start}")
     ratio = (top + 1) / steps
     ts = [round(top + 1 - i * ratio) - 1 for i in range(steps)]
     out: list[int] = []
@@ -34,7 +37,8 @@ def repaint_transitions(timesteps: list[int], jump_length: int,
     mirroring diffusers' ``RePaintScheduler.set_timesteps`` on our coarse grid.
     """
     if jump_length < 1 or jump_n_sample < 1:
-        raise ValueError("jump_length and jump_n_sample must be >= 1")
+        raise InvalidRequestError("jump_length" if jump_length < 1 else "jump_n_sample",
+                                  "must be at least 1")
     chain = [*timesteps, -1]
     n = len(timesteps)
     jumps = {j: jump_n_sample - 1 for j in range(jump_length, n, jump_length)}

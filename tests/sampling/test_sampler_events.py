@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from fetalflex.errors import SamplingCancelledError
+from fetalflex.errors import InvalidRequestError, SamplingCancelledError
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.request import SAMPLER_NAMES, RepaintSettings
@@ -137,3 +137,15 @@ def test_final_runs_a_sampler_to_its_result() -> None:
     assert seen == [0, 1, 2] and fin.calls == 3
     with pytest.raises(RuntimeError, match="without a Final event"):
         final(iter([]))
+
+
+def test_sampler_arguments_are_checked_naming_the_argument() -> None:
+    with pytest.raises(InvalidRequestError, match="^steps: must be at least 1, got 0"):
+        trailing_timesteps(CFG.num_train_timesteps, 0)
+    with pytest.raises(InvalidRequestError, match="^start: must be within"):
+        trailing_timesteps(CFG.num_train_timesteps, 4, start=CFG.num_train_timesteps)
+    with pytest.raises(InvalidRequestError, match="^jump_n_sample: must be at least 1"):
+        repaint_transitions([3, 2, 1], 1, 0)
+    for name in ("ddim", "dpmsolver++"):  # two-stage runs its own schedules
+        with pytest.raises(InvalidRequestError, match="^steps: must be at least 1, got 0"):
+            final(SAMPLERS[name](_job(oracle_call(X0), steps=0)))
