@@ -153,7 +153,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from fetalflex.api import FetalFlex
+    from fetalflex.io.output_dir import prepare_output_dir
 
+    if args.prefix:  # else the sidecar's plane, known once it is read
+        prepare_output_dir(Path(args.out), args.prefix, args.overwrite)
+    else:
+        plane = json.loads(Path(args.sidecar).read_text())["request"]["plane"]
+        prepare_output_dir(Path(args.out), str(plane).lower(), args.overwrite)
     ff = FetalFlex.load(args.weights, backend=args.backend, threads=args.threads)
     out = ff.reproduce(Path(args.sidecar))
     path = out.save(Path(args.out), args.prefix)
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.layout import DEFAULT_FIELD_MM
     from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
+    from fetalflex.model.config import DenoiserConfig
     from fetalflex.model.signature import TRITON_MODEL_NAMES
     from fetalflex.request import (
         DEFAULT_BACKEND,
@@ -297,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from fetalflex.weights import DEFAULT_WEIGHTS
 
+    # Label maps and phantoms default to the shipped model's size (what generate needs).
+    model_size = DenoiserConfig.load(DEFAULT_WEIGHTS / "config.json").image_size
+    size_help = "side in pixels (default: the shipped model's image size, %(default)s)"
     SCHEMA = GenerationRequest.model_fields
     GA_HELP = f"gestational age, weeks ({GA_MIN:g}-{GA_MAX:g})"
 
@@ -324,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ga", type=float, default=None, help=GA_HELP)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=model_size, help=size_help)
     p.add_argument("--out", required=True, help="colour PNG to write")
     p.add_argument("--label-map", help="also write the label-id PNG here")
     p.add_argument("--structures", help="also write the extracted structure list JSON here")
@@ -335,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES,
                    type=canonical_code)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=model_size, help=size_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--abnormal-fraction", type=float, default=0.0,
                    help="fraction of abnormal phantoms (for evaluation only)")
@@ -422,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-scale", type=float, default=DEFAULT_CONTROL_SCALE)
     p.add_argument("--out", required=True)
     p.add_argument("--prefix", help="file name prefix (default: the plane)")
+    p.add_argument("--format", default="png", choices=("png", "dicom"),
+                   help="image files: PNG or DICOM Secondary Capture (label maps: PNG)")
+    _overwrite_arg(p)
     _backend_args(p)
     p.set_defaults(func=_cmd_generate)
 
@@ -430,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sidecar", help="the .json sidecar written by generate / the Python API")
     p.add_argument("--out", required=True)
     p.add_argument("--prefix", default=None)
+    _overwrite_arg(p)
     p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
     p.add_argument("--threads", type=int, default=None)
@@ -471,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("client", help="talk to a running service")
     p.add_argument("action", choices=["generate", "stream", "planes"])
     connection_args(p, token=True)
-    p.add_argument("--plane", default="TV", choices=PLANE_CODES)
-    p.add_argument("--preset", choices=sorted(PRESET_NAMES))
+    p.add_argument("--plane", choices=PLANE_CODES, type=canonical_code,
+                   help="required for generate and stream, as for `fetalflex generate`")
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
     p.add_argument("--edit", action="append", help="edit JSON (repeatable)")
     p.add_argument("--pair", action="store_true")
     p.add_argument("--n", type=int, default=SCHEMA["n"].default,
@@ -481,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="png", choices=["png", "dicom", "raw"])
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--out", default="out/client")
+    _overwrite_arg(p)
     p.set_defaults(func=_cmd_client)
 
     p = sub.add_parser("load", help="bounded load against a running service (p50/p95)")
@@ -503,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataset_command(sub)
     return ap
+
+
+def _overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing the earlier outputs of the "
+                        "same prefix (refused otherwise: the files of two requests would mix)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

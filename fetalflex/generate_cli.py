@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
 from tqdm import tqdm
 
 from fetalflex.about import SYNTHETIC_NOTICE, __version__
@@ -18,21 +19,46 @@ from fetalflex.anatomy.layout import Layout, StructureList, rasterize
 from fetalflex.anatomy.render import colourize
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
+from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
+from fetalflex.io.dicom import SyntheticStudy, dicom_pair, edit_summary
+from fetalflex.io.output_dir import prepare_output_dir
 from fetalflex.io.png import read_gray, read_label_map, write_image, write_label_map
 
+OUTPUT_FORMATS = ("png", "dicom")  # of the generated images; label maps are always PNG
+# How an input of another size reaches the model's: label ids must stay ids (nearest); an
+# image is averaged over the input pixels each output pixel covers (area).
+RESAMPLING = {"label_map": ("nearest", Image.Resampling.NEAREST),
+              "image": ("area", Image.Resampling.BOX)}
 
-def read_layout(path: Path, plane: str, size: int, field_mm: float,
-                ga: float | None) -> Layout:
-    """A label-map PNG or a structure-list JSON, as a layout at the model's size."""
+
+def resample(field: str, path: Path, arr: NDArray[np.uint8], size: int, kind: str,
+             notes: dict[str, Any]) -> NDArray[np.uint8]:
+    """``arr`` at ``size`` x ``size``. A resampling is said on stderr and recorded in
+    ``notes[field]`` (the sidecar keeps it)."""
+    h, w = arr.shape
+    if h != w:
+        raise ValueError(f"{field}: {path} is {w}x{h}; it must be square")
+    if h == size:
+        return arr
+    method, mode = RESAMPLING[kind]
+    out = np.asarray(Image.fromarray(arr, mode="L").resize((size, size), mode), np.uint8)
+    notes[field] = {"from": [h, w], "to": [size, size], "method": method}
+    print(f"fetalflex generate: {field}: {path} is {w}x{h}; resampled to the model's "
+          f"{size}x{size} ({method})", file=sys.stderr)
+    return out
+
+
+def read_layout(path: Path, plane: str, size: int, field_mm: float, ga: float | None,
+                notes: dict[str, Any] | None = None, field: str = "layout") -> Layout:
+    """A label-map PNG or a structure-list JSON, as a layout at the model's size; a label
+    map of another size is resampled (nearest) and ``notes`` records it."""
     if path.suffix.lower() == ".json":
         sl = StructureList.model_validate_json(path.read_text())
         if sl.plane != plane:
-            raise ValueError(f"layout: {path} is a {sl.plane} layout, not {plane}")
+            raise ValueError(f"{field}: {path} is a {sl.plane} layout, not {plane}")
         return rasterize(sl, size)
-    lab = read_label_map(path)
-    if lab.shape != (size, size):
-        raise ValueError(f"layout: {path} is {lab.shape[1]}x{lab.shape[0]}, the model "
-                         f"needs {size}x{size}")
+    lab = resample(field, path, read_label_map(path), size, "label_map",
+                   {} if notes is None else notes)
     return Layout(plane, lab, field_mm, ga)
 
 
@@ -54,42 +80,71 @@ def _layout_record(out: Path, name: str, layout: Layout) -> dict[str, Any]:
             "ga_weeks": layout.ga_weeks}
 
 
+def _dicom_images(req: GenerationRequest, backend: Backend, seed: int, image: np.ndarray,
+                  twin: np.ndarray | None) -> tuple[bytes, bytes | None]:
+    """DICOM Secondary Capture (the service's writer too): one synthetic patient, study and
+    series per sample; the twin is instance 2 and references its source."""
+    study = SyntheticStudy(backend.model_id, backend.model_hash[:12], req.plane, seed)
+    return dicom_pair(image, twin, study, edit_summary(req.preset, req.edits))
+
+
 def write_result(out: Path, prefix: str, req: GenerationRequest, res: GenerationResult,
                  backend: Backend, layout: Layout | None = None,
                  reference: np.ndarray | None = None,
-                 reference_layout: Layout | None = None) -> Path:
-    """Images, label maps and a JSON sidecar. The sidecar carries the full request and the
-    inputs that are not in it (a given layout, a reference and its layout, saved beside it),
-    so ``fetalflex reproduce`` can remake every output byte for byte."""
+                 reference_layout: Layout | None = None, image_format: str = "png",
+                 resampled: dict[str, Any] | None = None) -> Path:
+    """Images (PNG or DICOM), label maps and a JSON sidecar. The sidecar carries the full
+    request and the inputs that are not in it (a given layout, a reference and its layout,
+    saved beside it at the model's size; ``resampled`` says which were resampled from
+    what), so ``fetalflex reproduce`` can remake every output byte for byte."""
+    if image_format not in OUTPUT_FORMATS:
+        raise ValueError(f"format: {image_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     out.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
     inputs: dict[str, Any] = {}
+    resampled = resampled or {}
     if layout is not None:
         inputs["layout"] = _layout_record(out, f"{prefix}_input_layout.png", layout)
+        if "layout" in resampled:
+            inputs["layout"]["resampled"] = resampled["layout"]
     if reference is not None and reference_layout is not None:
         write_image(out / f"{prefix}_input_reference.png", reference,
                     {"Content": "the reference image this request repainted"})
         inputs["reference"] = {"image": f"{prefix}_input_reference.png",
                                "layout": _layout_record(out, f"{prefix}_input_reference_"
                                                         "labels.png", reference_layout)}
+        if "reference" in resampled:
+            inputs["reference"]["resampled"] = resampled["reference"]
+        if "reference_layout" in resampled:
+            inputs["reference"]["layout"]["resampled"] = resampled["reference_layout"]
     meta = {"Plane": req.plane, "Model": backend.model_id,
             "ModelSHA256": backend.model_hash[:16], "Backend": backend.name}
+    ext = "dcm" if image_format == "dicom" else "png"
     for i, s in enumerate(res.samples):
         stem = f"{prefix}_{i:03d}"
-        rec: dict[str, Any] = {"seed": s.seed, "image": f"{stem}.png",
+        rec: dict[str, Any] = {"seed": s.seed, "image": f"{stem}.{ext}",
                                "label_map": f"{stem}_labels.png",
                                "layout_picture": f"{stem}_layout.png", "report": s.report}
-        write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)})
+        dicom: tuple[bytes | None, bytes | None] = (None, None)
+        if image_format == "dicom":
+            dicom = _dicom_images(req, backend, s.seed, s.image, s.abnormal_image)
+        if dicom[0] is not None:
+            atomic_write_bytes(out / rec["image"], dicom[0])
+        else:
+            write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)})
         write_label_map(out / rec["label_map"], s.layout.label_map)
         write_image(out / rec["layout_picture"], colourize(s.layout.label_map), meta)
         if s.abnormal_image is not None and s.abnormal_layout is not None:
-            rec.update(abnormal_image=f"{stem}_abnormal.png",
+            rec.update(abnormal_image=f"{stem}_abnormal.{ext}",
                        abnormal_label_map=f"{stem}_abnormal_labels.png",
                        abnormal_layout_picture=f"{stem}_abnormal_layout.png",
                        region=f"{stem}_region.png",
                        region_pixels=int(s.region.sum()) if s.region is not None else 0)
-            write_image(out / rec["abnormal_image"], s.abnormal_image,
-                        {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"})
+            if dicom[1] is not None:
+                atomic_write_bytes(out / rec["abnormal_image"], dicom[1])
+            else:
+                write_image(out / rec["abnormal_image"], s.abnormal_image,
+                            {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"})
             write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map)
             write_image(out / rec["abnormal_layout_picture"],
                         colourize(s.abnormal_layout.label_map), meta)
@@ -108,12 +163,10 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
                                                       res.timings.items()},
         "samples": files,
     }
+    if image_format != "png":
+        sidecar["image_format"] = image_format
     path = out / f"{prefix}.json"
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(sidecar, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(sidecar, indent=2) + "\n")
     return path
 
 
@@ -124,25 +177,55 @@ def backend_from_args(args: Any) -> Backend:
                         triton_model=args.triton_model, triton_shared_memory=args.triton_shm)
 
 
+def _check_inputs(args: Any, req: GenerationRequest) -> None:
+    """Flags that only make sense together, checked before the model loads."""
+    if args.reference and not args.reference_layout:
+        raise ValueError("reference_layout: --reference needs --reference-layout")
+    if args.reference_layout and not args.reference:
+        raise ValueError("reference_layout: only with --reference")
+    if args.reference and not (req.preset or req.edits):
+        raise ValueError("reference: a reference is repainted where an edit changes its "
+                         "anatomy; give --preset or --edit")
+    if args.reference and args.layout:
+        raise ValueError("layout: with --reference the anatomy is --reference-layout's; "
+                         "give --layout or --reference, not both")
+
+
+def _read_reference(args: Any, plane: str, size: int, resampled: dict[str, Any]
+                    ) -> tuple[np.ndarray, Layout]:
+    """The reference image (area-resampled to ``size`` when it differs) and its layout."""
+    path = Path(args.reference)
+    image = read_gray(path)
+    layout = read_layout(Path(args.reference_layout), plane, size, args.field_mm, args.ga,
+                         resampled, "reference_layout")
+    given = resampled.get("reference_layout", {}).get("from", [size, size])
+    if args.reference_layout.lower().endswith(".png") and given != list(image.shape):
+        raise ValueError(f"reference_layout: {args.reference_layout} is {given[1]}x{given[0]}"
+                         f" but the reference {image.shape[1]}x{image.shape[0]}: a reference "
+                         "and its layout must be the same size")
+    return resample("reference", path, image, size, "image", resampled), layout
+
+
 def run_generate(args: Any) -> int:
-    # The request is validated before the model loads: a bad flag fails in milliseconds.
+    # The request, the flags and the output directory are checked before the model loads:
+    # a bad flag fails in milliseconds.
     req = GenerationRequest(
         plane=args.plane, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
         control_scale=args.control_scale, sampler=args.sampler, ga_weeks=args.ga,
         preset=args.preset, edits=tuple(_edits_arg(args.edit)), pair=args.pair,
     )
+    _check_inputs(args, req)
+    out, prefix = Path(args.out), args.prefix or req.plane.lower()
+    prepare_output_dir(out, prefix, args.overwrite)
     backend = backend_from_args(args)
     engine = Engine(backend)
     size = backend.config.image_size
-    layout = (read_layout(Path(args.layout), args.plane, size, args.field_mm, args.ga)
-              if args.layout else None)
+    resampled: dict[str, Any] = {}
+    layout = (read_layout(Path(args.layout), req.plane, size, args.field_mm, args.ga,
+                          resampled) if args.layout else None)
     reference = ref_layout = None
     if args.reference:
-        if not args.reference_layout:
-            raise ValueError("reference_layout: --reference needs --reference-layout")
-        reference = read_gray(Path(args.reference))
-        ref_layout = read_layout(Path(args.reference_layout), args.plane, size,
-                                 args.field_mm, args.ga)
+        reference, ref_layout = _read_reference(args, req.plane, size, resampled)
     t0 = time.perf_counter()
     res: GenerationResult | None = None
     with tqdm(desc=f"generate {args.plane}", unit="call", disable=args.quiet) as bar:
@@ -153,9 +236,11 @@ def run_generate(args: Any) -> int:
             else:
                 bar.update(1)
                 bar.set_postfix(phase=ev.phase, t=ev.step.t)
-    assert res is not None
-    path = write_result(Path(args.out), args.prefix or req.plane.lower(), req, res, backend,
-                        layout=layout, reference=reference, reference_layout=ref_layout)
+    if res is None:
+        raise RuntimeError("generate: the engine returned no result")
+    path = write_result(out, prefix, req, res, backend, layout=layout, reference=reference,
+                        reference_layout=ref_layout, image_format=args.format,
+                        resampled=resampled)
     print(f"wrote {len(res.samples)} sample(s) to {args.out} ({res.denoiser_calls} denoiser "
           f"calls, {time.perf_counter() - t0:.1f} s); sidecar {path}")
     return 0

@@ -15,7 +15,7 @@ not depend on batching.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -83,7 +83,7 @@ EngineEvent = Progress | Done
 
 
 def _forward(events: Iterable[SamplerEvent], phase: Literal["sample", "repaint"]
-             ) -> Generator[Progress, None, Final]:
+             ) -> Iterator[Progress]:
     """Forward a sampler's steps as progress; the sampler's Final is the return value
     (``final = yield from _forward(...)``)."""
     for ev in events:
@@ -175,6 +175,9 @@ class Engine:
             if reference.shape != (self.cfg.image_size, self.cfg.image_size):
                 raise InvalidRequestError("reference", f"size {reference.shape} does not match "
                                           f"the model's image size {self.cfg.image_size}")
+            if not (req.preset or req.edits):
+                raise InvalidRequestError("edits", "a repaint of the reference needs a preset "
+                                                   "or edits (it changes only what they edit)")
             normals = self.layouts_for(req.model_copy(update={"n": 1}), reference_layout)
             normals = normals * req.n
             images = np.stack([reference] * req.n)

@@ -15,6 +15,9 @@ from typing import Any
 
 import grpc
 
+from fetalflex.anatomy.planes import PLANE_CODES
+from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
+from fetalflex.io.output_dir import prepare_output_dir
 from fetalflex.request import DEFAULT_STEPS
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
@@ -75,6 +78,7 @@ def request_from(args: Any) -> pb.GenerateRequest:
 
 
 def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
+    """The response's files and a sidecar, written atomically (mode ``FILE_MODE``)."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for i, s in enumerate(resp.samples):
@@ -83,14 +87,14 @@ def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
         for key, img in (("image", s.image), ("abnormal_image", s.abnormal_image)):
             if img.data:
                 name = f"{stem}{'' if key == 'image' else '_abnormal'}.{EXT[img.format]}"
-                (out / name).write_bytes(img.data)
+                atomic_write_bytes(out / name, img.data)
                 rec[key] = name
         for key, data in (("label_map", s.label_map_png), ("abnormal_label_map",
                                                            s.abnormal_label_map_png),
                           ("region", s.edit_region_png)):
             if data:
                 name = f"{stem}_{key}.png"
-                (out / name).write_bytes(data)
+                atomic_write_bytes(out / name, data)
                 rec[key] = name
         files.append(rec)
     side = {"synthetic": resp.synthetic, "model": resp.model_name,
@@ -99,11 +103,16 @@ def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
             "seconds": resp.seconds, "timings": {t.stage: t.seconds for t in resp.timings},
             "samples": files}
     p = out / f"{prefix}.json"
-    p.write_text(json.dumps(side, indent=2) + "\n")
+    atomic_write_text(p, json.dumps(side, indent=2) + "\n")
     return p
 
 
 def run_client(args: Any) -> int:
+    if args.action != "planes":  # checked before any connection, as generate checks
+        if not args.plane:
+            raise ValueError(f"plane: required for `client {args.action}` (one of "
+                             f"{', '.join(PLANE_CODES)}, any case)")
+        prepare_output_dir(Path(args.out), args.plane.lower(), args.overwrite)
     md = _metadata(args.token_file)
     with channel_from_args(args) as ch:
         stub = pb_grpc.FetalFlexStub(ch)

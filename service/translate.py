@@ -39,6 +39,7 @@ from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.errors import InvalidRequestError
 from fetalflex.generation import GenerationResult, Sample
+from fetalflex.io.dicom import edit_summary as dicom_edit_summary
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.request import SEED_LIMIT, GenerationRequest, RepaintSettings
 from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
@@ -446,19 +447,14 @@ def render_layout(req: pb.RenderLayoutRequest, default_size: int) -> pb.RenderLa
 
 
 def _colour_png(label_map: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(colourize(label_map)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(colourize(label_map), {"Content": "FetalFlex layout (colour picture)"})
 
 
 # ---------------------------------------------------------------- responses
 
 def edit_summary(req: GenerationRequest) -> str:
     """The preset and edits that make a twin, for its DICOM DerivationDescription."""
-    parts = [f"preset {req.preset}"] if req.preset else []
-    parts += [json.dumps(e.model_dump(mode="json", exclude_none=True), separators=(",", ":"))
-              for e in req.edits]
-    return "; ".join(parts) or "none"
+    return dicom_edit_summary(req.preset, req.edits)
 
 
 def _image(img: np.ndarray, fmt: str, meta: dict[str, str], plane: str, seed: int,

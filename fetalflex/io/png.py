@@ -1,9 +1,8 @@
-"""PNG reading and writing. Every generated image is marked synthetic in its metadata."""
+"""PNG reading and writing. Every PNG written is marked synthetic in its metadata (images,
+label maps, pictures), and written atomically with mode ``FILE_MODE``."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +10,14 @@ from numpy.typing import NDArray
 from PIL import Image, PngImagePlugin
 
 from fetalflex.about import SYNTHETIC_NOTICE, __version__
+from fetalflex.io.atomic import atomic_write
+
+LABEL_MAP_CONTENT = "fetalflex label map: pixel value = global label id"
 
 
-def _atomic_save(img: Image.Image, path: Path, pnginfo: PngImagePlugin.PngInfo | None) -> None:
+def _atomic_save(img: Image.Image, path: Path, pnginfo: PngImagePlugin.PngInfo) -> None:
     """Write to a temporary file beside ``path`` and rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        img.save(tmp, format="PNG", pnginfo=pnginfo)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=pnginfo))
 
 
 def synthetic_info(extra: dict[str, str] | None = None) -> PngImagePlugin.PngInfo:
@@ -49,9 +43,8 @@ def write_label_map(path: Path, label_map: NDArray[np.uint8]) -> None:
     if label_map.dtype != np.uint8 or label_map.ndim != 2:
         raise ValueError(f"label_map: expected uint8 (H, W), got {label_map.dtype} "
                          f"{label_map.shape}")
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Content", "fetalflex label map: pixel value = global label id")
-    _atomic_save(Image.fromarray(label_map, mode="L"), path, info)
+    _atomic_save(Image.fromarray(label_map, mode="L"), path,
+                 synthetic_info({"Content": LABEL_MAP_CONTENT}))
 
 
 def read_gray(path: Path) -> NDArray[np.uint8]:

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from fetalflex.about import __version__
+from fetalflex.io.atomic import FILE_MODE
 
 SYNTHETIC = "SYNTHETIC (FetalFlex, phantom-trained; not for clinical use)"
 
@@ -36,11 +37,12 @@ def save_figure(fig: Any, path: Path, description: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)
     try:
         if fig.get_layout_engine() is None:  # constrained layouts place titles themselves
             fig.tight_layout()
         fig.savefig(tmp, dpi=110, metadata={"Software": f"fetalflex {__version__}",
-                                            "Description": description})
+                                            "Description": description, "Synthetic": "true"})
         os.replace(tmp, path)
     finally:
         plt.close(fig)

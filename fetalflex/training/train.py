@@ -137,6 +137,8 @@ def _plot(log_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from fetalflex.reports.figures import save_figure
+
     rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
     fig, ax = plt.subplots(figsize=(8, 4))
     for st in STAGES:
@@ -148,9 +150,7 @@ def _plot(log_path: Path, out: Path) -> None:
     ax.set_ylabel("loss")
     ax.legend()
     ax.set_title("FetalFlex training loss (phantom data)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, "FetalFlex training loss (phantom data)")
 
 
 def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] = STAGES,

@@ -134,14 +134,3 @@ def test_generate_cli_writes_marked_images_and_sidecar(tiny_weights: Path,
     img = out / side["samples"][0]["abnormal_image"]
     assert read_text_chunks(img)["Synthetic"] == "true"
     assert read_gray(img).shape == (32, 32)
-
-
-def test_generate_cli_rejects_wrong_size_layout(tiny_weights: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["layout", "--plane", "FL", "--size", "64", "--out", str(tmp_path / "c.png"),
-                 "--label-map", str(tmp_path / "l.png")]) == 0
-    assert main(["generate", "--plane", "FL", "--layout", str(tmp_path / "l.png"),
-                 "--weights", str(tiny_weights), "--out", str(tmp_path / "o"), "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "layout:" in err and "the model needs 32x32" in err
-    assert not (tmp_path / "o").exists()
