@@ -71,7 +71,9 @@ def _made(maker: Maker, items: list[Item]) -> Iterator[tuple[Item, Made]]:
                 if nxt is not None:
                     running[pool.submit(maker.make, nxt)] = nxt
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Not waiting: on Ctrl-C or an error the caller closes the maker's channels, which
+        # ends the requests in flight (their items are made again by the next run).
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _check_model(out: Path, done: list[Item], made: Made) -> None:
