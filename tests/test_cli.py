@@ -45,8 +45,10 @@ def test_phantom_and_contact_sheet(tmp_path: Path) -> None:
     assert len(lines) == 7
     sheet = tmp_path / "sheet.png"
     assert main(["contact-sheet", "--out", str(sheet), "--size", "64"]) == 0
+    from fetalflex.reports.contact_sheet import HEADER_PX, ROW_LABEL_PX, sheet_shape
+
     img = read_gray(sheet)
-    assert img.shape == (7 * 64 * 2, 5 * 64 * 2)
+    assert img.shape == sheet_shape(64) == (HEADER_PX + 7 * (ROW_LABEL_PX + 128), 5 * 128)
     assert np.std(img) > 20
 
 

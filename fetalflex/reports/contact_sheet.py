@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from fetalflex.anatomy.layout import rasterize
 from fetalflex.anatomy.planes import PLANES
@@ -21,6 +21,27 @@ COLUMNS = ("phantom", "layout overlay", "normal twin", "abnormal (preset)", "abn
 
 def _rgb(gray: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.repeat(gray[..., None], 3, axis=2)
+
+
+# Text sits in bands of its own, never on an image: a header (title and column names) and a
+# label band above each plane's row.
+HEADER_PX = 48
+ROW_LABEL_PX = 22
+FONT_PX = 14
+BACKGROUND = (24, 24, 24)
+
+
+def _font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=px)  # Pillow's bundled font (FreeType builds)
+    except (TypeError, OSError, ImportError):  # pragma: no cover - Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def sheet_shape(size: int, scale: int = 2) -> tuple[int, int]:
+    """(height, width) of the sheet for tiles of ``size`` px drawn at ``scale``."""
+    tile = size * scale
+    return HEADER_PX + len(PLANES) * (ROW_LABEL_PX + tile), len(COLUMNS) * tile
 
 
 def contact_sheet(size: int = 128, seed: int = 7, scale: int = 2) -> NDArray[np.uint8]:
@@ -39,17 +60,23 @@ def contact_sheet(size: int = 128, seed: int = 7, scale: int = 2) -> NDArray[np.
         rows.append(np.concatenate([
             _rgb(img), overlay(img, layout.label_map), _rgb(twin_img), _rgb(ab_img),
             overlay(ab_img, ab.label_map)], axis=1))
-        labels.append(f"{p.code}: {p.name} | preset: {pr.name}")
-    sheet = np.concatenate(rows, axis=0)
-    im = Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale),
-                                       Image.NEAREST)
-    draw = ImageDraw.Draw(im)
+        labels.append(f"{p.code}: {p.name}  |  preset: {pr.name}")
     tile = size * scale
-    for r, text in enumerate(labels):
-        draw.text((4, r * tile + 2), text, fill=(255, 255, 0))
+    height, width = sheet_shape(size, scale)
+    im = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(im)
+    font = _font(FONT_PX)
+    draw.text((4, 6), "SYNTHETIC PHANTOM - NOT FOR DIAGNOSIS", fill=(255, 90, 90), font=font)
     for c, text in enumerate(COLUMNS):
-        draw.text((c * tile + 4, im.height - 12), text, fill=(0, 255, 255))
-    draw.text((im.width - 330, 2), "SYNTHETIC PHANTOM - NOT FOR DIAGNOSIS", fill=(255, 80, 80))
+        draw.text((c * tile + tile // 2, HEADER_PX - 4), text, fill=(0, 230, 230), font=font,
+                  anchor="md")
+    for r, (row, text) in enumerate(zip(rows, labels, strict=True)):
+        top = HEADER_PX + r * (ROW_LABEL_PX + tile)
+        draw.text((4, top + ROW_LABEL_PX // 2), text, fill=(255, 230, 0), font=font,
+                  anchor="lm")
+        big = Image.fromarray(row).resize((row.shape[1] * scale, row.shape[0] * scale),
+                                          Image.Resampling.NEAREST)
+        im.paste(big, (0, top + ROW_LABEL_PX))
     return np.asarray(im)
 
 
