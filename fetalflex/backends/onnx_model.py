@@ -1,5 +1,5 @@
-"""The embedded backend's ONNX model: the fused denoiser as one fp32 graph (dynamic
-batch), exported on first use and cached by the weights' content hash.
+"""The embedded backend's ONNX model: the fused denoiser as one graph (dynamic batch), fp32
+or int8 (``--precision``), built on first use and cached by the weights' content hash.
 
 The release exporter (fp16, parity reports) is ``export/onnx_export.py``; it builds on
 ``export_onnx`` here.
@@ -12,6 +12,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Final, Literal, cast, get_args
 
 import torch
 
@@ -20,6 +21,9 @@ from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
 from fetalflex.model.signature import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES
 
 OPSET = 17
+EmbeddedPrecision = Literal["fp32", "int8"]
+EMBEDDED_PRECISIONS: Final[tuple[EmbeddedPrecision, ...]] = get_args(EmbeddedPrecision)
+DEFAULT_PRECISION: Final[EmbeddedPrecision] = "fp32"
 
 
 def example_inputs(cfg: DenoiserConfig, n: int = 2) -> tuple[torch.Tensor, ...]:
@@ -43,7 +47,9 @@ def export_onnx(model: torch.nn.Module, path: Path) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             # diffusers' shape asserts are constant for a fixed image size: harmless here.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(model, example_inputs(model.config), tmp, dynamo=False,
+            # nn.Module types its attributes Tensor | Module; ``config`` is the model's
+            cfg = cast(DenoiserConfig, model.config)
+            torch.onnx.export(model, example_inputs(cfg), tmp, dynamo=False,
                               input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                               dynamic_axes=DYNAMIC_AXES, opset_version=OPSET)
         os.replace(tmp, path)
@@ -64,10 +70,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FETALFLEX_CACHE", Path.home() / ".cache" / "fetalflex"))
 
 
-def onnx_for(weights_dir: Path) -> Path:
-    """The ONNX file for these weights, exported on first use (cached by content hash)."""
+def onnx_for(weights_dir: Path, precision: EmbeddedPrecision = "fp32") -> Path:
+    """The ONNX file for these weights and precision, built on first use and cached by the
+    weights' content hash: fp32 is exported from the module; int8 is quantized from the
+    fp32 graph (``fetalflex.backends.quantize``, about a minute on 2 cores)."""
+    if precision not in EMBEDDED_PRECISIONS:
+        raise ValueError(f"precision: {precision!r} is not one of "
+                         f"{', '.join(EMBEDDED_PRECISIONS)}")
     digest = weights_hash(weights_dir)[:16]
-    path = cache_dir() / f"denoiser-{digest}-fp32.onnx"
-    if not path.exists():
-        export_onnx(FetalFlexDenoiser.load(weights_dir), path)
-    return path
+    path = cache_dir() / f"denoiser-{digest}-{precision}.onnx"
+    if path.exists():
+        return path
+    if precision == "fp32":
+        return export_onnx(FetalFlexDenoiser.load(weights_dir), path)
+    from fetalflex.backends.quantize import quantize_int8
+
+    return quantize_int8(onnx_for(weights_dir, "fp32"), path,
+                         DenoiserConfig.load(weights_dir / "config.json"))
