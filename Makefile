@@ -36,6 +36,7 @@ stack-smoke: triton-env
 
 lint:
 	$(PY) -m ruff check .
+	$(PY) -m mypy  # fetalflex/ service/ export/ bench/ ([tool.mypy] in pyproject.toml)
 
 test: lint triton-env
 	$(PY) -m pytest -q

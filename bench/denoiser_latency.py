@@ -9,6 +9,7 @@ against the machine's peak.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,8 @@ def bench_denoiser(weights: Path | None, out: Path, batches: tuple[int, ...] = B
     rows = []
     for b in batches:
         ins = example_inputs(model.config, b)
-        med = interleaved({"torch": lambda ins=ins: eager(*ins),
-                           "onnxruntime": lambda ins=ins: ort(*ins)}, reps=reps)
+        med = interleaved({"torch": partial(eager, *ins), "onnxruntime": partial(ort, *ins)},
+                          reps=reps)
         rows.append({
             "batch": b, "torch_ms": round(med["torch"] * 1e3, 2),
             "onnxruntime_ms": round(med["onnxruntime"] * 1e3, 2),

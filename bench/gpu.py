@@ -73,6 +73,7 @@ def _torch_variant(name: str, model: FetalFlexDenoiser, device: str
     m = FetalFlexDenoiser(model.config).to(device, dtype).eval()
     m.load_state_dict(model.state_dict())
     if name == "compile-fp16":
+        # torch.compile returns a callable wrapper typed as a function, used as the module
         m = torch.compile(m, mode="max-autotune-no-cudagraphs")  # type: ignore[assignment]
 
     def make(batch: int) -> Callable[[], Any]:
@@ -102,10 +103,12 @@ def _ort_variant(name: str, model: FetalFlexDenoiser, weights: Path, device: str
                  ) -> Callable[[int], Callable[[], Any]]:
     import onnxruntime as ort
 
-    providers = {"ort-cuda": ["CUDAExecutionProvider"],
-                 "ort-tensorrt": [("TensorrtExecutionProvider", {"trt_fp16_enable": True}),
-                                  "CUDAExecutionProvider"],
-                 "ort-cpu": ["CPUExecutionProvider"]}[name]
+    by_variant: dict[str, list[Any]] = {
+        "ort-cuda": ["CUDAExecutionProvider"],
+        "ort-tensorrt": [("TensorrtExecutionProvider", {"trt_fp16_enable": True}),
+                         "CUDAExecutionProvider"],
+        "ort-cpu": ["CPUExecutionProvider"]}
+    providers = by_variant[name]
     avail = ort.get_available_providers()
     first = providers[0] if isinstance(providers[0], str) else providers[0][0]
     if first not in avail:

@@ -27,8 +27,8 @@ def bench_main_job(weights: list[Path] | None, out: Path, guidances: tuple[float
     for w in weights or [DEFAULT_WEIGHTS]:
         engine = Engine(load_backend("embedded", w, threads=threads))
         for g in guidances:
-            reqs = [GenerationRequest(plane=p, seed=7, **({} if g is None else {"guidance": g}))
-                    for p in planes]
+            reqs = [GenerationRequest(plane=p, seed=7) if g is None
+                    else GenerationRequest(plane=p, seed=7, guidance=g) for p in planes]
             name = f"{w.name or w} {engine.cfg.image_size}px guidance {reqs[0].guidance}"
             calls = engine.run(reqs[0]).denoiser_calls  # also warms the session up
 

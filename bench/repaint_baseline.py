@@ -31,7 +31,7 @@ def diffusers_repaint(engine: Engine, image: np.ndarray, layout: Layout, region:
                              beta_schedule=cfg.beta_schedule, eta=0.0, clip_sample=True)
     sched.set_timesteps(**{**DEFAULTS, **schedule})
     call = CountingCall(engine.backend.call)
-    den = engine._guided(call, [layout], guidance, 1.0)
+    den = engine._conditioning(call, [layout])(None, guidance, 1.0)
     ac = engine.ac
     keep = torch.from_numpy(1.0 - feathered(region, feather_px))[None, None]
     original = to_float(image[None])

@@ -80,7 +80,7 @@ def bench_end_to_end(weights: Path | None, out: Path,
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
         for setup in setups:
-            base = dict(port=0, metrics_port=0, weights=w, max_concurrent=top,
+            base: dict[str, Any] = dict(port=0, metrics_port=0, weights=w, max_concurrent=top,
                         max_queued=4 * top, max_batch_rows=2 * top)
             if setup.startswith("triton"):
                 dyn = setup.endswith("+batching")

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fetalflex.anatomy.edits import apply_edits
-from fetalflex.anatomy.layout import Layout, one_hot, rasterize
+from fetalflex.anatomy.compose import Anatomy, compose
+from fetalflex.anatomy.layout import Layout, one_hot
 from fetalflex.anatomy.planes import plane_index
-from fetalflex.anatomy.templates import sample_template
 from fetalflex.backends.backends import Backend
 from fetalflex.errors import InvalidRequestError
 from fetalflex.io import pixels
@@ -118,22 +117,12 @@ class Engine:
         self.pred = self.cfg.prediction_type
 
     # ------------------------------------------------------------------ anatomy
-    def layouts_for(self, req: GenerationRequest, layout: Layout | None) -> list[Layout]:
-        size = self.cfg.image_size
-        out = []
-        for i in range(req.n):
-            if layout is not None:
-                if layout.size != size:
-                    raise InvalidRequestError("layout", f"size {layout.size} does not match "
-                                                        f"the model's image size {size}")
-                if layout.plane != req.plane:
-                    raise InvalidRequestError("layout", f"plane {layout.plane} differs from "
-                                                        f"the request's plane {req.plane}")
-                out.append(layout)
-            else:
-                out.append(rasterize(sample_template(req.plane, req.seed + i, req.ga_weeks),
-                                     size))
-        return out
+    def anatomy_for(self, req: GenerationRequest, layout: Layout | None) -> list[Anatomy]:
+        """Each sample's layouts (``anatomy.compose``): ``layout``, or the template of seed
+        ``seed + i``, then the request's preset and edits."""
+        return [compose(req.plane, self.cfg.image_size, layout=layout, seed=req.seed + i,
+                        ga_weeks=req.ga_weeks, preset=req.preset, edits=req.edits)
+                for i in range(req.n)]
 
     # ------------------------------------------------------------------ denoisers
     def _conds(self, plane: str, ga: list[float | None]) -> Tensor:
@@ -167,7 +156,6 @@ class Engine:
         call = CountingCall(self.backend.call)
         timings: dict[str, float] = {}
         seeds = [req.seed + i for i in range(req.n)]
-        edits = req.edit_list()
         if reference is not None:
             if reference_layout is None:
                 raise InvalidRequestError("reference_layout",
@@ -178,13 +166,14 @@ class Engine:
             if not (req.preset or req.edits):
                 raise InvalidRequestError("edits", "a repaint of the reference needs a preset "
                                                    "or edits (it changes only what they edit)")
-            normals = self.layouts_for(req.model_copy(update={"n": 1}), reference_layout)
-            normals = normals * req.n
+            anatomy = self.anatomy_for(req, reference_layout)
             images = np.stack([reference] * req.n)
         else:
-            normals = self.layouts_for(req, layout)
+            anatomy = self.anatomy_for(req, layout)
             images = None
-        abnormal = [apply_edits(v, edits) for v in normals] if edits else None
+        normals = [a.normal for a in anatomy]
+        # every sample has the same edits: all abnormal layouts, or none
+        abnormal = [a.abnormal for a in anatomy if a.abnormal is not None] or None
         noise = SampleNoise(seeds)
         if images is None:
             # Plain generation of the normal anatomy, or of the edited one when not pairing.
@@ -259,7 +248,8 @@ class Engine:
             raise InvalidRequestError("seeds", f"{len(seeds)} given for {len(layouts)} layouts")
         opts = {k: v for k, v in {"steps": steps, "guidance": guidance,
                                   "control_scale": control_scale}.items() if v is not None}
-        req = GenerationRequest(plane=layouts[0].plane, sampler=sampler, **opts)
+        req = GenerationRequest.model_validate({"plane": layouts[0].plane, "sampler": sampler,
+                                                **opts})
         call = CountingCall(self.backend.call)
         sampled = final(self._sample(req, layouts, SampleNoise(seeds), call, None))
         return to_uint8(sampled.x), call.calls

@@ -13,6 +13,7 @@ from typing import Final, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fetalflex.anatomy.biometry import GA_MAX, GA_MIN
+from fetalflex.anatomy.compose import edit_list
 from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.planes import canonical_code
 from fetalflex.anatomy.planes import plane as get_plane
@@ -28,6 +29,10 @@ BackendName = Literal["embedded", "torch", "triton"]
 BACKEND_NAMES: Final[tuple[BackendName, ...]] = get_args(BackendName)
 IN_PROCESS_BACKENDS: Final[tuple[BackendName, ...]] = ("embedded", "torch")
 DEFAULT_BACKEND: Final[BackendName] = "embedded"
+# Arithmetic of the embedded backend's graph: fp32, or int8 (fetalflex/backends/quantize.py).
+Precision = Literal["fp32", "int8"]
+PRECISIONS: Final[tuple[Precision, ...]] = get_args(Precision)
+DEFAULT_PRECISION: Final[Precision] = "fp32"
 
 # ---------------------------------------------------------------- defaults and limits
 COUNT_MAX: Final = 64         # samples per request (the service's max_count may be lower)
@@ -98,7 +103,5 @@ class GenerationRequest(BaseModel):
         return self
 
     def edit_list(self) -> list[Edit]:
-        out: list[Edit] = []
-        if self.preset is not None:
-            out += get_preset(self.preset).edits(self.plane)
-        return out + list(self.edits)
+        """The preset's edits, then the request's (``anatomy.compose.edit_list``)."""
+        return edit_list(self.plane, self.preset, self.edits)

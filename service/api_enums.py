@@ -8,9 +8,9 @@ from typing import Final
 from fetalflex.request import DEFAULT_SAMPLER, SamplerName
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 
-SAMPLER_ENUM: Final[dict[SamplerName, int]] = {
+SAMPLER_ENUM: Final[dict[SamplerName, pb.Sampler]] = {
     "ddim": pb.SAMPLER_DDIM, "dpmsolver++": pb.SAMPLER_DPM_SOLVER_PP,
     "two-stage": pb.SAMPLER_TWO_STAGE}
 # Unset (0) is the schema's default sampler.
-SAMPLER_NAME: Final[dict[int, SamplerName]] = {
+SAMPLER_NAME: Final[dict[pb.Sampler, SamplerName]] = {
     pb.SAMPLER_UNSPECIFIED: DEFAULT_SAMPLER, **{v: k for k, v in SAMPLER_ENUM.items()}}

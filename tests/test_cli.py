@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fetalflex.anatomy.planes import PLANE_CODES
+from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.cli import main
 from fetalflex.io.png import read_gray, read_label_map, read_text_chunks
 
@@ -16,7 +18,7 @@ def test_planes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "4CH  Four-chamber heart" in out and "ventricular_septal_defect" in out
     assert main(["planes", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert len(data["planes"]) == 7 and len(data["structures"]) == 35
+    assert len(data["planes"]) == len(PLANE_CODES) and len(data["structures"]) == NUM_LABELS
 
 
 def test_layout(tmp_path: Path) -> None:

@@ -206,14 +206,15 @@ def _fit(mask: NDArray[np.bool_], size: int) -> tuple[ShapeKind, tuple[float, fl
     xg, yg = pixel_centres(size)
     centre = ((cx + 0.5) / size, (cy + 0.5) / size)
     best: tuple[float, ShapeKind, tuple[float, float]] | None = None
-    for kind, k in (("ellipse", 2.0), ("box", math.sqrt(3.0))):
+    fits: tuple[tuple[ShapeKind, float], ...] = (("ellipse", 2.0), ("box", math.sqrt(3.0)))
+    for kind, k in fits:
         axes = (k * math.sqrt(l1) / size, k * math.sqrt(l2) / size)
         cand = _inside(kind, centre, axes, angle, xg, yg, size)
         inter = np.logical_and(cand, mask).sum()
         union = np.logical_or(cand, mask).sum()
         iou = inter / max(union, 1)
         if best is None or iou > best[0]:
-            best = (iou, kind, axes)  # type: ignore[assignment]
+            best = (iou, kind, axes)
     assert best is not None
     return best[1], centre, best[2], angle
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,14 +73,14 @@ class TritonModelCall:
         self._regions: list[tuple[str, object]] = []
 
     def _built(self, n: int, arrays: list[np.ndarray]) -> list[object]:
-        cache: dict[int, list[object]] = self._local.__dict__.setdefault("inputs", {})
+        cache: dict[int, list[Any]] = self._local.__dict__.setdefault("inputs", {})
         ins = cache.get(n)
         if ins is None:
             ins = [self._g.InferInput(spec.name, list(a.shape), _NP_TO_TRITON[a.dtype])
                    for spec, a in zip(INPUTS, arrays, strict=True)]
             cache[n] = ins
         for i, a in zip(ins, arrays, strict=True):
-            i.set_data_from_numpy(a)  # type: ignore[attr-defined]
+            i.set_data_from_numpy(a)
         return ins
 
     def _shm(self, arrays: list[np.ndarray]) -> tuple[list[object], list[object], object,
@@ -189,7 +190,7 @@ class TritonModelCall:
                         f"({attempt} attempts in {spent:.2f} s): {exc.message()}") from None
                 time.sleep(sleep)
 
-    def _reconnect(self, failed: object) -> None:
+    def _reconnect(self, failed: Any) -> None:
         """A fresh channel: gRPC's own reconnect backoff would outlast our retry budget
         after a server restart."""
         with self._lock:

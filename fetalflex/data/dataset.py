@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,10 +88,10 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
         try:
             path.parent.mkdir(exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            arrays = {"images": np.stack([x[0] for x in items]),
-                      "labels": np.stack([x[1] for x in items])}
+            arrays: dict[str, Any] = {"images": np.stack([x[0] for x in items]),
+                                      "labels": np.stack([x[1] for x in items])}
             if self.box_prob > 0:
-                arrays["boxes"] = np.stack([x[2] for x in items])  # type: ignore[misc]
+                arrays["boxes"] = np.stack([x[2] for x in items if x[2] is not None])
             np.savez(tmp, **arrays)
             os.replace(tmp, path)
         except (OSError, ValueError):

@@ -266,8 +266,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "brightness_rank_corr", float("nan")) for p, r in planes.items()}
     by_steps = {}
     for s in res["steps"]:
-        rows = [_at(r, s) for r in planes.values()]
-        rows = [q for q in rows if q]
+        rows = [q for q in (_at(r, s) for r in planes.values()) if q]
         by_steps[str(s)] = {
             "adherence_dice": _nanmean([q["adherence_dice"] for q in rows]),
             "brightness_rank_corr": _nanmean([q["brightness_rank_corr"] for q in rows]),

@@ -138,10 +138,9 @@ def cached_twins(engine: Engine, normals: dict[str, PhantomPool], presets: tuple
             if str(z["key"]) == key:
                 meta = json.loads(str(z["meta"]))
                 progress(f"reusing the synthetic set in {path}")
-                return SyntheticSet(
-                    *({n: z[f"{part}/{n}"] for n in presets} for part in _PARTS),
-                    planes=meta["planes"], skipped=meta["skipped"], calls=meta["calls"],
-                    seconds=meta["seconds"])
+                parts = {part: {n: z[f"{part}/{n}"] for n in presets} for part in _PARTS}
+                return SyntheticSet(**parts, planes=meta["planes"], skipped=meta["skipped"],
+                                    calls=meta["calls"], seconds=meta["seconds"])
     syn = synthesize_twins(engine, normals, presets, per_preset, batch, noise_seed, progress)
     arrays = {f"{part}/{n}": getattr(syn, part)[n] for n in presets for part in _PARTS}
     meta = {"planes": syn.planes, "skipped": syn.skipped, "calls": syn.calls,

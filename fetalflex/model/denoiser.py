@@ -82,6 +82,8 @@ def _blocks(cfg: DenoiserConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
 class FetalFlexDenoiser(nn.Module):
     """v-prediction denoiser conditioned on anatomy layout, plane and gestational age."""
 
+    config: DenoiserConfig
+
     def __init__(self, config: DenoiserConfig) -> None:
         super().__init__()
         self.config = config

@@ -106,7 +106,7 @@ def example_strip(result: dict[str, Any], synth: TwinExamples, scale: int = 2,
             names.append(f"{name} ({plane})")
     sheet = np.concatenate(tiles, axis=0)
     im = Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale),
-                                       Image.NEAREST).convert("RGB")
+                                       Image.Resampling.NEAREST).convert("RGB")
     draw = ImageDraw.Draw(im)
     for r, text in enumerate(names):
         draw.text((3, r * size * scale + 2), text, fill=(255, 255, 0))

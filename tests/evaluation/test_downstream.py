@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.backends.backends import load_backend
@@ -48,7 +49,9 @@ def test_downstream_runs_and_reports(tiny_weights: Path, tmp_path: Path) -> None
         assert r["n_test"] == 8
         assert r["n_train_abnormal"] + r["n_skipped_no_change"] == 3
         for c in CONDITIONS:
-            assert 0.0 <= r[c]["auc_mean"] <= 1.0
+            per_seed = r[c]["auc_per_seed"]  # one classifier per training seed
+            assert len(per_seed) == len(opts.train_seeds)
+            assert r[c]["auc_mean"] == pytest.approx(np.mean(per_seed), abs=1e-4)
             lo, hi = r[c]["auc_ci95"]
             assert 0.0 <= lo <= hi <= 1.0
     micro = next(r for r in res["anomaly"] if r["preset"] == "microcephaly")

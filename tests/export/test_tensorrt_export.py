@@ -29,7 +29,7 @@ def test_input_shapes_follow_the_signature() -> None:
                          attention_levels=(False, False, False))
     shapes = input_shapes(cfg, Profile(2, 8, 8))
     assert shapes["x_t"] == ((2, 1, 64, 64), (8, 1, 64, 64), (8, 1, 64, 64))
-    assert shapes["layout"][2] == (8, 35, 64, 64)
+    assert shapes["layout"][2] == (8, cfg.num_labels, 64, 64)
     assert shapes["timestep"] == ((2,), (8,), (8,))
 
 

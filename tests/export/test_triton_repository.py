@@ -24,17 +24,18 @@ SHIPPED = Path(__file__).resolve().parents[2] / "fetalflex" / "weights" / "denoi
 def test_configs_parse_into_triton_model_config(target: str) -> None:
     cfg = DenoiserConfig(image_size=64, block_out_channels=(32, 64, 128),
                          attention_levels=(False, False, False))
-    mc = text_format.Parse(config_pbtxt(target, cfg, BatchingPolicy()),
-                           model_config_pb2.ModelConfig())
+    policy = BatchingPolicy()  # the defaults the configs are written from
+    mc = text_format.Parse(config_pbtxt(target, cfg, policy), model_config_pb2.ModelConfig())
     assert mc.name == MODEL_NAMES[target]
     assert [i.name for i in mc.input] == list(INPUT_NAMES)
     assert [o.name for o in mc.output] == list(OUTPUT_NAMES)
     assert list(mc.input[0].dims) == [1, 64, 64]
     assert list(mc.input[2].dims) == [cfg.num_labels, 64, 64]
     assert list(mc.input[1].reshape.shape) == [] and mc.input[1].HasField("reshape")
-    assert mc.max_batch_size == 32
-    assert mc.dynamic_batching.max_queue_delay_microseconds > 0
-    assert mc.dynamic_batching.default_queue_policy.max_queue_size == 256
+    assert mc.max_batch_size == policy.max_batch_size
+    assert list(mc.dynamic_batching.preferred_batch_size) == list(policy.preferred_batch_sizes)
+    assert mc.dynamic_batching.max_queue_delay_microseconds == policy.max_queue_delay_us
+    assert mc.dynamic_batching.default_queue_policy.max_queue_size == policy.max_queue_size
     assert (mc.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU) == (
         target == "cpu")
 
@@ -44,7 +45,8 @@ def test_dynamic_batcher_can_be_switched_off() -> None:
                          attention_levels=(False, False), norm_num_groups=4)
     mc = text_format.Parse(config_pbtxt("cpu", cfg, BatchingPolicy(dynamic=False)),
                            model_config_pb2.ModelConfig())
-    assert not mc.HasField("dynamic_batching") and mc.max_batch_size == 32
+    assert not mc.HasField("dynamic_batching")
+    assert mc.max_batch_size == BatchingPolicy().max_batch_size
     on = text_format.Parse(config_pbtxt("cpu", cfg, BatchingPolicy()),
                            model_config_pb2.ModelConfig())
     assert on.HasField("dynamic_batching")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fetalflex.anatomy.structures import BACKGROUND
+from fetalflex.anatomy.structures import BACKGROUND, NUM_LABELS
 from fetalflex.training.augment import AugmentConfig, joint_augment
 
 
@@ -12,7 +12,7 @@ def _pair(n: int = 4, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
     lab = torch.zeros(n, size, size, dtype=torch.long)
     lab[:, 10:38, 12:36] = 3
     lab[:, 18:30, 20:28] = 7
-    layout = torch.nn.functional.one_hot(lab, 35).permute(0, 3, 1, 2).float()
+    layout = torch.nn.functional.one_hot(lab, NUM_LABELS).permute(0, 3, 1, 2).float()
     image = torch.full((n, 1, size, size), -1.0)  # brightness = f(label)
     image[:, 0][lab == 3] = 0.2
     image[:, 0][lab == 7] = 0.9

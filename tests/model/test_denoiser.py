@@ -17,8 +17,9 @@ def _inputs(cfg: DenoiserConfig, n: int = 3) -> tuple[torch.Tensor, ...]:
     s = cfg.image_size
     x = torch.randn((n, 1, s, s), generator=g)
     t = torch.randint(0, 1000, (n,), generator=g)
-    layout = torch.nn.functional.one_hot(torch.randint(0, 35, (n, s, s), generator=g),
-                                         35).permute(0, 3, 1, 2).float()
+    k = cfg.num_labels
+    layout = torch.nn.functional.one_hot(torch.randint(0, k, (n, s, s), generator=g),
+                                         k).permute(0, 3, 1, 2).float()
     cond = condition_vector(torch.tensor([0, 3, -1][:n]), torch.tensor([20.0, float("nan"),
                                                                           30.0][:n]), 7)
     return x, t, layout, cond, torch.ones(n)

@@ -7,7 +7,7 @@ from scipy import ndimage
 from fetalflex.anatomy.layout import rasterize
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.sector import sector_mask
-from fetalflex.anatomy.structures import label_id
+from fetalflex.anatomy.structures import NUM_LABELS, label_id
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.phantom.simulator import simulate_bmode
 from fetalflex.phantom.tissue import TISSUES, lookup_tables
@@ -15,7 +15,7 @@ from fetalflex.phantom.tissue import TISSUES, lookup_tables
 
 def test_every_structure_has_tissue_properties() -> None:
     tables = lookup_tables()
-    assert all(len(v) == 35 for v in tables.values())
+    assert all(len(v) == NUM_LABELS for v in tables.values())
     assert set(TISSUES) >= {"skull", "femur", "nostrils"}
 
 

@@ -13,6 +13,7 @@ from fetalflex.errors import InvalidRequestError, SamplingCancelledError
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.io.png import read_gray, read_text_chunks
 from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
+from fetalflex.sampling.two_stage import TwoStageOptions
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +69,7 @@ def test_batch_repaint_reproduces_the_pair_twin(tiny_weights: Path) -> None:
         assert np.array_equal(twin[~p.region], p.image[~p.region])
     with pytest.raises(InvalidRequestError, match="layouts: one batch must hold one plane"):
         eng.repaint(np.stack([pairs[0].image] * 2), [pairs[0].layout,
-                    eng.layouts_for(GenerationRequest(plane="AC"), None)[0]],
+                    eng.anatomy_for(GenerationRequest(plane="AC"), None)[0].normal],
                     [pairs[0].region] * 2, [1, 2])  # type: ignore[list-item]
 
 
@@ -93,12 +94,13 @@ def test_embedded_onnx_matches_torch(tiny_weights: Path) -> None:
 def test_two_stage_reports_its_choices(tiny_weights: Path) -> None:
     eng = Engine(load_backend("torch", tiny_weights))
     res = eng.run(GenerationRequest(plane="TT", n=2, sampler="two-stage"))
+    opts = TwoStageOptions()  # the bounds the sampler promises, read from its options
     for s in res.samples:
         r = s.report
-        assert 4 <= r["stage1_steps"] <= 16
-        assert 0.15 <= r["stage2_strength"] <= 0.40
-        assert r["stage2_steps"] >= 2
-    assert res.denoiser_calls <= 16 + 2 * 8
+        assert opts.stage1_min_steps <= r["stage1_steps"] <= opts.stage1_max_steps
+        assert opts.strength_min <= r["stage2_strength"] <= opts.strength_max
+        assert 2 <= r["stage2_steps"] <= opts.stage2_steps_at_max
+    assert res.denoiser_calls <= opts.stage1_max_steps + 2 * opts.stage2_steps_at_max
 
 
 def test_cancellation_between_steps(tiny_weights: Path) -> None:

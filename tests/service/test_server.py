@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from fetalflex.anatomy.structures import NUM_LABELS, label_id
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
@@ -68,7 +69,7 @@ def test_health_and_planes(server: Running, stub: pb_grpc.FetalFlexStub) -> None
     assert h.status == health_pb2.HealthCheckResponse.SERVING
     r = stub.ListPlanes(pb.ListPlanesRequest())
     assert [p.code for p in r.planes] == ["TV", "TT", "TC", "AC", "4CH", "FL", "LIP"]
-    assert len(r.structures) == 35 and json.loads(r.vocabulary_json)["version"] == 1
+    assert len(r.structures) == NUM_LABELS and json.loads(r.vocabulary_json)["version"] == 1
 
 
 def test_render_layout_with_preset(stub: pb_grpc.FetalFlexStub) -> None:
@@ -77,7 +78,8 @@ def test_render_layout_with_preset(stub: pb_grpc.FetalFlexStub) -> None:
                                                     preset="absent_csp"))
     lm = np.asarray(Image.open(io.BytesIO(normal.label_map_png)))
     lm2 = np.asarray(Image.open(io.BytesIO(gone.label_map_png)))
-    assert (lm == 6).sum() > 0 and (lm2 == 6).sum() == 0
+    csp = label_id("cavum_septi_pellucidi")  # what absent_csp removes
+    assert (lm == csp).sum() > 0 and (lm2 == csp).sum() == 0
     assert any(s.structure == "skull" for s in normal.structures.shapes)
 
 

@@ -1,0 +1,79 @@
+"""The request schema is the one place for a generation's defaults, limits and names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from fetalflex.cli import build_parser
+from fetalflex.request import (
+    BACKEND_NAMES,
+    COUNT_MAX,
+    DEFAULT_CONTROL_SCALE,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLER_NAMES,
+    STEPS_MAX,
+    GenerationRequest,
+)
+
+
+def test_importable_without_torch() -> None:
+    """The CLI builds its flags from the schema before any model loads."""
+    code = ("import sys, fetalflex.request, fetalflex.io.pixels, fetalflex.anatomy.compose; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_schema_holds_its_named_defaults() -> None:
+    req = GenerationRequest(plane="TV")
+    assert (req.steps, req.guidance, req.control_scale, req.sampler) == (
+        DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_CONTROL_SCALE, DEFAULT_SAMPLER)
+    with pytest.raises(ValidationError, match="n"):
+        GenerationRequest(plane="TV", n=COUNT_MAX + 1)
+
+
+@pytest.mark.parametrize("command", ["generate", "gallery", "client"])
+def test_cli_defaults_and_choices_come_from_the_schema(command: str) -> None:
+    ap = build_parser()
+    sub = next(a for a in ap._actions if a.dest == "command").choices[command]  # type: ignore[union-attr]
+    by_dest = {a.dest: a for a in sub._actions}
+    assert by_dest["steps"].default == DEFAULT_STEPS
+    assert by_dest["guidance"].default == DEFAULT_GUIDANCE
+    assert by_dest["sampler"].default == DEFAULT_SAMPLER
+    assert tuple(by_dest["sampler"].choices) == SAMPLER_NAMES
+    if "backend" in by_dest:
+        assert tuple(by_dest["backend"].choices) == BACKEND_NAMES
+
+
+def test_service_limits_are_checked_against_the_schema_at_start_up() -> None:
+    from service.config import ServiceSettings
+
+    assert ServiceSettings(max_count=COUNT_MAX, max_steps=STEPS_MAX).max_count == COUNT_MAX
+    for setting, value in (("max_count", COUNT_MAX + 1), ("max_steps", STEPS_MAX + 1)):
+        with pytest.raises(ValidationError) as err:
+            ServiceSettings(**{setting: value})
+        assert err.value.errors()[0]["loc"] == (setting,)
+
+
+def test_an_api_count_over_the_limit_names_the_api_field() -> None:
+    from service.api.fetalflex.v1 import fetalflex_pb2 as pb
+    from service.config import ServiceSettings
+    from service.translate import to_job
+
+    settings = ServiceSettings(max_count=COUNT_MAX)
+    with pytest.raises(ValueError, match=rf"^count: must be within 1..{COUNT_MAX}, got 100"):
+        to_job(pb.GenerateRequest(plane="TV", count=100), settings, 64)
+
+
+def test_api_sampler_enum_covers_every_sampler() -> None:
+    from service.api.fetalflex.v1 import fetalflex_pb2 as pb
+    from service.api_enums import SAMPLER_ENUM, SAMPLER_NAME
+
+    assert tuple(SAMPLER_ENUM) == SAMPLER_NAMES
+    assert SAMPLER_NAME[pb.SAMPLER_UNSPECIFIED] == DEFAULT_SAMPLER
+    assert set(pb.Sampler.values()) == set(SAMPLER_NAME)
