@@ -65,10 +65,13 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     from fetalflex.data.phantom_set import write_phantom_set
 
     with tqdm(total=args.n, unit="img", desc="phantom", disable=args.quiet) as bar:
+
+        def advance(k: int) -> None:
+            bar.update(k)
+
         manifest = write_phantom_set(
             Path(args.out), args.n, planes=args.planes, size=args.size, seed=args.seed,
-            abnormal_fraction=args.abnormal_fraction, workers=args.workers,
-            progress=bar.update,
+            abnormal_fraction=args.abnormal_fraction, workers=args.workers, progress=advance,
         )
     print(f"wrote {args.n} pairs and {manifest}")
     return 0
@@ -137,7 +140,7 @@ def _cmd_evaluate_downstream(args: argparse.Namespace) -> int:
         plane_synth_per_plane=args.plane_synth_per_plane,
         plane_test_per_plane=args.plane_test_per_plane, train_seeds=tuple(args.train_seeds),
         classifier_steps=args.classifier_steps, seed=args.seed,
-        **({"presets": tuple(args.presets)} if args.presets else {}))
+        presets=tuple(args.presets) if args.presets else DownstreamOptions().presets)
     backend = load_backend(args.backend, Path(args.model) if args.model else None,
                            threads=args.threads)
     res = run_downstream(backend, opts, Path(args.out))
@@ -278,7 +281,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
     try:
         with channel_from_args(args) as ch:
-            r = health_pb2_grpc.HealthStub(ch).Check(
+            # types-grpcio-health-checking declares HealthStub without its methods
+            r = health_pb2_grpc.HealthStub(ch).Check(  # type: ignore[attr-defined]
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
     except grpc.RpcError as exc:
         print(f"unhealthy: {exc.code().name}: {exc.details()}")
@@ -323,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         """Every sub-command's --help shows its defaults."""
         return _add(*a, formatter_class=HelpWithDefaults, **k)
 
+    # argparse has no default formatter for sub-commands: wrap the bound method
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("planes", help="list planes, structures, label ids and presets")

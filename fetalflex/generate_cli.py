@@ -14,8 +14,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from fetalflex.about import SYNTHETIC_NOTICE, __version__
-from fetalflex.anatomy.edits import parse_edits
-from fetalflex.anatomy.layout import Layout, StructureList, rasterize
+from fetalflex.anatomy.compose import edits_from_json, label_map_layout, structures_layout
+from fetalflex.anatomy.edits import Edit
+from fetalflex.anatomy.layout import Layout, StructureList
 from fetalflex.anatomy.render import colourize
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
@@ -54,24 +55,16 @@ def read_layout(path: Path, plane: str, size: int, field_mm: float, ga: float | 
     map of another size is resampled (nearest) and ``notes`` records it."""
     if path.suffix.lower() == ".json":
         sl = StructureList.model_validate_json(path.read_text())
-        if sl.plane != plane:
-            raise ValueError(f"{field}: {path} is a {sl.plane} layout, not {plane}")
-        return rasterize(sl, size)
+        return structures_layout(field, sl, plane, size)
     lab = resample(field, path, read_label_map(path), size, "label_map",
                    {} if notes is None else notes)
-    return Layout(plane, lab, field_mm, ga)
+    return label_map_layout(field, lab, plane, size, field_mm, ga)
 
 
-def _edits_arg(values: list[str] | None) -> list[Any]:
-    out: list[Any] = []
-    for v in values or []:
-        text = Path(v[1:]).read_text() if v.startswith("@") else v
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"edit: not valid JSON ({exc.msg}): {v[:60]}") from None
-        out += parse_edits(data)
-    return out
+def _edits_arg(values: list[str] | None) -> list[Edit]:
+    """``--edit`` values (JSON, or @file.json) -> edits, as the API parses them."""
+    texts = [Path(v[1:]).read_text() if v.startswith("@") else v for v in values or []]
+    return edits_from_json("edit", texts)
 
 
 def _layout_record(out: Path, name: str, layout: Layout) -> dict[str, Any]:

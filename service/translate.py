@@ -9,7 +9,6 @@ CPU work: the servicer runs them in worker threads, never on the event loop.
 from __future__ import annotations
 
 import io
-import json
 import math
 import struct
 import zlib
@@ -22,7 +21,16 @@ from pydantic import ValidationError
 from scipy import ndimage
 
 from fetalflex.anatomy.biometry import GA_MAX, GA_MIN
-from fetalflex.anatomy.edits import apply_edits, parse_edits
+from fetalflex.anatomy.compose import (
+    MAX_EDITS,
+    compose,
+    edit_list,
+    edits_from_json,
+    label_map_layout,
+    normal_layout,
+    structures_layout,
+)
+from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.layout import (
     DEFAULT_FIELD_MM,
     FIELD_MM_MAX,
@@ -30,13 +38,10 @@ from fetalflex.anatomy.layout import (
     Shape,
     StructureList,
     extract,
-    rasterize,
 )
 from fetalflex.anatomy.planes import plane as get_plane
-from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.render import colourize
 from fetalflex.anatomy.structures import NUM_LABELS
-from fetalflex.anatomy.templates import sample_template
 from fetalflex.errors import InvalidRequestError
 from fetalflex.generation import GenerationResult, Sample
 from fetalflex.io.dicom import edit_summary as dicom_edit_summary
@@ -58,9 +63,6 @@ PROTO_FIELDS = {"n": "count", "guidance": "guidance_scale"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_NAME = 64  # plane and preset names
-MAX_EDITS = 32  # after parsing (one Edit message may hold a list)
-MAX_EDIT_JSON = 16 * 1024  # characters of one Edit message's JSON
-MAX_JSON_DEPTH = 8  # edits are flat objects; deeper nesting is refused before validation
 MAX_SHAPES = 128
 RENDER_SIZES = (16, 1024)
 MAX_COMPONENTS = 256  # label components a layout to extract may have
@@ -184,7 +186,7 @@ def _from_template(field: str, t: pb.Template, plane: str, size: int, seed: int)
     if tseed < 0:
         raise InvalidRequestError(f"{field}.template.seed", "must not be negative")
     try:
-        return rasterize(sample_template(plane, int(tseed), ga), size)
+        return normal_layout(plane, size, seed=int(tseed), ga_weeks=ga)
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"{field}.template", str(exc)) from None
 
@@ -197,9 +199,10 @@ def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field
     shapes = []
     for i, s in enumerate(msg.shapes):
         try:
-            shapes.append(Shape(structure=s.structure, kind=s.kind or "ellipse",
-                                center=(s.center_x, s.center_y), axes=(s.axis_x, s.axis_y),
-                                angle=s.angle_deg))
+            shapes.append(Shape.model_validate({
+                "structure": s.structure, "kind": s.kind or "ellipse",
+                "center": (s.center_x, s.center_y), "axes": (s.axis_x, s.axis_y),
+                "angle": s.angle_deg}))
         except ValidationError as exc:
             raise _domain_error(exc, f"{field}.structures.shapes[{i}].") from None
     try:
@@ -208,14 +211,11 @@ def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field
         raise InvalidRequestError(f"{field}.structures",
                                   str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
                                   ) from None
-    return rasterize(sl, size)
+    return structures_layout(f"{field}.structures", sl, plane, size)
 
 
 def _label_layout(field: str, arr: np.ndarray, plane: str, field_mm: float) -> Layout:
-    try:
-        return Layout(plane, arr, field_mm)
-    except InvalidRequestError as exc:
-        raise InvalidRequestError(field, str(exc)) from None
+    return label_map_layout(field, arr, plane, arr.shape[0], field_mm)
 
 
 def _layout(field: str, msg: pb.Layout, plane: str, size: int, seed: int,
@@ -232,38 +232,6 @@ def _layout(field: str, msg: pb.Layout, plane: str, size: int, seed: int,
     return _from_shapes(field, msg.structures, plane, size, field_mm)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        deepest = max(deepest, d)
-        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
-        stack.extend((c, d + 1) for c in children)
-    return deepest
-
-
-def _edit_json(field: str, text: str) -> Any:
-    if len(text) > MAX_EDIT_JSON:
-        raise InvalidRequestError(field, f"at most {MAX_EDIT_JSON} characters, got "
-                                         f"{len(text)}")
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestError(field, f"not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise InvalidRequestError(field, f"nested more than {MAX_JSON_DEPTH} deep") from None
-    except ValueError as exc:
-        raise InvalidRequestError(field, f"not valid JSON ({exc})") from None
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise InvalidRequestError(field, f"nested more than {MAX_JSON_DEPTH} deep")
-    return data
-
-
 def _check_edit_planes(field: str, plane: str, edits: list[Any]) -> None:
     """Structures an edit names must belong to the plane: refused before admission."""
     p = get_plane(plane)
@@ -274,20 +242,9 @@ def _check_edit_planes(field: str, plane: str, edits: list[Any]) -> None:
             raise InvalidRequestError(f"{field}[{i}].{exc.field}", exc.reason) from None
 
 
-def edits_from(field: str, edits: Any) -> list[Any]:
-    out: list[Any] = []
-    for i, e in enumerate(edits):
-        data = _edit_json(f"{field}[{i}].json", e.json)
-        try:
-            out += parse_edits(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise InvalidRequestError(f"{field}[{i}].{loc}" if loc else f"{field}[{i}]",
-                                      str(err["msg"]).removeprefix("Value error, ")) from None
-        if len(out) > MAX_EDITS:
-            raise InvalidRequestError(field, f"at most {MAX_EDITS} edits in all")
-    return out
+def edits_from(field: str, edits: Any) -> list[Edit]:
+    """The API's Edit messages -> edits (``anatomy.compose.edits_from_json``)."""
+    return edits_from_json(field, [e.json for e in edits], text_key="json")
 
 
 # ---------------------------------------------------------------- Generate
@@ -326,7 +283,7 @@ def _repaint(rp: pb.RepaintOptions) -> RepaintSettings:
              "feather_px": _finite("repaint.feather_px", rp.feather_px),
              "dilate_px": _finite("repaint.dilate_px", rp.dilate_px)}
     try:
-        return RepaintSettings(**{k: v for k, v in given.items() if v})
+        return RepaintSettings.model_validate({k: v for k, v in given.items() if v})
     except ValidationError as exc:
         raise _domain_error(exc, "repaint.") from None
 
@@ -399,24 +356,19 @@ def _check_extract_cost(field: str, label_map: np.ndarray) -> None:
                                          f"pixels)")
 
 
-def _render_edits(req: pb.RenderLayoutRequest) -> list[Any]:
+def _render_edits(req: pb.RenderLayoutRequest) -> tuple[str | None, list[Edit]]:
+    """The preset and edits, checked before any layout is built."""
     if len(req.edits) > MAX_EDITS:
         raise InvalidRequestError("edits", f"at most {MAX_EDITS} edits, got {len(req.edits)}")
-    edits: list[Any] = []
-    if req.preset:
+    preset = _name("preset", req.preset) or None
+    if preset is not None:
         try:
-            edits = list(get_preset(_name("preset", req.preset)).edits(req.plane))
+            edit_list(req.plane, preset, ())
         except InvalidRequestError as exc:
             raise InvalidRequestError("preset", str(exc).removeprefix("preset: ")) from None
     extra = edits_from("edits", req.edits)
     _check_edit_planes("edits", req.plane, extra)
-    return edits + extra
-
-
-def _edited(layout: Layout, edits: list[Any]) -> Layout:
-    if not edits:
-        return layout
-    return apply_edits(layout, edits)  # an EditError names edits[i] and its field
+    return preset, extra
 
 
 def render_layout(req: pb.RenderLayoutRequest, default_size: int) -> pb.RenderLayoutResponse:
@@ -427,14 +379,14 @@ def render_layout(req: pb.RenderLayoutRequest, default_size: int) -> pb.RenderLa
         raise InvalidRequestError("size", f"must be within {RENDER_SIZES[0]}.."
                                           f"{RENDER_SIZES[1]}")
     seed = _seed("seed", req.seed)
-    edits = _render_edits(req)
+    preset, edits = _render_edits(req)
     layout = _layout("layout", req.layout, plane, size, seed, needs="the request's size is"
                      ) if req.HasField("layout") else None
-    if layout is None:
-        layout = rasterize(sample_template(plane, seed), size)
     where = "layout" if req.HasField("layout") else "size"
-    _check_extract_cost(where, layout.label_map)  # edits, too, work per component
-    out = _edited(layout, edits)
+    anatomy = compose(plane, size, layout=layout, seed=seed, preset=preset, edits=edits,
+                      # edits, too, work per component: bounded before they run
+                      bound=lambda normal: _check_extract_cost(where, normal.label_map))
+    out = anatomy.abnormal or anatomy.normal
     _check_extract_cost(where, out.label_map)
     sl = extract(out)
     resp = pb.RenderLayoutResponse(label_map_png=label_png_bytes(out.label_map),

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from fetalflex.training.ema import EMA
 STAGES = ("base", "prealign", "control")
 
 
-def _lr_lambda(stage: StageConfig) -> object:
+def _lr_lambda(stage: StageConfig) -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < stage.warmup_steps:
             return (step + 1) / max(stage.warmup_steps, 1)
@@ -119,6 +119,7 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
 
 
 class StageLoss(nn.Module):
+    ac: Tensor  # a buffer
     """One stage's loss as a module, so DistributedDataParallel can wrap it."""
 
     def __init__(self, model: FetalFlexDenoiser, stage: str, cfg: TrainConfig,
@@ -208,7 +209,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
                 net, device_ids=[dev.index] if dev.type == "cuda" else None,
                 find_unused_parameters=True)
         opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sc))  # type: ignore[arg-type]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sc))
         if start and ck.get("stage") == stage:  # resume inside a stage: optimizer too
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
@@ -260,9 +261,9 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
 
 def _checkpoint(path: Path, model: nn.Module, ema: EMA, done: dict[str, int],
                 gen: torch.Generator, stage: str, opt: torch.optim.Optimizer,
-                sched: object) -> None:
+                sched: torch.optim.lr_scheduler.LRScheduler) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "done": dict(done),
                 "gen": gen.get_state(), "stage": stage, "opt": opt.state_dict(),
-                "sched": sched.state_dict()}, tmp)  # type: ignore[attr-defined]
+                "sched": sched.state_dict()}, tmp)
     tmp.replace(path)
