@@ -192,7 +192,7 @@ def _read_reference(args: Any, plane: str, size: int, resampled: dict[str, Any]
     layout = read_layout(Path(args.reference_layout), plane, size, args.field_mm, args.ga,
                          resampled, "reference_layout")
     given = resampled.get("reference_layout", {}).get("from", [size, size])
-    if args.reference_layout.lower().endswith(".png") and given != list(image.shape):
+    if not args.reference_layout.lower().endswith(".json") and given != list(image.shape):
         raise ValueError(f"reference_layout: {args.reference_layout} is {given[1]}x{given[0]}"
                          f" but the reference {image.shape[1]}x{image.shape[0]}: a reference "
                          "and its layout must be the same size")
