@@ -27,7 +27,7 @@ from fetalflex.anatomy.layout import Layout
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Engine, GenerationResult, Sample
 from fetalflex.io.png import read_gray, read_label_map
-from fetalflex.request import GenerationRequest
+from fetalflex.request import DEFAULT_PRECISION, GenerationRequest, Precision
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Output:
     @property
     def provenance(self) -> dict[str, Any]:
         return {"model_id": self.backend.model_id, "model_sha256": self.backend.model_hash,
-                "backend": self.backend.name,
+                "backend": self.backend.name, "precision": self.backend.precision,
                 "request": json.loads(self.request.model_dump_json()),
                 "denoiser_calls": self.result.denoiser_calls}
 
@@ -83,11 +83,14 @@ class FetalFlex:
 
     @classmethod
     def load(cls, weights: str | Path | None = None, backend: str = "embedded",
-             threads: int | None = None, triton_url: str | None = None) -> FetalFlex:
+             threads: int | None = None, triton_url: str | None = None,
+             precision: Precision = DEFAULT_PRECISION) -> FetalFlex:
         """The shipped weights (or ``weights``) on ``backend`` (embedded ONNX Runtime by
-        default; ``torch`` or ``triton`` with ``triton_url``). Nothing is downloaded."""
+        default; ``torch`` or ``triton`` with ``triton_url``). ``precision="int8"`` runs the
+        embedded backend's quantized graph (built on first use, about a minute). Nothing is
+        downloaded."""
         return cls(load_backend(backend, Path(weights) if weights else None, threads=threads,
-                                triton_url=triton_url))
+                                triton_url=triton_url, precision=precision))
 
     @property
     def size(self) -> int:
@@ -114,6 +117,10 @@ class FetalFlex:
         if want != self.backend.model_hash:
             raise ValueError(f"sidecar: made with model {str(want)[:12]}, but the loaded "
                              f"weights are {self.backend.model_hash[:12]}")
+        made = data.get("model", {}).get("precision", DEFAULT_PRECISION)
+        if made != self.backend.precision:
+            raise ValueError(f"sidecar: made with precision {made}, but the loaded backend "
+                             f"runs {self.backend.precision} (load with precision={made!r})")
         req = GenerationRequest.model_validate(data["request"])
         inputs = data.get("inputs", {})
         root = path.parent

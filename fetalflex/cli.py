@@ -114,7 +114,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fetalflex.evaluation.evaluate import EvalOptions, evaluate
 
     backend = load_backend(args.backend, Path(args.model) if args.model else None,
-                           threads=args.threads)
+                           threads=args.threads, precision=args.precision)
     opts = EvalOptions(n_per_plane=args.n_per_plane, steps=tuple(args.steps),
                        default_steps=args.default_steps, guidance=args.guidance,
                        seed=args.seed, planes=tuple(args.planes),
@@ -142,7 +142,7 @@ def _cmd_evaluate_downstream(args: argparse.Namespace) -> int:
         classifier_steps=args.classifier_steps, seed=args.seed,
         presets=tuple(args.presets) if args.presets else DownstreamOptions().presets)
     backend = load_backend(args.backend, Path(args.model) if args.model else None,
-                           threads=args.threads)
+                           threads=args.threads, precision=args.precision)
     res = run_downstream(backend, opts, Path(args.out))
     print(markdown(res))
     return 0
@@ -163,7 +163,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         plane = json.loads(Path(args.sidecar).read_text())["request"]["plane"]
         prepare_output_dir(Path(args.out), str(plane).lower(), args.overwrite)
-    ff = FetalFlex.load(args.weights, backend=args.backend, threads=args.threads)
+    from fetalflex.request import DEFAULT_PRECISION
+
+    side = json.loads(Path(args.sidecar).read_text())
+    ff = FetalFlex.load(args.weights, backend=args.backend, threads=args.threads,
+                        precision=side.get("model", {}).get("precision", DEFAULT_PRECISION))
     out = ff.reproduce(Path(args.sidecar))
     path = out.save(Path(args.out), args.prefix)
     print(f"reproduced {len(out.images)} sample(s) from {args.sidecar} into {path}")
@@ -187,8 +191,17 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
                    help="pass tensors through system shared memory (same host as Triton)")
     p.add_argument("--weights", help="denoiser weights folder (default: the shipped demo)")
     p.add_argument("--threads", type=int, default=None)
+    _precision_arg(p)
     _sampling_args(p)
     p.add_argument("--quiet", action="store_true")
+
+
+def _precision_arg(p: argparse.ArgumentParser) -> None:
+    from fetalflex.request import DEFAULT_PRECISION, PRECISIONS
+
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help="arithmetic of the embedded graph (int8: static, calibrated; built on "
+                        "first use)")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -387,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "plane, against sampler steps (phantom world)")
     p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
+    _precision_arg(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--segmenter", default=str(DEFAULT_SEGMENTER))
     p.add_argument("--data", required=True, help="evaluation manifest.jsonl (not training data)")
@@ -407,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="anomaly classifiers trained on FetalFlex twins vs baselines (AUC)")
     p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
+    _precision_arg(p)
     p.add_argument("--out", required=True)
     p.add_argument("--normals-per-plane", type=int, default=120)
     p.add_argument("--synth-per-preset", type=int, default=48)

@@ -111,7 +111,8 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
         if "reference_layout" in resampled:
             inputs["reference"]["layout"]["resampled"] = resampled["reference_layout"]
     meta = {"Plane": req.plane, "Model": backend.model_id,
-            "ModelSHA256": backend.model_hash[:16], "Backend": backend.name}
+            "ModelSHA256": backend.model_hash[:16], "Backend": backend.name,
+            "Precision": backend.precision}
     ext = "dcm" if image_format == "dicom" else "png"
     for i, s in enumerate(res.samples):
         stem = f"{prefix}_{i:03d}"
@@ -147,7 +148,8 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
     sidecar = {
         "synthetic": True, "notice": SYNTHETIC_NOTICE, "software": f"fetalflex {__version__}",
         "model": {"id": backend.model_id, "sha256": backend.model_hash,
-                  "backend": backend.name, "config": backend.config.model_dump()},
+                  "backend": backend.name, "precision": backend.precision,
+                  "config": backend.config.model_dump()},
         "request": json.loads(req.model_dump_json()),
         "inputs": inputs,
         "denoiser_calls": res.denoiser_calls,
@@ -167,7 +169,8 @@ def backend_from_args(args: Any) -> Backend:
     """The backend named by the shared CLI options (``--backend``, ``--weights``, ...)."""
     return load_backend(args.backend, Path(args.weights) if args.weights else None,
                         threads=args.threads, triton_url=args.triton_url,
-                        triton_model=args.triton_model, triton_shared_memory=args.triton_shm)
+                        triton_model=args.triton_model, triton_shared_memory=args.triton_shm,
+                        precision=args.precision)
 
 
 def _check_inputs(args: Any, req: GenerationRequest) -> None:

@@ -99,7 +99,8 @@ def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
         files.append(rec)
     side = {"synthetic": resp.synthetic, "model": resp.model_name,
             "model_version": resp.model_version, "model_sha256": resp.model_sha256,
-            "backend": resp.backend, "denoiser_calls": resp.denoiser_calls,
+            "backend": resp.backend, "precision": resp.precision,
+            "denoiser_calls": resp.denoiser_calls,
             "seconds": resp.seconds, "timings": {t.stage: t.seconds for t in resp.timings},
             "samples": files}
     p = out / f"{prefix}.json"

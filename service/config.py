@@ -18,7 +18,14 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fetalflex.model.signature import DEFAULT_TRITON_MODEL
-from fetalflex.request import COUNT_MAX, DEFAULT_BACKEND, STEPS_MAX, BackendName
+from fetalflex.request import (
+    COUNT_MAX,
+    DEFAULT_BACKEND,
+    DEFAULT_PRECISION,
+    STEPS_MAX,
+    BackendName,
+    Precision,
+)
 
 ENV_PREFIX = "FETALFLEX_"
 # 9090 is Prometheus' own port (a Prometheus beside the service would collide); 9464 is the
@@ -40,6 +47,10 @@ class ServiceSettings(BaseSettings):
     health_port: int = Field(default=0, ge=0, le=65535,
                              description="plaintext port serving grpc.health.v1 only (0 = off)")
     backend: BackendName = Field(default=DEFAULT_BACKEND, description="where the denoiser runs")
+    precision: Precision = Field(
+        default=DEFAULT_PRECISION,
+        description="arithmetic of the embedded graph: fp32, or int8 (static, calibrated on "
+                    "phantoms; quality change measured in docs/EVALUATION.md)")
     weights: Path | None = Field(default=None,
                                  description="denoiser weights folder (unset: the shipped ones)")
     triton_url: str | None = Field(default=None, description="Triton gRPC address (host:port)")
@@ -114,7 +125,7 @@ class ServiceSettings(BaseSettings):
 
 # The settings an operator changes often: ``fetalflex serve`` takes each as a flag
 # (``--max-batch-rows`` for ``max_batch_rows``); the rest come from the file or environment.
-SERVE_FLAGS = ("host", "port", "health_port", "metrics_port", "backend", "weights",
+SERVE_FLAGS = ("host", "port", "health_port", "metrics_port", "backend", "precision", "weights",
                "triton_url", "triton_model", "max_concurrent", "max_queued", "max_batch_rows",
                "batch_window_ms", "max_count", "max_steps", "grace_s", "reflection",
                "tls_cert", "tls_key", "tls_client_ca", "auth_token_file", "threads")

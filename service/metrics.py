@@ -17,6 +17,8 @@ DENOISER_CALL_SECONDS = Histogram(
 BATCH_ROWS = Histogram(
     "fetalflex_denoiser_batch_rows", "Rows per denoiser call (after batching)",
     registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+MODEL_INFO = Gauge("fetalflex_model_info", "The served denoiser (value 1): version, backend, "
+                   "precision", ["version", "backend", "precision"], registry=REGISTRY)
 IMAGES_TOTAL = Counter("fetalflex_images_generated_total", "Images generated, by plane",
                        ["plane"], registry=REGISTRY)
 IN_FLIGHT = Gauge("fetalflex_generations_in_flight", "Generations running", registry=REGISTRY)

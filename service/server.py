@@ -33,7 +33,7 @@ from fetalflex.backends.onnx_model import example_inputs
 from fetalflex.generation import Engine
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.config import ServiceSettings
-from service.metrics import BATCH_ROWS, DENOISER_CALL_SECONDS, REGISTRY
+from service.metrics import BATCH_ROWS, DENOISER_CALL_SECONDS, MODEL_INFO, REGISTRY
 from service.servicer import FetalFlexServicer, add_health_to_server, add_to_server
 
 log = logging.getLogger("fetalflex.service")
@@ -152,16 +152,18 @@ class _TimedCall:
 
 def build_engine(settings: ServiceSettings) -> tuple[Engine, dict[str, str], Backend]:
     b = load_backend(settings.backend, settings.weights, threads=settings.threads,
-                     triton_url=settings.triton_url, triton_model=settings.triton_model)
+                     triton_url=settings.triton_url, triton_model=settings.triton_model,
+                     precision=settings.precision)
     call: Any = _TimedCall(b.call, b.name)
     # Triton batches on the server; in-process backends merge concurrent calls here.
     if settings.backend != "triton" and settings.batch_across_requests:
         call = MicroBatcher(call, max_batch=settings.max_batch_rows,
                             window_s=settings.batch_window_ms / 1000.0)
-    backend = Backend(b.name, b.config, call, b.model_id, b.model_hash)
+    backend = Backend(b.name, b.config, call, b.model_id, b.model_hash, b.precision)
     call(*example_inputs(b.config, 2))  # warm-up: the backend answers before SERVING
     model = {"name": "fetalflex-denoiser", "version": b.model_hash[:12],
-             "sha256": b.model_hash, "backend": b.name}
+             "sha256": b.model_hash, "backend": b.name, "precision": b.precision}
+    MODEL_INFO.labels(model["version"], b.name, b.precision).set(1)
     return Engine(backend), model, backend
 
 

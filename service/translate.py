@@ -444,6 +444,7 @@ def to_response(job: Job, res: GenerationResult, model: dict[str, str]) -> pb.Ge
             "ModelSHA256": model["sha256"][:16]}
     out = pb.GenerateResponse(model_name=model["name"], model_version=model["version"],
                               model_sha256=model["sha256"], backend=model["backend"],
+                              precision=model.get("precision", ""),
                               denoiser_calls=res.denoiser_calls, seconds=res.seconds,
                               client_request_id=job.client_request_id, synthetic=True)
     out.samples.extend(_sample(job, s, meta, model) for s in res.samples)

@@ -57,3 +57,23 @@ def test_reproduce_refuses_other_weights(tiny_weights: Path, tmp_path: Path) -> 
     sidecar.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="sidecar: made with model 000000000000"):
         ff.reproduce(sidecar)
+
+
+def test_reproduce_refuses_another_precision(tiny_weights: Path, tmp_path: Path) -> None:
+    import json
+
+    ff = FetalFlex.load(tiny_weights, backend="torch")
+    out = ff.generate(plane="FL", steps=1)
+    assert out.provenance["precision"] == "fp32"
+    sidecar = out.save(tmp_path / "p")
+    data = json.loads(sidecar.read_text())
+    assert data["model"]["precision"] == "fp32"
+    data["model"]["precision"] = "int8"
+    sidecar.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="sidecar: made with precision int8"):
+        ff.reproduce(sidecar)
+
+
+def test_int8_needs_the_embedded_backend(tiny_weights: Path) -> None:
+    with pytest.raises(ValueError, match="precision: int8 needs the embedded backend"):
+        FetalFlex.load(tiny_weights, backend="torch", precision="int8")

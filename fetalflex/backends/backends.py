@@ -21,7 +21,13 @@ from fetalflex.backends.onnx_model import onnx_for, weights_hash
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.signature import DEFAULT_TRITON_MODEL, INPUT_NAMES, INPUTS
-from fetalflex.request import BACKEND_NAMES, DEFAULT_BACKEND
+from fetalflex.request import (
+    BACKEND_NAMES,
+    DEFAULT_BACKEND,
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    Precision,
+)
 from fetalflex.sampling.denoisers import ModelCall, torch_model_call
 from fetalflex.weights import DEFAULT_WEIGHTS
 
@@ -33,6 +39,7 @@ class Backend:
     call: ModelCall
     model_id: str
     model_hash: str
+    precision: str = DEFAULT_PRECISION  # arithmetic of the served graph (sidecars, metrics)
 
 
 class OnnxModelCall:
@@ -62,18 +69,26 @@ class OnnxModelCall:
 def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
                  threads: int | None = None, triton_url: str | None = None,
                  triton_model: str = DEFAULT_TRITON_MODEL,
-                 triton_shared_memory: bool = False) -> Backend:
+                 triton_shared_memory: bool = False,
+                 precision: Precision = DEFAULT_PRECISION) -> Backend:
+    """``precision`` chooses the embedded graph (fp32, or int8: ``backends/quantize.py``);
+    the torch and triton backends run what they were given, fp32 only here."""
     w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
         raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
     cfg = DenoiserConfig.load(w / "config.json")
     digest = weights_hash(w)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: {precision!r} is not one of "
+                         f"{', '.join(PRECISIONS)}")
+    if precision != DEFAULT_PRECISION and name != "embedded":
+        raise ValueError(f"precision: {precision} needs the embedded backend (got {name})")
     if name == "torch":
         if threads:
             torch.set_num_threads(threads)
         call = torch_model_call(FetalFlexDenoiser.load(w))
     elif name == "embedded":
-        call = OnnxModelCall(onnx_for(w), threads)
+        call = OnnxModelCall(onnx_for(w, precision), threads)
     elif name == "triton":
         from fetalflex.backends.triton import TritonModelCall
 
@@ -85,4 +100,4 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
     else:
         raise ValueError(f"backend: {name!r} is unknown ({', '.join(BACKEND_NAMES)})")
     return Backend(name, cfg, call, model_id=f"fetalflex-denoiser@{w.name}",
-                   model_hash=digest)
+                   model_hash=digest, precision=precision)

@@ -12,18 +12,16 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Final, Literal, cast, get_args
+from typing import cast
 
 import torch
 
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
 from fetalflex.model.signature import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES
+from fetalflex.request import DEFAULT_PRECISION, PRECISIONS, Precision
 
 OPSET = 17
-EmbeddedPrecision = Literal["fp32", "int8"]
-EMBEDDED_PRECISIONS: Final[tuple[EmbeddedPrecision, ...]] = get_args(EmbeddedPrecision)
-DEFAULT_PRECISION: Final[EmbeddedPrecision] = "fp32"
 
 
 def example_inputs(cfg: DenoiserConfig, n: int = 2) -> tuple[torch.Tensor, ...]:
@@ -70,13 +68,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FETALFLEX_CACHE", Path.home() / ".cache" / "fetalflex"))
 
 
-def onnx_for(weights_dir: Path, precision: EmbeddedPrecision = "fp32") -> Path:
+def onnx_for(weights_dir: Path, precision: Precision = DEFAULT_PRECISION) -> Path:
     """The ONNX file for these weights and precision, built on first use and cached by the
     weights' content hash: fp32 is exported from the module; int8 is quantized from the
     fp32 graph (``fetalflex.backends.quantize``, about a minute on 2 cores)."""
-    if precision not in EMBEDDED_PRECISIONS:
+    if precision not in PRECISIONS:
         raise ValueError(f"precision: {precision!r} is not one of "
-                         f"{', '.join(EMBEDDED_PRECISIONS)}")
+                         f"{', '.join(PRECISIONS)}")
     digest = weights_hash(weights_dir)[:16]
     path = cache_dir() / f"denoiser-{digest}-{precision}.onnx"
     if path.exists():

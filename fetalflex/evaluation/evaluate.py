@@ -184,6 +184,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "model_id": backend.model_id, "model_hash": backend.model_hash,
+        "precision": backend.precision,
         "backend": backend.name, "image_size": engine.cfg.image_size,
         "segmenter": str(segmenter_dir), "data": str(manifest), "guidance": guidance,
         "steps": list(opts.steps), "default_steps": opts.default_steps,

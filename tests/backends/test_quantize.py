@@ -9,9 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from fetalflex.backends.onnx_model import EMBEDDED_PRECISIONS, onnx_for
+from fetalflex.backends.onnx_model import onnx_for
 from fetalflex.backends.quantize import FP32_NODES, calibration_feeds
 from fetalflex.model.config import DenoiserConfig
+from fetalflex.request import PRECISIONS
 
 
 @pytest.fixture(scope="module")
@@ -67,4 +68,4 @@ def test_int8_is_close_to_fp32_and_deterministic(graphs: tuple[Path, Path],
 def test_unknown_precision_names_the_field(tiny_weights: Path) -> None:
     with pytest.raises(ValueError, match="precision: 'bf8'"):
         onnx_for(tiny_weights, "bf8")  # type: ignore[arg-type]
-    assert EMBEDDED_PRECISIONS == ("fp32", "int8")
+    assert PRECISIONS == ("fp32", "int8")

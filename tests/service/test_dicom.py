@@ -75,6 +75,7 @@ def test_an_edit_list_is_summarised_in_the_twin(stub: pb_grpc.FetalFlexStub) -> 
 def test_synthetic_identity_markings_and_model_version(stub: pb_grpc.FetalFlexStub) -> None:
     r, pairs = _pairs(stub, preset="absent_csp")
     assert len(r.model_sha256) == 64 and r.model_version == r.model_sha256[:12]
+    assert r.precision == "fp32"
     for ds in pairs[0]:
         assert ds.PatientID.startswith("SYN-") and ds.PatientID != "SYNTHETIC"
         assert "SYNTHETIC" in str(ds.PatientName)

@@ -122,3 +122,11 @@ def test_second_server_cannot_share_the_api_port(tiny_weights: Path,
         with pytest.raises(server.PortUnavailableError,
                            match=rf"^port: port {first.port} is in use$"):
             asyncio.run(second(first.port))
+
+
+def test_precision_is_a_serve_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _settings([]).precision == "fp32"
+    assert _settings(["--precision", "int8"]).precision == "int8"
+    with pytest.raises(SystemExit):
+        _settings(["--precision", "bf8"])
+    assert "--precision" in capsys.readouterr().err

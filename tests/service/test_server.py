@@ -232,6 +232,9 @@ def test_token_auth_and_metrics(tiny_weights: Path, tmp_path: Path) -> None:
         gen = [s for s in fams["fetalflex_images_generated"].samples
                if s.name.endswith("_total") and s.labels.get("plane") == "TV"]
         assert gen and gen[0].value >= 1
+        info = [s for s in fams["fetalflex_model_info"].samples if s.value == 1]
+        assert [(s.labels["backend"], s.labels["precision"]) for s in info] == [
+            ("embedded", "fp32")]
     finally:
         r.stop()
 

@@ -172,7 +172,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("samples", "model_name", "model_version", "model_sha256", "backend", "denoiser_calls", "timings", "seconds", "client_request_id", "synthetic")
+    __slots__ = ("samples", "model_name", "model_version", "model_sha256", "backend", "denoiser_calls", "timings", "seconds", "client_request_id", "synthetic", "precision")
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,7 @@ class GenerateResponse(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     samples: _containers.RepeatedCompositeFieldContainer[GeneratedSample]
     model_name: str
     model_version: str
@@ -193,7 +194,8 @@ class GenerateResponse(_message.Message):
     seconds: float
     client_request_id: str
     synthetic: bool
-    def __init__(self, samples: _Optional[_Iterable[_Union[GeneratedSample, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., denoiser_calls: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., seconds: _Optional[float] = ..., client_request_id: _Optional[str] = ..., synthetic: _Optional[bool] = ...) -> None: ...
+    precision: str
+    def __init__(self, samples: _Optional[_Iterable[_Union[GeneratedSample, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., denoiser_calls: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., seconds: _Optional[float] = ..., client_request_id: _Optional[str] = ..., synthetic: _Optional[bool] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("step", "phase", "stage", "timestep", "preview_png")
