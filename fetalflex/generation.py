@@ -15,7 +15,7 @@ not depend on batching.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -82,7 +82,7 @@ EngineEvent = Progress | Done
 
 
 def _forward(events: Iterable[SamplerEvent], phase: Literal["sample", "repaint"]
-             ) -> Iterator[Progress]:
+             ) -> Generator[Progress, None, Final]:
     """Forward a sampler's steps as progress; the sampler's Final is the return value
     (``final = yield from _forward(...)``)."""
     for ev in events:

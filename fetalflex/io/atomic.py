@@ -14,7 +14,7 @@ from pathlib import Path
 FILE_MODE = 0o644  # what a plain write under the usual umask (022) gives
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` fills a temporary file that then replaces ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
