@@ -7,10 +7,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fetalflex.about import __version__
 from fetalflex.cli_common import HelpWithDefaults, connection_args
+
+if TYPE_CHECKING:
+    from fetalflex.dataset.makers import Maker
 
 
 def _cmd_planes(args: argparse.Namespace) -> int:
@@ -537,8 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_health)
     from fetalflex.dataset.cli import add_dataset_command
 
-    add_dataset_command(sub)
+    add_dataset_command(sub, _dataset_service_maker)
     return ap
+
+
+def _dataset_service_maker(args: argparse.Namespace, concurrency: int) -> Maker:
+    """``fetalflex dataset run --target``: the item maker that calls a running service. It
+    speaks the service's gRPC API, so it lives in ``service/``; the library's ``dataset``
+    command gets it from here, the entry point (as ``bench`` is dispatched from ``main``)."""
+    from service.dataset_remote import maker_from_args
+
+    return maker_from_args(args, concurrency)
 
 
 def _overwrite_arg(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,9 @@
-"""``fetalflex dataset run|merge|plan``: the sub-commands and their flags."""
+"""``fetalflex dataset run|merge|plan``: the sub-commands and their flags.
+
+``run --target`` makes the items with a running service; that maker speaks the service's
+gRPC API, so it lives in ``service/`` and the ``fetalflex`` entry point passes it in
+(``add_dataset_command(sub, service_maker)``): this package never imports the service.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,19 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fetalflex.dataset.makers import Maker
 from fetalflex.dataset.spec import SpecError, load_spec
 
 DEFAULT_CONCURRENCY = 4  # requests in flight against a service
 DEFAULT_TIMEOUT_S = 300.0  # per request to a service
+
+# The maker of ``run --target``: (the parsed flags, requests in flight) -> a Maker.
+ServiceMakerFactory = Callable[[argparse.Namespace, int], Maker]
 
 
 def _fail(command: str, lines: list[str]) -> int:
@@ -21,8 +32,8 @@ def _fail(command: str, lines: list[str]) -> int:
     return 2
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from fetalflex.dataset.makers import LocalMaker, Maker, ServiceMaker
+def _cmd_run(args: argparse.Namespace, service_maker: ServiceMakerFactory) -> int:
+    from fetalflex.dataset.makers import LocalMaker
     from fetalflex.dataset.plan import parse_shard
     from fetalflex.dataset.runner import run
 
@@ -41,9 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.target is None:
             return LocalMaker(args.backend, Path(args.weights) if args.weights else None,
                               args.threads)
-        return ServiceMaker(args.target, args.concurrency or DEFAULT_CONCURRENCY,
-                            ca=args.ca, cert=args.cert, key=args.key, tls=args.tls,
-                            token_file=args.token_file, timeout_s=args.timeout)
+        return service_maker(args, args.concurrency or DEFAULT_CONCURRENCY)
 
     out = Path(args.out)
     try:
@@ -105,8 +114,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_dataset_command(sub: Any) -> None:
-    """Register ``fetalflex dataset`` on the main parser's sub-commands."""
+def add_dataset_command(sub: Any, service_maker: ServiceMakerFactory) -> None:
+    """Register ``fetalflex dataset`` on the main parser's sub-commands; ``service_maker``
+    builds the maker of ``run --target`` (the entry point's, from ``service/``)."""
     from fetalflex.request import DEFAULT_BACKEND, IN_PROCESS_BACKENDS
 
     p = sub.add_parser("dataset", help="labelled synthetic data sets from one spec file "
@@ -136,7 +146,7 @@ def add_dataset_command(sub: Any) -> None:
                    help="seconds per request with --target")
     r.add_argument("--quiet", action="store_true", help="no progress bar (none either when "
                                                         "stderr is not a terminal)")
-    r.set_defaults(func=_cmd_run)
+    r.set_defaults(func=partial(_cmd_run, service_maker=service_maker))
 
     m = dsub.add_parser("merge", formatter_class=fmt,
                         help="bring shard directories into one data set (or assemble a "

@@ -31,7 +31,9 @@ from fetalflex.dataset.makers import Made, ModelInfo
 from fetalflex.dataset.plan import Item
 from fetalflex.dataset.spec import DatasetSpec
 from fetalflex.io.atomic import atomic_write_bytes
+from fetalflex.io.dicom import SyntheticStudy, dicom_bytes, edit_summary
 from fetalflex.io.png import write_image, write_label_map
+from fetalflex.request import DEFAULT_PRECISION
 
 ITEM_DIRS: Final = ("images", "labels", "regions", "dicom", "npy", "records")
 TMP_SUFFIX: Final = ".tmp"  # fetalflex.io.atomic's (and io.png's) temporaries
@@ -77,9 +79,6 @@ def _dicom(out: Path, item: Item, made: Made, spec_sha: str, when: Any) -> dict[
     referencing it); UIDs and the synthetic patient derive from the item, not from chance."""
     from pydicom.uid import generate_uid
 
-    from service.outputs import SyntheticStudy, dicom_bytes
-    from service.translate import edit_summary
-
     def uid(role: str) -> str:
         return str(generate_uid(entropy_srcs=[spec_sha, item.id, role]))
 
@@ -91,9 +90,9 @@ def _dicom(out: Path, item: Item, made: Made, spec_sha: str, when: Any) -> dict[
     atomic_write_bytes(files["dicom"], dicom_bytes(made.image, study, 1, uid("image")))
     if made.twin is not None:
         files["twin_dicom"] = out / "dicom" / f"{item.id}_twin.dcm"
+        edit = edit_summary(item.request.preset, item.request.edits)
         atomic_write_bytes(files["twin_dicom"], dicom_bytes(made.twin, study, 2, uid("twin"),
-                                                      twin_of=uid("image"),
-                                                      edit=edit_summary(item.request)))
+                                                            twin_of=uid("image"), edit=edit))
     return files
 
 
@@ -126,7 +125,8 @@ def write_item(out: Path, spec: DatasetSpec, item: Item, made: Made) -> dict[str
     # The PNG metadata of ``fetalflex generate``/``reproduce`` (generate_cli.write_result),
     # so that reproducing an item's record remakes its files byte for byte.
     meta = {"Plane": req.plane, "Model": made.model.id,
-            "ModelSHA256": made.model.sha256[:16], "Backend": made.model.backend}
+            "ModelSHA256": made.model.sha256[:16], "Backend": made.model.backend,
+            "Precision": made.model.precision}
     files: dict[str, Path] = {"image": out / "images" / f"{item.id}.png",
                               "label_map": out / "labels" / f"{item.id}.png"}
     write_image(files["image"], made.image, {**meta, "Seed": seed})
@@ -162,7 +162,7 @@ def write_item(out: Path, spec: DatasetSpec, item: Item, made: Made) -> dict[str
         "id": item.id, "synthetic": True, "notice": SYNTHETIC_NOTICE,
         "software": f"fetalflex {__version__}",
         "model": {"id": made.model.id, "sha256": made.model.sha256,
-                  "backend": made.model.backend},
+                  "backend": made.model.backend, "precision": made.model.precision},
         "item": {"plane": item.plane, "group": item.group, "number": item.number,
                  "seed": item.seed},
         "request": json.loads(req.model_dump_json()),
@@ -178,7 +178,8 @@ def write_item(out: Path, spec: DatasetSpec, item: Item, made: Made) -> dict[str
 
 def model_of(record: dict[str, Any]) -> ModelInfo:
     m = record["model"]
-    return ModelInfo(m["id"], m["sha256"], m["backend"])
+    # records written before precision was recorded were made at the default precision
+    return ModelInfo(m["id"], m["sha256"], m["backend"], m.get("precision", DEFAULT_PRECISION))
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from fetalflex.cli import main
-from fetalflex.dataset.makers import to_proto
 from fetalflex.dataset.plan import plan
 from fetalflex.dataset.spec import parse_spec
 from fetalflex.io.png import read_gray
+from service.dataset_remote import to_proto
 from tests.dataset.conftest import ITEMS, SPEC
 
 
