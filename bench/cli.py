@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fetalflex.cli_common import HelpWithDefaults
-from fetalflex.request import DEFAULT_STEPS
+from fetalflex.request import DEFAULT_PRECISION, DEFAULT_STEPS, PRECISIONS, SAMPLER_NAMES
 from fetalflex.weights import DEFAULT_SEGMENTER
 
 OUT = "out/bench"
@@ -42,7 +42,10 @@ def _main_job(args: argparse.Namespace) -> int:
 
     bench_main_job([Path(w) for w in args.weights] if args.weights else None, Path(args.out),
                    tuple(args.guidance) if args.guidance else (None,), reps=args.reps,
-                   threads=args.threads)
+                   threads=args.threads, precisions=tuple(args.precision),
+                   steps=tuple(args.steps) if args.steps else (None,),
+                   samplers=tuple(args.sampler) if args.sampler else (None,),
+                   baseline=args.baseline)
     return 0
 
 
@@ -137,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights folders to compare (default: shipped)")
     p.add_argument("--guidance", type=float, nargs="+", default=None,
                    help="guidance values (default: the request schema's)")
+    p.add_argument("--precision", nargs="+", default=[DEFAULT_PRECISION], choices=PRECISIONS,
+                   help="embedded graph precisions to compare")
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="sampler steps (default: the request schema's)")
+    p.add_argument("--sampler", nargs="+", default=None, choices=SAMPLER_NAMES,
+                   help="samplers (default: the request schema's)")
+    p.add_argument("--baseline", action="store_true",
+                   help="add the notebook baseline (PyTorch eager, DDIM-50) and vs_notebook")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_main_job)

@@ -156,3 +156,20 @@ def test_main_job_compares_guidance_side_by_side(tiny_weights: Path, tmp_path: P
     # speed relative to the first case: > 1 is faster (its time over this row's time)
     assert rows[1]["vs_first"] == pytest.approx(rows[0]["s_per_image"] / rows[1]["s_per_image"])
     assert json.loads((tmp_path / "main_job.json").read_text())["rows"][1]["guidance"] == 2.0
+
+
+def test_main_job_precisions_steps_and_notebook_baseline(tiny_weights: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from bench.main_job import NOTEBOOK_STEPS, bench_main_job
+
+    monkeypatch.setenv("FETALFLEX_CACHE", str(tmp_path / "cache"))
+    rows = bench_main_job([tiny_weights], tmp_path, reps=1, planes=("FL",),
+                          precisions=("fp32", "int8"), steps=(2, 3), baseline=True)
+    cases = [(r["backend"], r["precision"], r["steps"]) for r in rows]
+    assert cases == [("embedded", "fp32", 2), ("embedded", "fp32", 3), ("embedded", "int8", 2),
+                     ("embedded", "int8", 3), ("torch", "fp32", NOTEBOOK_STEPS)]
+    assert [r["denoiser_calls"] for r in rows] == [2, 3, 2, 3, NOTEBOOK_STEPS]
+    nb = rows[-1]["s_per_image"]
+    for r in rows:
+        assert r["vs_notebook"] == pytest.approx(nb / r["s_per_image"])
