@@ -15,6 +15,7 @@ from diffusers import RePaintScheduler
 
 from fetalflex.anatomy.layout import Layout
 from fetalflex.generation import Engine, to_float, to_uint8
+from fetalflex.request import DEFAULT_CONTROL_SCALE, DEFAULT_GUIDANCE, RepaintSettings
 from fetalflex.sampling.denoisers import CountingCall
 from fetalflex.sampling.repaint import feathered
 
@@ -22,7 +23,8 @@ DEFAULTS = {"num_inference_steps": 250, "jump_length": 10, "jump_n_sample": 10}
 
 
 def diffusers_repaint(engine: Engine, image: np.ndarray, layout: Layout, region: np.ndarray,
-                      seed: int, guidance: float = 2.0, feather_px: float = 3.0,
+                      seed: int, guidance: float = DEFAULT_GUIDANCE,
+                      feather_px: float = RepaintSettings().feather_px,
                       **schedule: int) -> tuple[np.ndarray, int]:
     """Repaint ``image`` (uint8) in ``region`` for ``layout`` with diffusers' RePaint loop;
     returns the image (outside the region = the reference) and the denoiser calls."""
@@ -31,7 +33,7 @@ def diffusers_repaint(engine: Engine, image: np.ndarray, layout: Layout, region:
                              beta_schedule=cfg.beta_schedule, eta=0.0, clip_sample=True)
     sched.set_timesteps(**{**DEFAULTS, **schedule})
     call = CountingCall(engine.backend.call)
-    den = engine._conditioning(call, [layout])(None, guidance, 1.0)
+    den = engine._conditioning(call, [layout])(None, guidance, DEFAULT_CONTROL_SCALE)
     ac = engine.ac
     keep = torch.from_numpy(1.0 - feathered(region, feather_px))[None, None]
     original = to_float(image[None])
