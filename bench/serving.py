@@ -5,7 +5,8 @@
   (``Engine.run``) and over gRPC, alternately: median latency of each and the ratio.
 * ``bench_end_to_end``: images/s and p50/p95 latency at several client concurrencies,
   through the gRPC service, for four serving set-ups: the embedded ONNX Runtime backend
-  with and without batching across requests (the orchestrator's micro-batcher), and a
+  with and without batching across requests (the orchestrator's micro-batcher), the same
+  with the int8 graph (``--precision int8``), and a
   local Triton (CPU, Python backend + ONNX Runtime) with and without its dynamic batcher.
 """
 
@@ -60,7 +61,8 @@ def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = DEF
     return rows
 
 
-SETUPS = ("embedded", "embedded+batching", "triton", "triton+batching")
+SETUPS = ("embedded", "embedded+batching", "embedded-int8", "embedded-int8+batching", "triton",
+          "triton+batching")
 
 
 def bench_end_to_end(weights: Path | None, out: Path,
@@ -92,6 +94,7 @@ def bench_end_to_end(weights: Path | None, out: Path,
                                            triton_url=server.grpc_url)
             else:
                 settings = ServiceSettings(**base, backend="embedded",
+                                           precision="int8" if "-int8" in setup else "fp32",
                                            batch_across_requests=setup.endswith("+batching"))
             with running_server(settings) as srv:
                 target = f"127.0.0.1:{srv.port}"
@@ -99,7 +102,8 @@ def bench_end_to_end(weights: Path | None, out: Path,
                 for c in concurrencies:
                     n = max(min_requests, requests_per_client * c)
                     r = load(target, c, n, steps)
-                    rows.append({"setup": setup, "concurrency": c, "requests": n,
+                    rows.append({"setup": setup, "precision": srv.backend.precision,
+                                 "concurrency": c, "requests": n,
                                  "images_per_s": r["images_per_s"], "p50_s": r["p50_s"],
                                  "p95_s": r["p95_s"], "ok": r["codes"].get("OK", 0),
                                  "errors": n - r["codes"].get("OK", 0)})

@@ -173,3 +173,15 @@ def test_main_job_precisions_steps_and_notebook_baseline(tiny_weights: Path, tmp
     nb = rows[-1]["s_per_image"]
     for r in rows:
         assert r["vs_notebook"] == pytest.approx(nb / r["s_per_image"])
+
+
+def test_end_to_end_int8_setup_serves_the_int8_graph(tiny_weights: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.serving import bench_end_to_end
+
+    monkeypatch.setenv("FETALFLEX_CACHE", str(tmp_path / "cache"))
+    rows = bench_end_to_end(tiny_weights, tmp_path, concurrencies=(2,), min_requests=2,
+                            steps=2, setups=("embedded", "embedded-int8+batching"))
+    assert [(r["setup"], r["precision"]) for r in rows] == [
+        ("embedded", "fp32"), ("embedded-int8+batching", "int8")]
+    assert all(r["errors"] == 0 for r in rows)
