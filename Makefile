@@ -42,7 +42,7 @@ test: lint triton-env
 	$(PY) -m pytest -q
 
 demo:
-	$(PY) -m fetalflex.cli gallery --out out/gallery
+	$(PY) -m fetalflex.cli gallery --out out/gallery --overwrite
 
 phantom-demo:
 	$(PY) -m fetalflex.cli phantom --n 28 --out out/phantom-demo --abnormal-fraction 0.25

@@ -64,14 +64,20 @@ class Output:
                 "request": json.loads(self.request.model_dump_json()),
                 "denoiser_calls": self.result.denoiser_calls}
 
-    def save(self, out: str | Path, prefix: str | None = None) -> Path:
+    def save(self, out: str | Path, prefix: str | None = None, overwrite: bool = False
+             ) -> Path:
         """Write PNGs (marked synthetic) and the JSON sidecar; returns the sidecar's path.
-        The sidecar holds everything :meth:`FetalFlex.reproduce` needs."""
+        The sidecar holds everything :meth:`FetalFlex.reproduce` needs. A non-empty ``out``
+        is refused unless ``overwrite`` (then the earlier files of ``prefix`` are removed
+        first), as ``fetalflex generate`` does: two requests' files never mix."""
         from fetalflex.generate_cli import write_result
+        from fetalflex.io.output_dir import prepare_output_dir
 
-        return write_result(Path(out), prefix or self.request.plane.lower(), self.request,
-                            self.result, self.backend, layout=self.layout,
-                            reference=self.reference, reference_layout=self.reference_layout)
+        prefix = prefix or self.request.plane.lower()
+        prepare_output_dir(Path(out), prefix, overwrite)
+        return write_result(Path(out), prefix, self.request, self.result, self.backend,
+                            layout=self.layout, reference=self.reference,
+                            reference_layout=self.reference_layout)
 
 
 class FetalFlex:

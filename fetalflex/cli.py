@@ -172,7 +172,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     ff = FetalFlex.load(args.weights, backend=args.backend, threads=args.threads,
                         precision=side.get("model", {}).get("precision", DEFAULT_PRECISION))
     out = ff.reproduce(Path(args.sidecar))
-    path = out.save(Path(args.out), args.prefix)
+    path = out.save(Path(args.out), args.prefix, overwrite=args.overwrite)
     print(f"reproduced {len(out.images)} sample(s) from {args.sidecar} into {path}")
     return 0
 
@@ -474,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gallery", help="normal planes + anomaly pairs, one gallery PNG")
     p.add_argument("--out", default="out/gallery")
+    _overwrite_arg(p)
     _backend_args(p)
     p.set_defaults(func=_cmd_gallery)
     p = sub.add_parser("export", help="export the denoiser (onnx)")

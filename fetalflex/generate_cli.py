@@ -248,12 +248,31 @@ GALLERY_PAIRS = (("TV", "hydrocephalus"), ("TT", "microcephaly"), ("AC", "double
                  ("4CH", "hypoplastic_left_heart"))
 
 
+def _normal_prefix(code: str) -> str:
+    return f"normal_{code.lower()}"
+
+
+def _pair_prefix(code: str, preset: str) -> str:
+    return f"pair_{code.lower()}_{preset}"
+
+
+def gallery_prefixes() -> list[str]:
+    """The file prefix of each request of the gallery: normal planes, then pairs."""
+    from fetalflex.anatomy.planes import PLANE_CODES
+
+    return ([_normal_prefix(code) for code in PLANE_CODES]
+            + [_pair_prefix(code, preset) for code, preset in GALLERY_PAIRS])
+
+
 def run_gallery(args: Any) -> int:
     from fetalflex.anatomy.planes import PLANE_CODES
 
+    # Like generate: a non-empty --out is refused before the model loads, unless overwrite
+    # (then each gallery request's earlier files go first; gallery.png is replaced).
+    out = Path(args.out)
+    prepare_output_dir(out, gallery_prefixes(), args.overwrite)
     backend = backend_from_args(args)
     engine = Engine(backend)
-    out = Path(args.out)
     tiles: list[dict[str, Any]] = []
     calls = 0
     t0 = time.perf_counter()
@@ -262,7 +281,7 @@ def run_gallery(args: Any) -> int:
                                 guidance=args.guidance, sampler=args.sampler)
         res = engine.run(req)
         calls += res.denoiser_calls
-        write_result(out, f"normal_{code.lower()}", req, res, backend)
+        write_result(out, _normal_prefix(code), req, res, backend)
         s = res.samples[0]
         tiles.append({"plane": code, "layout": s.layout.label_map, "image": s.image})
     pairs: list[dict[str, Any]] = []
@@ -272,7 +291,7 @@ def run_gallery(args: Any) -> int:
                                 pair=True)
         res = engine.run(req)
         calls += res.denoiser_calls
-        write_result(out, f"pair_{code.lower()}_{preset}", req, res, backend)
+        write_result(out, _pair_prefix(code, preset), req, res, backend)
         s = res.samples[0]
         if s.abnormal_image is None or s.abnormal_layout is None or s.region is None:
             raise RuntimeError(f"gallery: the {preset} pair came back without its twin")

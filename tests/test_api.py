@@ -77,3 +77,20 @@ def test_reproduce_refuses_another_precision(tiny_weights: Path, tmp_path: Path)
 def test_int8_needs_the_embedded_backend(tiny_weights: Path) -> None:
     with pytest.raises(ValueError, match="precision: int8 needs the embedded backend"):
         FetalFlex.load(tiny_weights, backend="torch", precision="int8")
+
+
+def test_save_refuses_a_non_empty_out_unless_overwrite(tiny_weights: Path,
+                                                       tmp_path: Path) -> None:
+    """As ``fetalflex generate``: the files of two requests never mix."""
+    ff = FetalFlex.load(tiny_weights, backend="torch")
+    ff.generate(plane="TV", n=2, steps=1).save(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    again = ff.generate(plane="TV", seed=5, steps=1)
+    with pytest.raises(ValueError, match=rf"out: {tmp_path} is not empty .*overwrite=True"):
+        again.save(tmp_path)
+    assert (tmp_path / "tv_001.png").is_file()  # untouched
+    sidecar = again.save(tmp_path, overwrite=True)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "tv_001.png" not in names and "notes.txt" in names  # no mixing, others kept
+    assert FetalFlex.load(tiny_weights, backend="torch").reproduce(sidecar).images[0] \
+        .tobytes() == again.images[0].tobytes()

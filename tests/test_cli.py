@@ -96,3 +96,38 @@ def test_bad_flags_fail_fast_with_field_reason_lines(capsys: pytest.CaptureFixtu
     assert "fetalflex generate: error: steps: Input should be greater than or equal to 1" in err
     assert "guidance: Input should be less than or equal to 20" in err
     assert "pydantic.dev" not in err and "validation error" not in err
+
+
+def test_gallery_refuses_a_non_empty_out_unless_overwrite(
+        tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As generate: checked before the model loads; --overwrite (what `make demo` passes)
+    replaces each gallery request's earlier files and leaves other files alone."""
+    import fetalflex.generate_cli as gen
+
+    out = tmp_path / "g"
+    run = ["gallery", "--steps", "1", "--weights", str(tiny_weights), "--backend", "torch",
+           "--out", str(out), "--quiet"]
+    assert main(run) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert "gallery.png" in first and "normal_tv.json" in first
+    # an earlier request of a gallery prefix with a file today's gallery does not write
+    side = json.loads((out / "normal_tv.json").read_text())
+    side["samples"].append({"image": "normal_tv_001.png"})
+    (out / "normal_tv.json").write_text(json.dumps(side))
+    (out / "normal_tv_001.png").write_bytes(b"stale")
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    real_backend = gen.backend_from_args
+
+    def no_backend(args: object) -> None:
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(gen, "backend_from_args", no_backend)
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert f"fetalflex gallery: error: out: {out} is not empty" in err and "--overwrite" in err
+    assert (out / "normal_tv_001.png").read_bytes() == b"stale"  # untouched
+    monkeypatch.setattr(gen, "backend_from_args", real_backend)
+    assert main([*run, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([*first, "notes.txt"])
