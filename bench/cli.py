@@ -65,6 +65,14 @@ def _grpc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step_profile(args: argparse.Namespace) -> int:
+    from bench.step_profile import bench_step_profile
+
+    bench_step_profile(_weights(args), Path(args.out), reps=args.reps,
+                       precisions=tuple(args.precision), plane=args.plane)
+    return 0
+
+
 def _gpu(args: argparse.Namespace) -> int:
     from bench.gpu import bench_gpu
 
@@ -165,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.set_defaults(func=_grpc)
+
+    p = common("step-profile", "a served request's time per step: denoiser vs orchestrator vs "
+                               "transport, and the orchestrator's hottest functions")
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--precision", nargs="+", default=[DEFAULT_PRECISION], choices=PRECISIONS)
+    p.add_argument("--plane", default="TV")
+    p.set_defaults(func=_step_profile)
 
     p = common("gpu", "eager vs CUDA graphs vs torch.compile vs ONNX Runtime vs TensorRT, "
                       "fraction of measured peak (run where a GPU is)")

@@ -185,3 +185,15 @@ def test_end_to_end_int8_setup_serves_the_int8_graph(tiny_weights: Path, tmp_pat
     assert [(r["setup"], r["precision"]) for r in rows] == [
         ("embedded", "fp32"), ("embedded-int8+batching", "int8")]
     assert all(r["errors"] == 0 for r in rows)
+
+
+def test_step_profile_splits_a_served_request(tiny_weights: Path, tmp_path: Path) -> None:
+    from bench.step_profile import bench_step_profile
+
+    rows = bench_step_profile(tiny_weights, tmp_path, reps=2, top=5)
+    (r,) = rows
+    assert r["denoiser_calls"] == r["steps"]
+    assert 0 < r["denoiser_s"] < r["server_s"] <= r["client_s"]
+    assert r["orchestrator_s"] == pytest.approx(r["server_s"] - r["denoiser_s"], abs=2e-4)
+    doc = json.loads((tmp_path / "step_profile.json").read_text())
+    assert len(doc["profiles"]["fp32"]) == 5
