@@ -163,6 +163,7 @@ def build_engine(settings: ServiceSettings) -> tuple[Engine, dict[str, str], Bac
     call(*example_inputs(b.config, 2))  # warm-up: the backend answers before SERVING
     model = {"name": "fetalflex-denoiser", "version": b.model_hash[:12],
              "sha256": b.model_hash, "backend": b.name, "precision": b.precision}
+    MODEL_INFO.clear()  # one served model per process: the latest server's labels only
     MODEL_INFO.labels(model["version"], b.name, b.precision).set(1)
     return Engine(backend), model, backend
 
