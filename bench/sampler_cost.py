@@ -33,7 +33,12 @@ from fetalflex.evaluation.segmenter import Segmenter
 from fetalflex.generation import Engine, to_float
 from fetalflex.io.png import read_label_map
 from fetalflex.reports.figures import new_figure, save_figure
-from fetalflex.request import GenerationRequest, RepaintSettings
+from fetalflex.request import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    GenerationRequest,
+    RepaintSettings,
+)
 from fetalflex.sampling.repaint import edit_region
 
 REPAINT_SETTINGS: tuple[tuple[int, int, int], ...] = (
@@ -90,22 +95,22 @@ def bench_sampler_cost(weights: Path | None, segmenter: Path, manifest: Path, ou
                      "adherence_dice": round(adherence(seg, r["images"], lays), 4), **extra})
         print(rows[-1], flush=True)
 
-    default_steps = GenerationRequest.model_fields["steps"].default
-    normal_images: list[np.ndarray] = []
-    for steps in (5, 10, 15, 25):
-        r = _run_set(eng, layouts, steps=steps)
-        emit("generate", f"ddim-{steps}+cfg", r, layouts)
-        if steps == default_steps:
-            normal_images = r["images"]
-    emit("generate", "dpmsolver++-10+cfg", _run_set(eng, layouts, steps=10,
-                                                    sampler="dpmsolver++"), layouts)
+    default = f"{DEFAULT_SAMPLER}-{DEFAULT_STEPS}+cfg (default)"
+    r = _run_set(eng, layouts)  # the request schema's defaults
+    emit("generate", default, r, layouts)
+    normal_images: list[np.ndarray] = r["images"]
+    for sampler, steps in (("ddim", 5), ("ddim", 10), ("ddim", 15), ("ddim", 25),
+                           ("dpmsolver++", 5), ("dpmsolver++", 6), ("dpmsolver++", 10)):
+        if (sampler, steps) != (DEFAULT_SAMPLER, DEFAULT_STEPS):
+            emit("generate", f"{sampler}-{steps}+cfg",
+                 _run_set(eng, layouts, steps=steps, sampler=sampler), layouts)
     emit("generate", "two-stage", _run_set(eng, layouts, sampler="two-stage"), layouts)
     # What a notebook would run: the PyTorch module, diffusers' default 50 DDIM steps.
     torch_eng = Engine(load_backend("torch", weights, threads=threads))
     emit("generate", f"notebook: torch eager ddim-{notebook_steps}+cfg",
-         _run_set(torch_eng, layouts, steps=notebook_steps), layouts)
+         _run_set(torch_eng, layouts, steps=notebook_steps, sampler="ddim"), layouts)
 
-    # Twins: the same normal images (DDIM default) edited by one preset each.
+    # Twins: the same normal images (the default request) edited by one preset each.
     names = [presets_for(lay.plane)[i % len(presets_for(lay.plane))].name
              for i, lay in enumerate(layouts)]
     abn = [apply_preset(lay, n) for lay, n in zip(layouts, names, strict=True)]
@@ -113,8 +118,8 @@ def bench_sampler_cost(weights: Path | None, segmenter: Path, manifest: Path, ou
                for a, b in zip(layouts, abn, strict=True)]
     keep = [i for i, r in enumerate(regions) if r.any()]
     abn_k = [abn[i] for i in keep]
-    emit("twin", f"plain ddim-{default_steps} on the abnormal layout (reference)",
-         _run_set(eng, abn_k, steps=default_steps), abn_k)
+    emit("twin", f"plain {default} on the abnormal layout (reference)",
+         _run_set(eng, abn_k), abn_k)
     for steps, jump, resample in repaint_settings:
         st = RepaintSettings(steps=steps, jump_length=jump, jump_n_sample=resample)
         imgs, calls, identical, t0 = [], 0, True, time.perf_counter()

@@ -34,6 +34,7 @@ from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.request import (
     DEFAULT_CONTROL_SCALE,
     DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
     GenerationRequest,
     RepaintSettings,
     SamplerName,
@@ -237,7 +238,8 @@ class Engine:
 
     def sample_layouts(self, layouts: list[Layout], seeds: list[int], *,
                        steps: int | None = None, guidance: float | None = None,
-                       control_scale: float | None = None, sampler: SamplerName = "ddim",
+                       control_scale: float | None = None,
+                       sampler: SamplerName = DEFAULT_SAMPLER,
                        ) -> tuple[np.ndarray, int]:
         """Generate one image per layout (one plane) in one batch, sample i from seed i's
         noise stream (so the images do not depend on the batch); unset options take the

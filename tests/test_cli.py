@@ -61,7 +61,10 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
         main(["generate", "--help"])
     assert ei.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "--steps STEPS (default: 10)" in out and "--n N (default: 1)" in out
+    from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+    assert f"--steps STEPS (default: {DEFAULT_STEPS})" in out and "--n N (default: 1)" in out
+    assert f"(default: {DEFAULT_SAMPLER})" in out
     assert "(default: 100.0)" in out  # options with a help text keep it, default appended
 
 

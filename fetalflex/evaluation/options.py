@@ -12,7 +12,8 @@ from fetalflex.request import DEFAULT_STEPS
 @dataclass(frozen=True)
 class EvalOptions:
     n_per_plane: int = 8
-    steps: tuple[int, ...] = (5, 10, 25, 50, 100)  # sampler steps compared
+    # sampler steps compared: the 5..100 and the default
+    steps: tuple[int, ...] = tuple(sorted({5, 10, 25, 50, 100, DEFAULT_STEPS}))
     default_steps: int = DEFAULT_STEPS  # the steps of the abnormal-layout and twin rows
     guidance: float | None = None    # None: the request schema's default
     seed: int = 0

@@ -102,7 +102,12 @@ def test_sampler_cost(tiny_weights: Path, tiny_eval_data: Path, tiny_data: Path,
         baseline_schedule={"num_inference_steps": 6, "jump_length": 3, "jump_n_sample": 2},
         notebook_steps=3)
     kinds = [r["kind"] for r in rows]
-    assert kinds.count("generate") == 7 and kinds.count("baseline") == 2
+    assert kinds.count("generate") == 9 and kinds.count("baseline") == 2
+    from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS
+
+    default = next(r for r in rows if r["case"].endswith("(default)"))
+    assert default["case"].startswith(f"{DEFAULT_SAMPLER}-{DEFAULT_STEPS}+cfg")
+    assert default["calls_per_image"] == DEFAULT_STEPS
     twins = [r for r in rows if r["case"].startswith("repaint")]
     assert [r["calls_per_image"] for r in twins] == [4.0, 6.0]
     assert all(r["outside_region_bit_identical"] for r in twins)
