@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, NoReturn, TypeVar, cast
@@ -246,6 +246,13 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
 
     def _run(self, job: Job, stop: _Stop, on_event: Callable[[Progress], None] | None
              ) -> GenerationResult:
+        # A batching backend learns how many generations are in flight (no idle window).
+        session = getattr(self.engine.backend.call, "session", None)
+        with session() if session is not None else nullcontext():
+            return self._run_steps(job, stop, on_event)
+
+    def _run_steps(self, job: Job, stop: _Stop, on_event: Callable[[Progress], None] | None
+                   ) -> GenerationResult:
         try:
             for ev in self.engine.run_progressive(
                     job.request, layout=job.layout, reference=job.reference,

@@ -5,6 +5,12 @@ generation, each in its own thread) block while a worker thread gathers rows for
 ``window_s`` after the first arrival (or until ``max_batch`` rows), runs ONE batched call,
 and routes each caller's slice back. Each row's result depends only on its own inputs,
 so a request gives the same image alone or batched (up to float rounding of the kernels).
+
+Sessions: a caller that wraps its generation in ``with batcher.session():`` tells the
+batcher how many generations are in flight, and a batch stops waiting as soon as it holds a
+step of every one of them. Alone, a generation then never waits for the window (measured
+before: 4 ms per step, a sixth of a DPM-Solver++-6 step at concurrency 1); callers that
+open no session keep the plain window.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +73,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.window_s = window_s
         self.stats = BatchStats()
+        self._sessions = 0
+        self._sessions_lock = threading.Lock()
         self._q: queue.Queue[_Job | None] = queue.Queue()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name=f"microbatch-{name}",
@@ -79,6 +89,21 @@ class MicroBatcher:
         self._q.put(job)
         return job.future.result()
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """One generation in flight (its steps call this batcher from one thread)."""
+        with self._sessions_lock:
+            self._sessions += 1
+        try:
+            yield
+        finally:
+            with self._sessions_lock:
+                self._sessions -= 1
+
+    @property
+    def sessions(self) -> int:
+        return self._sessions
+
     def close(self) -> None:
         self._closed = True
         self._q.put(None)
@@ -88,6 +113,17 @@ class MicroBatcher:
         jobs, rows = [first], first.rows
         deadline = time.perf_counter() + self.window_s
         while rows < self.max_batch:
+            if 0 < self._sessions <= len(jobs):  # every generation in flight is in
+                try:  # ... but take what is already queued
+                    job = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None or rows + job.rows > self.max_batch:
+                    self._q.put(job)
+                    break
+                jobs.append(job)
+                rows += job.rows
+                continue
             remaining = deadline - time.perf_counter()
             try:
                 job = self._q.get(timeout=max(remaining, 0.0)) if remaining > 0 else \

@@ -58,3 +58,54 @@ def test_errors_reach_every_waiter() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(_call, max_batch=0)
+
+
+class _NoWaitQueue:
+    """A queue whose blocking get fails the test: the batcher must not wait for others."""
+
+    def __init__(self, q):  # type: ignore[no-untyped-def]
+        self.q = q
+
+    def get(self, timeout=None):  # type: ignore[no-untyped-def]
+        if timeout is not None and self.q.empty():
+            raise AssertionError("waited for the window with every session already in")
+        return self.q.get(timeout=timeout)
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.q, name)
+
+
+def test_sessions_end_the_wait_when_every_generation_is_in() -> None:
+    from fetalflex.backends.batching import _Job
+
+    mb = MicroBatcher(_call, max_batch=16, window_s=60.0)
+    mb.close()  # drive _gather by hand, no worker thread
+    mb._q = _NoWaitQueue(mb._q)  # type: ignore[assignment]
+    with mb.session():
+        assert mb.sessions == 1
+        jobs = mb._gather(_Job(_inputs(1)))
+        assert len(jobs) == 1
+        with mb.session():  # two in flight: both steps queued -> one batch, no wait
+            mb._q.put(_Job(_inputs(3)))
+            jobs = mb._gather(_Job(_inputs(2)))
+            assert [int(j.inputs[1][0]) for j in jobs] == [2, 3]
+    assert mb.sessions == 0
+
+
+def test_without_sessions_the_window_still_gathers() -> None:
+    mb = MicroBatcher(_call, max_batch=16, window_s=0.05)
+    results: dict[int, torch.Tensor] = {}
+    barrier = threading.Barrier(4)
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        results[k] = mb(*_inputs(k))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    mb.close()
+    assert all(torch.equal(results[k], _call(*_inputs(k))) for k in range(4))
+    assert mb.stats.jobs == 4
