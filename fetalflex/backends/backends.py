@@ -10,6 +10,7 @@ model's config, and an id + content hash for provenance.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,16 @@ class OnnxModelCall:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
+def int8_threads() -> int:
+    """Intra-op threads of an int8 session when none are asked for: half the CPUs.
+
+    Measured on the 2-core machine (batch-2 call, ms): int8 20 with one thread, 15-26 with
+    two (its small quantized kernels scale unevenly), fp32 39 / 25. One thread per int8
+    call is as fast for one request and leaves the other core to a concurrent one
+    (``fetalflex bench e2e``)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
                  threads: int | None = None, triton_url: str | None = None,
                  triton_model: str = DEFAULT_TRITON_MODEL,
@@ -88,6 +99,8 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
             torch.set_num_threads(threads)
         call = torch_model_call(FetalFlexDenoiser.load(w))
     elif name == "embedded":
+        if threads is None and precision == "int8":
+            threads = int8_threads()
         call = OnnxModelCall(onnx_for(w, precision), threads)
     elif name == "triton":
         from fetalflex.backends.triton import TritonModelCall
