@@ -75,7 +75,9 @@ class ServiceSettings(BaseSettings):
     batch_window_ms: float = Field(default=4.0, ge=0,
                                    description="how long a denoiser call waits for others")
     # In-process backends: merge concurrent requests' denoiser calls (Triton batches itself).
-    batch_across_requests: bool = True
+    batch_across_requests: bool = Field(
+        default=True, description="merge concurrent requests' denoiser calls (in-process "
+                                  "backends; off for int8 on few cores: docs/PERFORMANCE.md)")
     max_batch_rows: int = Field(default=32, ge=1,
                                 description="rows of one merged denoiser call")
     reflection: bool = Field(default=True, description="gRPC server reflection")
@@ -125,7 +127,8 @@ class ServiceSettings(BaseSettings):
 
 # The settings an operator changes often: ``fetalflex serve`` takes each as a flag
 # (``--max-batch-rows`` for ``max_batch_rows``); the rest come from the file or environment.
-SERVE_FLAGS = ("host", "port", "health_port", "metrics_port", "backend", "precision", "weights",
-               "triton_url", "triton_model", "max_concurrent", "max_queued", "max_batch_rows",
-               "batch_window_ms", "max_count", "max_steps", "grace_s", "reflection",
-               "tls_cert", "tls_key", "tls_client_ca", "auth_token_file", "threads")
+SERVE_FLAGS = ("host", "port", "health_port", "metrics_port", "backend", "precision",
+               "weights", "triton_url", "triton_model", "max_concurrent", "max_queued",
+               "max_batch_rows", "batch_window_ms", "batch_across_requests", "max_count",
+               "max_steps", "grace_s", "reflection", "tls_cert", "tls_key", "tls_client_ca",
+               "auth_token_file", "threads")
