@@ -23,7 +23,7 @@ import grpc
 
 from bench.results import print_table, write_results
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure
-from fetalflex.request import DEFAULT_STEPS, GenerationRequest
+from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS, GenerationRequest
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.client import load
@@ -131,11 +131,13 @@ def _plot(rows: list[dict[str, Any]], path: Path, steps: int) -> None:
     for setup in dict.fromkeys(r["setup"] for r in rows):
         sel = [r for r in rows if r["setup"] == setup]
         c = [r["concurrency"] for r in sel]
-        line = a0.plot(c, [r["images_per_s"] for r in sel], "o-", label=setup)[0]
+        name = f"{setup} ({sel[0].get('precision', 'fp32')})"
+        line = a0.plot(c, [r["images_per_s"] for r in sel], "o-", label=name)[0]
         a1.plot(c, [r["p95_s"] for r in sel], "o-", color=line.get_color(),
-                label=f"{setup} p95")
+                label=f"{name} p95")
         a1.plot(c, [r["p50_s"] for r in sel], "x--", color=line.get_color())
     finish_pair((a0, a1), "client concurrency",
                 ("images per second", "latency s (solid p95, dashed p50)"),
-                (f"End to end through gRPC (DDIM-{steps})", "Request latency"))
+                (f"End to end through gRPC ({DEFAULT_SAMPLER}-{steps})", "Request latency"))
+    a0.set_ylim(bottom=0)
     save_figure(fig, path, "end-to-end throughput and latency; embedded vs Triton")

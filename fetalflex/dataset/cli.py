@@ -18,6 +18,7 @@ from typing import Any
 
 from fetalflex.dataset.makers import Maker
 from fetalflex.dataset.spec import SpecError, load_spec
+from fetalflex.request import DEFAULT_PRECISION, PRECISIONS
 
 DEFAULT_CONCURRENCY = 4  # requests in flight against a service
 DEFAULT_TIMEOUT_S = 300.0  # per request to a service
@@ -45,13 +46,15 @@ def _cmd_run(args: argparse.Namespace, service_maker: ServiceMakerFactory) -> in
     if args.target is None and args.concurrency is not None:
         raise ValueError("--concurrency: only with --target (in-process generation runs one "
                          "item at a time; --threads sets its CPU threads)")
-    if args.target is not None and (args.weights or args.threads):
-        raise ValueError("--weights/--threads: the service at --target uses its own model")
+    if args.target is not None and (args.weights or args.threads
+                                    or args.precision != DEFAULT_PRECISION):
+        raise ValueError("--weights/--threads/--precision: the service at --target uses its "
+                         "own model")
 
     def new_maker() -> Maker:
         if args.target is None:
             return LocalMaker(args.backend, Path(args.weights) if args.weights else None,
-                              args.threads)
+                              args.threads, args.precision)
         return service_maker(args, args.concurrency or DEFAULT_CONCURRENCY)
 
     out = Path(args.out)
@@ -132,6 +135,8 @@ def add_dataset_command(sub: Any, service_maker: ServiceMakerFactory) -> None:
     r.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS,
                    help="in-process backend when no --target is given")
     r.add_argument("--weights", help="denoiser weights folder (default: the shipped ones)")
+    r.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help="arithmetic of the embedded graph (in-process only)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads in-process")
     from fetalflex.cli_common import connection_args
 

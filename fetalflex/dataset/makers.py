@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fetalflex.dataset.plan import Item
+from fetalflex.request import DEFAULT_PRECISION, Precision
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,12 @@ class LocalMaker:
 
     concurrency = 1
 
-    def __init__(self, backend: str, weights: Path | None, threads: int | None) -> None:
+    def __init__(self, backend: str, weights: Path | None, threads: int | None,
+                 precision: Precision = DEFAULT_PRECISION) -> None:
         from fetalflex.backends.backends import load_backend
         from fetalflex.generation import Engine
 
-        self.backend = load_backend(backend, weights, threads=threads)
+        self.backend = load_backend(backend, weights, threads=threads, precision=precision)
         self.engine = Engine(self.backend)
         self.model = ModelInfo(self.backend.model_id, self.backend.model_hash,
                                self.backend.name, self.backend.precision)
