@@ -120,6 +120,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                            threads=args.threads, precision=args.precision)
     opts = EvalOptions(n_per_plane=args.n_per_plane, steps=tuple(args.steps),
                        default_steps=args.default_steps, guidance=args.guidance,
+                       sampler=args.sampler,
                        seed=args.seed, planes=tuple(args.planes),
                        twins_per_preset=args.twins_per_preset)
     res = evaluate(backend, Path(args.segmenter), Path(args.data), Path(args.out), opts)
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_CONTROL_SCALE,
         DEFAULT_STEPS,
         IN_PROCESS_BACKENDS,
+        SAMPLER_NAMES,
         GenerationRequest,
     )
     from fetalflex.weights import DEFAULT_WEIGHTS
@@ -415,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps of the abnormal-layout and twin rows (must be in --steps)")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance (default: the request schema's)")
+    p.add_argument("--sampler", default=EvalOptions.sampler, choices=SAMPLER_NAMES)
     p.add_argument("--twins-per-preset", type=int, default=EvalOptions.twins_per_preset)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES,

@@ -50,7 +50,7 @@ from fetalflex.generation import Engine
 from fetalflex.io import pixels
 from fetalflex.io.png import read_gray, read_label_map
 from fetalflex.phantom.simulator import simulate_bmode
-from fetalflex.request import DEFAULT_GUIDANCE, RepaintSettings
+from fetalflex.request import DEFAULT_GUIDANCE, RepaintSettings, SamplerName
 from fetalflex.sampling.repaint import edit_region
 
 MIN_STRUCTURE_PX = 12  # structures smaller than this are left out of brightness vectors
@@ -99,11 +99,12 @@ def _nanmean(x: Sequence[float]) -> float:
 
 
 def _quality(engine: Engine, seg: Segmenter, layouts: list[Layout], phantoms: np.ndarray,
-             seeds: list[int], steps: int, guidance: float) -> tuple[dict[str, Any], np.ndarray,
-                                                                     np.ndarray]:
+             seeds: list[int], steps: int, guidance: float, sampler: SamplerName,
+             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     plane = layouts[0].plane
     maps = np.stack([x.label_map for x in layouts])
-    gen, calls = engine.sample_layouts(layouts, seeds, steps=steps, guidance=guidance)
+    gen, calls = engine.sample_layouts(layouts, seeds, steps=steps, guidance=guidance,
+                                       sampler=sampler)
     read = seg.predict(_to_t(gen), plane=plane)
     adher = [mean_dice(m, r, plane) for m, r in zip(maps, read, strict=True)]
     corr = [brightness_correlation(g, p, m) for g, p, m in zip(gen, phantoms, maps, strict=True)]
@@ -176,6 +177,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
 
     opts = opts or EvalOptions()
     guidance = opts.guidance if opts.guidance is not None else DEFAULT_GUIDANCE
+    sampler = opts.sampler
     t0 = time.perf_counter()
     engine = Engine(backend)
     seg = Segmenter.load(segmenter_dir)
@@ -187,6 +189,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         "precision": backend.precision,
         "backend": backend.name, "image_size": engine.cfg.image_size,
         "segmenter": str(segmenter_dir), "data": str(manifest), "guidance": guidance,
+        "sampler": sampler,
         "steps": list(opts.steps), "default_steps": opts.default_steps,
         "n_per_plane": opts.n_per_plane, "planes": {},
     }
@@ -220,7 +223,8 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         }
         generated: np.ndarray | None = None  # the images at default_steps (always run)
         for steps in opts.steps:
-            q, gen, read = _quality(engine, seg, layouts, phantoms, seeds, steps, guidance)
+            q, gen, read = _quality(engine, seg, layouts, phantoms, seeds, steps, guidance,
+                                    sampler)
             q["adherence_over_ceiling"] = q["adherence_dice"] / ceiling if ceiling else None
             row["by_steps"].append(q)
             total_calls += q["denoiser_calls"]
@@ -231,7 +235,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         if abnormal:
             alay, aph = _layouts(abnormal, root)
             q, _, _ = _quality(engine, seg, alay, aph, _seeds(opts.seed + 500, plane, len(alay)),
-                               opts.default_steps, guidance)
+                               opts.default_steps, guidance, sampler)
             q["presets"] = sorted({r.preset for r in abnormal if r.preset})
             row["abnormal_layouts"] = q
             total_calls += q["denoiser_calls"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.request import DEFAULT_STEPS
+from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplerName
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class EvalOptions:
     steps: tuple[int, ...] = tuple(sorted({5, 10, 25, 50, 100, DEFAULT_STEPS}))
     default_steps: int = DEFAULT_STEPS  # the steps of the abnormal-layout and twin rows
     guidance: float | None = None    # None: the request schema's default
+    sampler: SamplerName = DEFAULT_SAMPLER
     seed: int = 0
     planes: tuple[str, ...] = PLANE_CODES
     twins_per_preset: int = 4
