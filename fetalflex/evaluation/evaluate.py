@@ -305,7 +305,8 @@ def markdown(res: dict[str, Any]) -> str:
     s = res["summary"]
     lines = [
         f"Evaluation (phantom world only): {res['model_id']} ({res['model_hash'][:12]}), "
-        f"{res['image_size']}x{res['image_size']}, DDIM, guidance {res['guidance']}, "
+        f"{res['image_size']}x{res['image_size']}, {res.get('sampler', 'ddim')}, "
+        f"guidance {res['guidance']}, "
         f"{res['n_per_plane']} held-out layouts per plane; backend {res['backend']}.",
         "",
         f"### Per plane at {d} steps",

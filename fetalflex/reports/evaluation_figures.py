@@ -24,7 +24,8 @@ def sample_grid(rows: list[dict[str, Any]], path: Path, res: dict[str, Any]) -> 
         for c, img in enumerate(panels):
             image_panel(axes[r][c], img, cols[c] if r == 0 else "")
         axes[r][0].set_ylabel(row["plane"], fontsize=11)
-    fig.suptitle(f"{SYNTHETIC}\nDDIM-{res['default_steps']}, guidance {res['guidance']}, "
+    fig.suptitle(f"{SYNTHETIC}\n{res.get('sampler', 'ddim')}-{res['default_steps']}, "
+                 f"guidance {res['guidance']}, "
                  f"{res['image_size']}x{res['image_size']}", fontsize=9)
     return save_figure(fig, path, "evaluation sample grid: layout | generated | phantom of "
                                   "the same layout | segmenter reading of the generated image")
@@ -53,7 +54,7 @@ def steps_figure(res: dict[str, Any], path: Path) -> Path:
         ax.set_xscale("log")
         ax.set_xticks(res["steps"])
         ax.set_xticklabels([str(s) for s in res["steps"]])
-        ax.set_xlabel("DDIM steps")
+        ax.set_xlabel(f"{res.get('sampler', 'ddim')} steps")
         ax.set_ylabel(yl)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
