@@ -52,7 +52,7 @@ def bench_step_profile(weights: Path | None, out: Path, reps: int = 10,
             req_l = {"method": "Generate", "code": "OK"}
             den_l = {"backend": srv.backend.name}
             client, server, denoiser = [], [], []
-            steps = calls = 0
+            calls = 0
             for _ in range(reps):
                 r0 = _sum("fetalflex_request_duration_seconds", req_l)
                 d0 = _sum("fetalflex_denoiser_call_duration_seconds", den_l)

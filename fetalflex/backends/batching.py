@@ -113,28 +113,16 @@ class MicroBatcher:
         jobs, rows = [first], first.rows
         deadline = time.perf_counter() + self.window_s
         while rows < self.max_batch:
-            if 0 < self._sessions <= len(jobs):  # every generation in flight is in
-                try:  # ... but take what is already queued
-                    job = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None or rows + job.rows > self.max_batch:
-                    self._q.put(job)
-                    break
-                jobs.append(job)
-                rows += job.rows
-                continue
-            remaining = deadline - time.perf_counter()
+            # Every generation in flight is in: take only what is already queued.
+            everyone_in = 0 < self._sessions <= len(jobs)
+            remaining = 0.0 if everyone_in else deadline - time.perf_counter()
             try:
-                job = self._q.get(timeout=max(remaining, 0.0)) if remaining > 0 else \
+                job = self._q.get(timeout=remaining) if remaining > 0 else \
                     self._q.get_nowait()
             except queue.Empty:
                 break
-            if job is None:
-                self._q.put(None)
-                break
-            if rows + job.rows > self.max_batch:
-                self._q.put(job)  # next batch (order among waiting jobs is not promised)
+            if job is None or rows + job.rows > self.max_batch:
+                self._q.put(job)  # stop signal, or the next batch (order not promised)
                 break
             jobs.append(job)
             rows += job.rows

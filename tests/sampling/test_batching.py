@@ -18,21 +18,27 @@ def _inputs(k: int, rows: int = 2) -> tuple[torch.Tensor, ...]:
             torch.zeros(rows, 3, 2, 2), torch.zeros(rows, 4), torch.ones(rows))
 
 
-def test_concurrent_callers_share_calls_and_get_their_rows() -> None:
-    mb = MicroBatcher(_call, max_batch=16, window_s=0.05)
+def _call_together(mb: MicroBatcher, n: int) -> dict[int, torch.Tensor]:
+    """n threads call ``mb`` at once (caller k sends ``_inputs(k)``); then it is closed."""
     results: dict[int, torch.Tensor] = {}
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(n)
 
     def worker(k: int) -> None:
         barrier.wait()
         results[k] = mb(*_inputs(k))
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     mb.close()
+    return results
+
+
+def test_concurrent_callers_share_calls_and_get_their_rows() -> None:
+    mb = MicroBatcher(_call, max_batch=16, window_s=0.05)
+    results = _call_together(mb, 8)
     for k in range(8):
         assert torch.equal(results[k], _call(*_inputs(k)))
     assert mb.stats.jobs == 8 and mb.stats.rows == 16
@@ -94,18 +100,6 @@ def test_sessions_end_the_wait_when_every_generation_is_in() -> None:
 
 def test_without_sessions_the_window_still_gathers() -> None:
     mb = MicroBatcher(_call, max_batch=16, window_s=0.05)
-    results: dict[int, torch.Tensor] = {}
-    barrier = threading.Barrier(4)
-
-    def worker(k: int) -> None:
-        barrier.wait()
-        results[k] = mb(*_inputs(k))
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    mb.close()
+    results = _call_together(mb, 4)
     assert all(torch.equal(results[k], _call(*_inputs(k))) for k in range(4))
     assert mb.stats.jobs == 4
