@@ -96,8 +96,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(Path(args.config))
     stages = tuple(args.stages) if args.stages else STAGES
-    final = train(cfg, Path(args.data), Path(args.out), stages=stages,
-                  resume=not args.no_resume)
+    out = Path(args.out)
+    deadline = None
+    if args.budget_minutes is not None:
+        import time
+
+        from fetalflex.training.budget import fit_to_budget
+
+        if (out / "checkpoint.pt").exists() and not args.no_resume:
+            raise ValueError(f"--budget-minutes: {out} has a checkpoint; a budget fits a fresh "
+                             "run (resume it without --budget-minutes, or pass --no-resume)")
+        deadline = time.monotonic() + args.budget_minutes * 60
+        cfg, report = fit_to_budget(cfg, Path(args.data), args.budget_minutes * 60, stages)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "budget.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"budget: {json.dumps(report)}", flush=True)
+    final = train(cfg, Path(args.data), out, stages=stages, resume=not args.no_resume,
+                  progress=not args.quiet, deadline=deadline)
     print(f"final EMA weights: {final}")
     return 0
 
@@ -388,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (resumed if it has a checkpoint)")
     p.add_argument("--stages", nargs="+", choices=["base", "prealign", "control"])
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="measure each stage's step rate here, scale the recipe's steps to fit "
+                        "this wall-clock budget, and stop at it (fetalflex/training/budget.py)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (log.jsonl has it all)")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("train-segmenter", help="train the reference segmenter on phantoms")
     p.add_argument("--data", required=True, help="manifest.jsonl")

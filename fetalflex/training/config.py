@@ -56,6 +56,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     num_workers: int = 0
     preload: bool = True
+    # "loader": a DataLoader over PhantomDataset items (one-hot layouts built on the host);
+    # "resident": the preloaded set as uint8 tensors on the device, batches built there
+    # (fetalflex/training/batches.py; what a GPU needs to be fed at batch 256).
+    batching: Literal["loader", "resident"] = "loader"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def save(self, path: Path) -> None:

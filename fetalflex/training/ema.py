@@ -16,11 +16,17 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # Warm-up as in diffusers' EMAModel: decay grows from 0 towards self.decay.
         d = min(self.decay, (1 + step) / (10 + step))
+        avg: list[Tensor] = []
+        cur: list[Tensor] = []
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+                avg.append(self.shadow[k])
+                cur.append(v.detach().float())
             else:
                 self.shadow[k].copy_(v)
+        # One fused kernel per group instead of two per tensor (hundreds of tensors).
+        torch._foreach_mul_(avg, d)
+        torch._foreach_add_(avg, cur, alpha=1 - d)
 
     @torch.no_grad()
     def resync(self, model: nn.Module) -> None:

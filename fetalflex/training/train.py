@@ -34,6 +34,7 @@ from fetalflex.data.dataset import PhantomDataset
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector, drop_condition
 from fetalflex.model.diffusion import add_noise, alphas_cumprod_for, loss_weight, target
 from fetalflex.training.augment import joint_augment
+from fetalflex.training.batches import ResidentBatches
 from fetalflex.training.config import StageConfig, TrainConfig
 from fetalflex.training.ema import EMA
 
@@ -49,7 +50,7 @@ def _lr_lambda(stage: StageConfig) -> Callable[[int], float]:
     return f
 
 
-class _Dist:
+class Dist:
     def __init__(self) -> None:
         self.enabled = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.enabled and not dist.is_initialized():
@@ -64,7 +65,7 @@ class _Dist:
         return self.rank == 0
 
 
-def _device(cfg: TrainConfig, d: _Dist) -> torch.device:
+def train_device(cfg: TrainConfig, d: Dist) -> torch.device:
     if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda", d.local_rank)
@@ -79,7 +80,7 @@ def _batches(loader: DataLoader, sampler: object) -> Iterator[dict[str, Tensor]]
         epoch += 1
 
 
-def _params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list[nn.Parameter]:
+def stage_params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list[nn.Parameter]:
     if stage == "base":
         return list(model.unet.parameters())
     if stage == "prealign":
@@ -101,7 +102,10 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
         return nn.functional.mse_loss(model.anatomy_encoder(layout), tgt)
     cond = condition_vector(batch["plane"], batch["ga"], cfg.model.num_planes)
     t = torch.randint(0, cfg.model.num_train_timesteps, (n,), generator=gen).to(dev)
-    eps = torch.randn(x0.shape, generator=gen).to(dev)
+    # The noise is drawn where it is used: on a GPU, one core drawing 4 M normals a step
+    # (batch 256 at 128^2) would take longer than the step (the CUDA stream is seeded by
+    # torch.manual_seed in train; the CPU stream by ``gen``, checkpointed for resume).
+    eps = torch.randn(x0.shape, generator=gen if dev.type == "cpu" else None, device=dev)
     x_t = add_noise(ac, x0, eps, t)
     tgt = target(cfg.model.prediction_type, ac, x0, eps, t)
     drop = (torch.rand(n, generator=gen) < cfg.drop_condition_prob).to(dev)
@@ -154,25 +158,38 @@ def _plot(log_path: Path, out: Path) -> None:
     save_figure(fig, out, "FetalFlex training loss (phantom data)")
 
 
-def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] = STAGES,
-          resume: bool = True, progress: bool = True) -> Path:
-    """Run the recipe; returns the directory of the final EMA weights (``out/final``)."""
-    d = _Dist()
-    dev = _device(cfg, d)
-    torch.manual_seed(cfg.seed + d.rank)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
-    out.mkdir(parents=True, exist_ok=True)
-    if d.main:
-        cfg.save(out / "train_config.json")
+def data_batches(cfg: TrainConfig, manifest: Path, d: Dist, dev: torch.device
+          ) -> tuple[PhantomDataset, Iterator[dict[str, Tensor]]]:
     ds = PhantomDataset(manifest, box_prob=cfg.box_prob, preload=cfg.preload, seed=cfg.seed)
     size = ds[0]["image"].shape[-1]
     if size != cfg.model.image_size:
         raise ValueError(f"model.image_size: {cfg.model.image_size} but the data set's images "
                          f"are {size}x{size}")
+    if cfg.batching == "resident":
+        return ds, iter(ResidentBatches(ds, cfg.batch_size, dev, seed=cfg.seed, rank=d.rank,
+                                        world=d.world))
     sampler = DistributedSampler(ds, seed=cfg.seed) if d.enabled else RandomSampler(
         ds, generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.num_workers)
+    return ds, _batches(loader, sampler)
+
+
+def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] = STAGES,
+          resume: bool = True, progress: bool = True, deadline: float | None = None) -> Path:
+    """Run the recipe; returns the directory of the final EMA weights (``out/final``).
+
+    ``deadline`` (a ``time.monotonic()`` value) stops training there, whatever stage it is
+    in, with a checkpoint and the final EMA weights written as usual; ``meta.json`` then
+    says ``"stopped_at_deadline": true`` and the steps done (a resumed run goes on)."""
+    d = Dist()
+    dev = train_device(cfg, d)
+    torch.manual_seed(cfg.seed + d.rank)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
+    out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        cfg.save(out / "train_config.json")
+    _, it = data_batches(cfg, manifest, d, dev)
     model = FetalFlexDenoiser(cfg.model).to(dev)
     ema = EMA(model, cfg.ema_decay)
     ac = alphas_cumprod_for(cfg.model).to(dev)
@@ -188,7 +205,10 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
         gen.set_state(ck["gen"])
     global_step = sum(done.values())
     autocast = cfg.precision == "bf16"
+    stopped = False
     for stage in stages:
+        if stopped:
+            break
         sc: StageConfig = getattr(cfg, stage)
         if stage == "prealign" and not cfg.pre_alignment:
             continue
@@ -200,7 +220,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
         if start == 0:
             ema.resync(model)  # a stage's EMA starts from the weights it starts from
         model.requires_grad_(False)
-        params = _params(model, stage, cfg)
+        params = stage_params(model, stage, cfg)
         for p in params:
             p.requires_grad_(True)
         net: nn.Module = StageLoss(model, stage, cfg, ac)
@@ -213,11 +233,15 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
         if start and ck.get("stage") == stage:  # resume inside a stage: optimizer too
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
-        it = _batches(loader, sampler)
         bar = tqdm(total=sc.steps, initial=start, desc=stage, disable=not (progress and d.main),
                    dynamic_ncols=True)
         t_last, n_last = time.perf_counter(), start
         for step in range(start, sc.steps):
+            if deadline is not None and time.monotonic() >= deadline:
+                stopped = True
+                if d.main and step > start:
+                    _checkpoint(ckpt_path, model, ema, done, gen, stage, opt, sched)
+                break
             batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = net(batch, gen)
@@ -250,7 +274,10 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
         bar.close()
     if d.main:
         final = out / "final"
-        meta = {"steps": done, "pre_alignment": cfg.pre_alignment, "data": str(manifest)}
+        meta: dict[str, Any] = {"steps": done, "pre_alignment": cfg.pre_alignment,
+                                "data": str(manifest)}
+        if stopped:
+            meta["stopped_at_deadline"] = True
         model.save(final, state=ema.state_dict(), meta=meta)
         if log_path.exists():
             _plot(log_path, out / "loss.png")

@@ -10,12 +10,12 @@ dest="${1:-.whl}"
 py="${PYTHON:-.venv/bin/python}"
 mkdir -p "$dest"
 # Pure-python or cp312 wheels, no dependencies resolved here: the list is the closure of
-# what diffusers / pydantic(-settings) need minus what the GPU machine already has.
+# what diffusers / pydantic(-settings) need minus what the GPU machine already has. Its own
+# huggingface-hub (1.33, with requests, regex, filelock, pyyaml, hf-xet) satisfies diffusers
+# (>= 1.32): carrying hub 2.x would need httpx2/httpcore2/click too and shadow its stack.
 "$py" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$dest" \
-  diffusers pydantic pydantic-core pydantic-settings annotated-types typing-inspection \
-  typing-extensions python-dotenv importlib-metadata zipp huggingface-hub regex requests \
-  urllib3 idna certifi charset-normalizer filelock fsspec packaging pyyaml hf-xet httpx \
-  httpcore h11 anyio sniffio
+  diffusers==0.42.1 pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 \
+  annotated-types typing-inspection typing-extensions python-dotenv importlib-metadata
 du -sh "$dest"

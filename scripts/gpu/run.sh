@@ -11,9 +11,11 @@ wheels="${WHEELS:-.whl}"
 site="${SITE:-/tmp/fetalflex-site}"
 shopt -s nullglob
 files=("$wheels"/*.whl)
-if [ "${#files[@]}" -gt 0 ]; then
+if [ -f "$site/.fetalflex-installed" ]; then
+  :  # installed by an earlier call on this machine
+elif [ "${#files[@]}" -gt 0 ]; then
   python3 -m pip install --quiet --no-index --no-deps --no-compile --target "$site" \
-    "${files[@]}"
+    "${files[@]}" && touch "$site/.fetalflex-installed"
 else
   echo "run.sh: no wheels in $wheels (run scripts/gpu/fetch_wheels.sh first); using the" \
        "interpreter's own packages" >&2
