@@ -111,7 +111,7 @@ def _prealign(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.serving import SETUPS
+    from bench.setups import SETUPS
 
     ap = argparse.ArgumentParser(
         prog="python -m bench", formatter_class=HelpWithDefaults,

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from bench.results import print_table, write_results
+from bench.setups import SETUPS
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure
 from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS, GenerationRequest
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
@@ -61,8 +62,6 @@ def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = DEF
     return rows
 
 
-SETUPS = ("embedded", "embedded+batching", "embedded-int8", "embedded-int8+batching", "triton",
-          "triton+batching")
 
 
 def bench_end_to_end(weights: Path | None, out: Path,

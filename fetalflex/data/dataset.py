@@ -39,6 +39,7 @@ def box_rendering(layout: Layout) -> np.ndarray:
 
 
 Item = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+PARALLEL_MIN_ITEMS = 256  # below this, starting worker processes costs more than it saves
 
 
 def load_item(root: Path, record: Record, boxes: bool) -> Item:
@@ -86,7 +87,7 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
     def _load_all(self) -> list[Item]:
         boxes = self.box_prob > 0
         n = len(self.records)
-        if self._workers <= 1 or n < 256:
+        if self._workers <= 1 or n < PARALLEL_MIN_ITEMS:
             return [self._load(i) for i in range(n)]
         size = -(-n // (self._workers * 4))
         chunks = [(self.root, self.records[i:i + size], boxes) for i in range(0, n, size)]

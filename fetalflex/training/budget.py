@@ -20,7 +20,14 @@ from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.training.config import TrainConfig
 from fetalflex.training.ema import EMA
-from fetalflex.training.train import STAGES, Dist, StageLoss, data_batches, stage_params, train_device
+from fetalflex.training.train import (
+    STAGES,
+    Dist,
+    StageLoss,
+    data_batches,
+    stage_params,
+    train_device,
+)
 
 # Share of the time left after the probe that the scaled recipe plans to use: the rest
 # covers the second data load, checkpoints, logging and the final save.
