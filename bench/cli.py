@@ -111,7 +111,7 @@ def _prealign(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.setups import SETUPS
+    from bench.setups import CPU_SETUPS, SETUPS
 
     ap = argparse.ArgumentParser(
         prog="python -m bench", formatter_class=HelpWithDefaults,
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests-per-client", type=int, default=2)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
+    p.add_argument("--setups", nargs="+", default=list(CPU_SETUPS), choices=SETUPS)
     p.add_argument("--env", default=".venv-triton", help="the nvidia-pytriton venv")
     p.set_defaults(func=_e2e)
 

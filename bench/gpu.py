@@ -28,8 +28,8 @@ from fetalflex.reports.figures import finish_pair, new_figure, save_figure
 from fetalflex.weights import DEFAULT_WEIGHTS
 
 Call = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
-VARIANTS = ("eager-fp32", "eager-fp16", "cuda-graph-fp16", "compile-fp16", "ort-cuda",
-            "ort-tensorrt", "tensorrt")
+VARIANTS = ("eager-fp32", "eager-fp16", "eager-bf16", "channels-last-fp16", "cuda-graph-fp16",
+            "compile-fp16", "ort-cuda", "ort-tensorrt", "tensorrt")
 
 
 def _sync(device: str) -> None:
@@ -69,15 +69,21 @@ def _inputs(model: FetalFlexDenoiser, batch: int, device: str, dtype: torch.dtyp
 def _torch_variant(name: str, model: FetalFlexDenoiser, device: str
                    ) -> Callable[[int], Callable[[], Any]]:
     half = torch.float16 if device == "cuda" else torch.bfloat16
-    dtype = torch.float32 if name == "eager-fp32" else half
+    dtype = {"eager-fp32": torch.float32, "eager-bf16": torch.bfloat16}.get(name, half)
+    channels_last = name == "channels-last-fp16"
     m = FetalFlexDenoiser(model.config).to(device, dtype).eval()
     m.load_state_dict(model.state_dict())
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
     if name == "compile-fp16":
         # torch.compile returns a callable wrapper typed as a function, used as the module
         m = torch.compile(m, mode="max-autotune-no-cudagraphs")  # type: ignore[assignment]
 
     def make(batch: int) -> Callable[[], Any]:
         ins = _inputs(model, batch, device, dtype)
+        if channels_last:
+            ins = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                        for x in ins)
         if name == "cuda-graph-fp16":
             static = ins
             with torch.inference_mode():
@@ -187,7 +193,7 @@ def bench_gpu(weights: Path | None, out: Path, batches: tuple[int, ...] = (1, 2,
                 make = _torch_variant(name, model, device)
             for b in batches:
                 t = measure(make(b), device, reps)
-                ref = peak["fp32"] if name == "eager-fp32" or name == "ort-cpu" else peak["half"]
+                ref = peak["fp32"] if name in ("eager-fp32", "ort-cpu") else peak["half"]
                 rows.append({"variant": name, "batch": b, "ms": round(t * 1e3, 3),
                              "rows_per_s": round(b / t, 1),
                              "tflops": round(flops * b / t / 1e12, 3),

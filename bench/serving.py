@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from bench.results import print_table, write_results
-from bench.setups import SETUPS
+from bench.setups import CPU_SETUPS
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure
 from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS, GenerationRequest
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
@@ -67,7 +67,7 @@ def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = DEF
 def bench_end_to_end(weights: Path | None, out: Path,
                      concurrencies: tuple[int, ...] = (1, 4, 16), requests_per_client: int = 2,
                      min_requests: int = 8, steps: int = DEFAULT_STEPS,
-                     setups: tuple[str, ...] = SETUPS,
+                     setups: tuple[str, ...] = CPU_SETUPS,
                      triton_env: Path | None = None) -> list[dict[str, Any]]:
     from export.triton_repository import BatchingPolicy, write_repository
     from export.triton_server import DEFAULT_ENV, LocalTriton
@@ -91,6 +91,12 @@ def bench_end_to_end(weights: Path | None, out: Path,
                                                          workdir=Path(d) / "work"))
                 settings = ServiceSettings(**base, backend="triton",
                                            triton_url=server.grpc_url)
+            elif setup.startswith("torch"):
+                import torch
+
+                settings = ServiceSettings(**base, backend="torch",
+                                           device="cuda" if torch.cuda.is_available() else "cpu",
+                                           batch_across_requests=setup.endswith("+batching"))
             else:
                 settings = ServiceSettings(**base, backend="embedded",
                                            precision="int8" if "-int8" in setup else "fp32",
@@ -102,6 +108,7 @@ def bench_end_to_end(weights: Path | None, out: Path,
                     n = max(min_requests, requests_per_client * c)
                     r = load(target, c, n, steps)
                     rows.append({"setup": setup, "precision": srv.backend.precision,
+                                 "device": srv.backend.device,
                                  "concurrency": c, "requests": n,
                                  "images_per_s": r["images_per_s"], "p50_s": r["p50_s"],
                                  "p95_s": r["p95_s"], "ok": r["codes"].get("OK", 0),

@@ -3,4 +3,7 @@
 CLI builds on machines whose grpcio is older, e.g. the lent GPU machine for ``bench gpu``."""
 
 SETUPS = ("embedded", "embedded+batching", "embedded-int8", "embedded-int8+batching", "triton",
-          "triton+batching")
+          "triton+batching", "torch", "torch+batching")
+# What a plain ``bench e2e`` runs. "torch" is the PyTorch module in-process, on the GPU when
+# torch sees one (each row says its device): the GPU serving path.
+CPU_SETUPS = SETUPS[:6]

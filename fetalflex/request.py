@@ -32,6 +32,10 @@ BackendName = Literal["embedded", "torch", "triton"]
 BACKEND_NAMES: Final[tuple[BackendName, ...]] = get_args(BackendName)
 IN_PROCESS_BACKENDS: Final[tuple[BackendName, ...]] = ("embedded", "torch")
 DEFAULT_BACKEND: Final[BackendName] = "embedded"
+# Device of the torch backend (the embedded graph and Triton choose their own hardware).
+Device = Literal["cpu", "cuda"]
+DEVICES: Final[tuple[Device, ...]] = get_args(Device)
+DEFAULT_DEVICE: Final[Device] = "cpu"
 # Arithmetic of the embedded backend's graph: fp32, or int8 (fetalflex/backends/quantize.py).
 Precision = Literal["fp32", "int8"]
 PRECISIONS: Final[tuple[Precision, ...]] = get_args(Precision)

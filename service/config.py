@@ -21,9 +21,11 @@ from fetalflex.model.signature import DEFAULT_TRITON_MODEL
 from fetalflex.request import (
     COUNT_MAX,
     DEFAULT_BACKEND,
+    DEFAULT_DEVICE,
     DEFAULT_PRECISION,
     STEPS_MAX,
     BackendName,
+    Device,
     Precision,
 )
 
@@ -51,6 +53,8 @@ class ServiceSettings(BaseSettings):
         default=DEFAULT_PRECISION,
         description="arithmetic of the embedded graph: fp32, or int8 (static, calibrated on "
                     "phantoms; quality change measured in docs/EVALUATION.md)")
+    device: Device = Field(default=DEFAULT_DEVICE,
+                           description="device of the torch backend (cuda: the GPU path)")
     weights: Path | None = Field(default=None,
                                  description="denoiser weights folder (unset: the shipped ones)")
     triton_url: str | None = Field(default=None, description="Triton gRPC address (host:port)")
@@ -127,7 +131,7 @@ class ServiceSettings(BaseSettings):
 
 # The settings an operator changes often: ``fetalflex serve`` takes each as a flag
 # (``--max-batch-rows`` for ``max_batch_rows``); the rest come from the file or environment.
-SERVE_FLAGS = ("host", "port", "health_port", "metrics_port", "backend", "precision",
+SERVE_FLAGS = ("host", "port", "health_port", "metrics_port", "backend", "precision", "device",
                "weights", "triton_url", "triton_model", "max_concurrent", "max_queued",
                "max_batch_rows", "batch_window_ms", "batch_across_requests", "max_count",
                "max_steps", "grace_s", "reflection", "tls_cert", "tls_key", "tls_client_ca",

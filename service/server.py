@@ -153,7 +153,7 @@ class _TimedCall:
 def build_engine(settings: ServiceSettings) -> tuple[Engine, dict[str, str], Backend]:
     b = load_backend(settings.backend, settings.weights, threads=settings.threads,
                      triton_url=settings.triton_url, triton_model=settings.triton_model,
-                     precision=settings.precision)
+                     precision=settings.precision, device=settings.device)
     call: Any = _TimedCall(b.call, b.name)
     # Triton batches on the server; in-process backends merge concurrent calls here.
     if settings.backend != "triton" and settings.batch_across_requests:

@@ -94,3 +94,13 @@ def test_save_refuses_a_non_empty_out_unless_overwrite(tiny_weights: Path,
     assert "tv_001.png" not in names and "notes.txt" in names  # no mixing, others kept
     assert FetalFlex.load(tiny_weights, backend="torch").reproduce(sidecar).images[0] \
         .tobytes() == again.images[0].tobytes()
+
+
+def test_device_is_checked_and_only_for_the_torch_backend(tiny_weights: Path) -> None:
+    from fetalflex.backends.backends import load_backend
+
+    with pytest.raises(ValueError, match="device: cuda needs the torch backend"):
+        load_backend("embedded", tiny_weights, device="cuda")
+    with pytest.raises(ValueError, match="device: 'tpu' is not one of cpu, cuda"):
+        load_backend("torch", tiny_weights, device="tpu")  # type: ignore[arg-type]
+    assert load_backend("torch", tiny_weights, device="cpu").device == "cpu"

@@ -25,8 +25,11 @@ from fetalflex.model.signature import DEFAULT_TRITON_MODEL, INPUT_NAMES, INPUTS
 from fetalflex.request import (
     BACKEND_NAMES,
     DEFAULT_BACKEND,
+    DEFAULT_DEVICE,
     DEFAULT_PRECISION,
+    DEVICES,
     PRECISIONS,
+    Device,
     Precision,
 )
 from fetalflex.sampling.denoisers import ModelCall, torch_model_call
@@ -41,6 +44,7 @@ class Backend:
     model_id: str
     model_hash: str
     precision: str = DEFAULT_PRECISION  # arithmetic of the served graph (sidecars, metrics)
+    device: str = DEFAULT_DEVICE
 
 
 class OnnxModelCall:
@@ -81,9 +85,12 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
                  threads: int | None = None, triton_url: str | None = None,
                  triton_model: str = DEFAULT_TRITON_MODEL,
                  triton_shared_memory: bool = False,
-                 precision: Precision = DEFAULT_PRECISION) -> Backend:
+                 precision: Precision = DEFAULT_PRECISION,
+                 device: Device = DEFAULT_DEVICE) -> Backend:
     """``precision`` chooses the embedded graph (fp32, or int8: ``backends/quantize.py``);
-    the torch and triton backends run what they were given, fp32 only here."""
+    the torch and triton backends run what they were given, fp32 only here. ``device``
+    places the torch backend's module (``cuda``: the GPU path, fp32 weights with cuDNN's
+    default TF32 convolutions); the other backends choose their own hardware."""
     w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
         raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
@@ -94,10 +101,16 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
                          f"{', '.join(PRECISIONS)}")
     if precision != DEFAULT_PRECISION and name != "embedded":
         raise ValueError(f"precision: {precision} needs the embedded backend (got {name})")
+    if device not in DEVICES:
+        raise ValueError(f"device: {device!r} is not one of {', '.join(DEVICES)}")
+    if device != DEFAULT_DEVICE and name != "torch":
+        raise ValueError(f"device: {device} needs the torch backend (got {name})")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for but torch sees no CUDA GPU")
     if name == "torch":
         if threads:
             torch.set_num_threads(threads)
-        call = torch_model_call(FetalFlexDenoiser.load(w))
+        call = torch_model_call(FetalFlexDenoiser.load(w).to(device))
     elif name == "embedded":
         if threads is None and precision == "int8":
             threads = int8_threads()
@@ -113,4 +126,4 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
     else:
         raise ValueError(f"backend: {name!r} is unknown ({', '.join(BACKEND_NAMES)})")
     return Backend(name, cfg, call, model_id=f"fetalflex-denoiser@{w.name}",
-                   model_hash=digest, precision=precision)
+                   model_hash=digest, precision=precision, device=device)

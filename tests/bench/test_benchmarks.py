@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fetalflex.io.png import read_text_chunks
 
@@ -202,3 +203,15 @@ def test_step_profile_splits_a_served_request(tiny_weights: Path, tmp_path: Path
     assert r["orchestrator_s"] == pytest.approx(r["server_s"] - r["denoiser_s"], abs=2e-4)
     doc = json.loads((tmp_path / "step_profile.json").read_text())
     assert len(doc["profiles"]["fp32"]) == 5
+
+
+def test_end_to_end_torch_setup_serves_the_module_on_its_device(tiny_weights: Path,
+                                                                 tmp_path: Path) -> None:
+    """The GPU serving path's set-up; here on the CPU (the row says which device ran it)."""
+    from bench.serving import bench_end_to_end
+
+    rows = bench_end_to_end(tiny_weights, tmp_path, concurrencies=(2,), min_requests=2,
+                            steps=2, setups=("torch+batching",))
+    (r,) = rows
+    assert r["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert r["errors"] == 0 and r["images_per_s"] > 0
