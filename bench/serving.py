@@ -92,10 +92,8 @@ def bench_end_to_end(weights: Path | None, out: Path,
                 settings = ServiceSettings(**base, backend="triton",
                                            triton_url=server.grpc_url)
             elif setup.startswith("torch"):
-                import torch
-
                 settings = ServiceSettings(**base, backend="torch",
-                                           device="cuda" if torch.cuda.is_available() else "cpu",
+                                           device="cuda" if "-cuda" in setup else "cpu",
                                            batch_across_requests=setup.endswith("+batching"))
             else:
                 settings = ServiceSettings(**base, backend="embedded",

@@ -13,8 +13,13 @@ mkdir -p "$out"
 exec > >(tee -a "$out/log_serve.txt") 2>&1
 date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 export PYTHONUNBUFFERED=1
+# Session 13's run measured "torch" on the CPU: torch saw no GPU inside the e2e process
+# though bench gpu saw it in the same run. Say what the process sees before it is measured.
+bash scripts/gpu/run.sh python3 -c "import torch; a = torch.cuda.is_available(); \
+import bench.serving, service.server; print('cuda before/after the service imports:', a, \
+torch.cuda.is_available())"
 timeout "${E2E_TIMEOUT:-120}" bash scripts/gpu/run.sh python3 -m bench e2e \
-  --setups torch torch+batching --concurrency 1 4 16 64 256 --out "$out/e2e" \
+  --setups torch-cuda torch-cuda+batching --concurrency 1 4 16 64 256 --out "$out/e2e" \
   || echo "e2e rc $?"
 timeout "${VARIANTS_TIMEOUT:-45}" bash scripts/gpu/run.sh python3 -m bench gpu \
   --variants eager-bf16 channels-last-fp16 cuda-graph-fp16 \

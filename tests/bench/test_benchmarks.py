@@ -207,11 +207,15 @@ def test_step_profile_splits_a_served_request(tiny_weights: Path, tmp_path: Path
 
 def test_end_to_end_torch_setup_serves_the_module_on_its_device(tiny_weights: Path,
                                                                  tmp_path: Path) -> None:
-    """The GPU serving path's set-up; here on the CPU (the row says which device ran it)."""
+    """The GPU serving path's code on the CPU; its GPU set-up is refused without a GPU
+    (never measured on the CPU under the GPU's name)."""
     from bench.serving import bench_end_to_end
 
     rows = bench_end_to_end(tiny_weights, tmp_path, concurrencies=(2,), min_requests=2,
                             steps=2, setups=("torch+batching",))
     (r,) = rows
-    assert r["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert r["errors"] == 0 and r["images_per_s"] > 0
+    assert r["device"] == "cpu" and r["errors"] == 0 and r["images_per_s"] > 0
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device: cuda was asked for"):
+            bench_end_to_end(tiny_weights, tmp_path, concurrencies=(1,), min_requests=1,
+                             steps=1, setups=("torch-cuda",))
