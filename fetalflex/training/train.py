@@ -136,7 +136,11 @@ class StageLoss(nn.Module):
         return _stage_loss(self.model, self.stage, batch, self.cfg, self.ac, gen)
 
 
-def _plot(log_path: Path, out: Path) -> None:
+_LOSS_NAMES = {"base": "diffusion loss", "prealign": "feature MSE",
+               "control": "diffusion loss"}
+
+
+def _plot(log_path: Path, out: Path, batch_size: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,13 +153,15 @@ def _plot(log_path: Path, out: Path) -> None:
     for st in STAGES:
         r = [x for x in rows if x["stage"] == st]
         if r:
-            ax.plot([x["global_step"] for x in r], [x["loss"] for x in r], label=st)
+            ax.plot([x["global_step"] for x in r], [x["loss"] for x in r],
+                    label=f"{st}: {_LOSS_NAMES[st]}")
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_xlabel("optimizer step (all stages)")
+    ax.set_ylabel("loss of one batch (log)")
     ax.legend()
-    ax.set_title("FetalFlex training loss (phantom data)")
-    save_figure(fig, out, "FetalFlex training loss (phantom data)")
+    title = f"FetalFlex training loss (phantom data, batch {batch_size})"
+    ax.set_title(title)
+    save_figure(fig, out, title)
 
 
 def data_batches(cfg: TrainConfig, manifest: Path, d: Dist, dev: torch.device
@@ -280,7 +286,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
             meta["stopped_at_deadline"] = True
         model.save(final, state=ema.state_dict(), meta=meta)
         if log_path.exists():
-            _plot(log_path, out / "loss.png")
+            _plot(log_path, out / "loss.png", cfg.batch_size)
     if d.enabled:
         dist.barrier()
     return out / "final"
