@@ -74,7 +74,7 @@ def _torch_variant(name: str, model: FetalFlexDenoiser, device: str
     m = FetalFlexDenoiser(model.config).to(device, dtype).eval()
     m.load_state_dict(model.state_dict())
     if channels_last:
-        m = m.to(memory_format=torch.channels_last)
+        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if name == "compile-fp16":
         # torch.compile returns a callable wrapper typed as a function, used as the module
         m = torch.compile(m, mode="max-autotune-no-cudagraphs")  # type: ignore[assignment]
