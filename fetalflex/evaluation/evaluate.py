@@ -58,6 +58,15 @@ MIN_CHANGED_PX = 4  # an edit that changes fewer pixels (none: preset not applic
 SECOND_PHANTOM_SEED = 7_777  # the ceiling's second phantom of a layout uses seed + this
 
 
+
+def _shown(path: Path) -> str:
+    """A path as results record it: relative to the working directory when inside it (a
+    result committed from one machine must not name that machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
 def structure_brightness(image: NDArray[np.uint8], label_map: NDArray[np.uint8]
                          ) -> dict[int, float]:
     """Mean grey level per structure present (background and tiny structures left out)."""
@@ -188,7 +197,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         "model_id": backend.model_id, "model_hash": backend.model_hash,
         "precision": backend.precision,
         "backend": backend.name, "image_size": engine.cfg.image_size,
-        "segmenter": str(segmenter_dir), "data": str(manifest), "guidance": guidance,
+        "segmenter": _shown(segmenter_dir), "data": _shown(manifest), "guidance": guidance,
         "sampler": sampler,
         "steps": list(opts.steps), "default_steps": opts.default_steps,
         "n_per_plane": opts.n_per_plane, "planes": {},
