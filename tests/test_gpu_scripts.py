@@ -45,3 +45,40 @@ def test_runner_passes_the_exit_status(tmp_path: Path) -> None:
     out = subprocess.run(["bash", str(ROOT / "scripts/gpu/run.sh"), "bash", "-c", "exit 7"],
                          env=env, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 7 and "no wheels" in out.stderr
+
+
+def test_train_run_script_brings_weights_home_in_parts(tmp_path: Path) -> None:
+    """scripts/gpu/train_and_bench.sh on the CPU: phantoms, a budgeted training run, and the
+    run folder packed into parts under 16 MiB that rejoin into loadable weights."""
+    import json
+    import tarfile
+
+    from fetalflex.model.denoiser import FetalFlexDenoiser
+    from tests.conftest import TINY_MODEL
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({
+        "model": TINY_MODEL, "base": {"steps": 30, "warmup_steps": 2},
+        "prealign": {"steps": 6, "lr": 1e-3, "warmup_steps": 1},
+        "control": {"steps": 60, "warmup_steps": 2}, "batch_size": 4, "log_every": 2,
+        "checkpoint_every": 20, "box_prob": 0.3, "batching": "resident"}))
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "OUT": str(out), "WORK": str(work), "SIZE": "32", "BENCH": "0",
+           "WHEELS": str(tmp_path / "none"), "SITE": str(tmp_path / "site"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    res = subprocess.run(["bash", str(ROOT / "scripts/gpu/train_and_bench.sh"), "0.75", "40",
+                          str(cfg)], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    parts = sorted(out.glob("run.tar.part-*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    joined = tmp_path / "run.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    home = tmp_path / "home"
+    with tarfile.open(joined) as t:
+        t.extractall(home, filter="data")
+    budget = json.loads((home / "run" / "budget.json").read_text())
+    assert set(budget["steps"]) == {"base", "prealign", "control"}
+    model = FetalFlexDenoiser.load(home / "run" / "final")
+    assert model.config.image_size == 32
+    assert "train rc 0" in (out / "log.txt").read_text()

@@ -29,9 +29,11 @@ PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10 run python3 -m fetalflex.cli train --conf
   --data "$work/data/manifest.jsonl" --out "$work/run" --budget-minutes "$budget" --quiet
 echo "train rc $? in $(( $(date +%s) - t0 )) s"
 pack
-weights=(); [ -f "$work/run/final/config.json" ] && weights=(--weights "$work/run/final")
-timeout 120 bash scripts/gpu/run.sh python3 -m bench gpu "${weights[@]}" \
-  --out "$work/bench" --batches 1 8 32 128 512 --variants eager-fp32 eager-fp16 \
-  cuda-graph-fp16 || echo "bench rc $?"
-(cd "$work" && tar cf "$out/bench.tar" bench 2>/dev/null)
+if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0: training only (the suite runs the CPU path so)
+  weights=(); [ -f "$work/run/final/config.json" ] && weights=(--weights "$work/run/final")
+  timeout 120 bash scripts/gpu/run.sh python3 -m bench gpu "${weights[@]}" \
+    --out "$work/bench" --batches 1 8 32 128 512 --variants eager-fp32 eager-fp16 \
+    cuda-graph-fp16 || echo "bench rc $?"
+  (cd "$work" && tar cf "$out/bench.tar" bench 2>/dev/null)
+fi
 ls -la "$out"; date -u
