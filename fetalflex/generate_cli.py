@@ -24,6 +24,7 @@ from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
 from fetalflex.io.dicom import SyntheticStudy, dicom_pair, edit_summary
 from fetalflex.io.output_dir import prepare_output_dir
 from fetalflex.io.png import read_gray, read_label_map, write_image, write_label_map
+from fetalflex.request import require_one_of
 
 OUTPUT_FORMATS = ("png", "dicom")  # of the generated images; label maps are always PNG
 # How an input of another size reaches the model's: label ids must stay ids (nearest); an
@@ -90,8 +91,7 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
     request and the inputs that are not in it (a given layout, a reference and its layout,
     saved beside it at the model's size; ``resampled`` says which were resampled from
     what), so ``fetalflex reproduce`` can remake every output byte for byte."""
-    if image_format not in OUTPUT_FORMATS:
-        raise ValueError(f"format: {image_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    require_one_of("format", image_format, OUTPUT_FORMATS)
     out.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
     inputs: dict[str, Any] = {}

@@ -41,6 +41,15 @@ Precision = Literal["fp32", "int8"]
 PRECISIONS: Final[tuple[Precision, ...]] = get_args(Precision)
 DEFAULT_PRECISION: Final[Precision] = "fp32"
 
+
+
+def require_one_of(field: str, value: object, names: tuple[str, ...]) -> None:
+    """The one error for a value outside a set of names (precision, device, format...):
+    ``<field>: '<value>' is not one of <names>``."""
+    if value not in names:
+        raise ValueError(f"{field}: {value!r} is not one of {', '.join(names)}")
+
+
 # ---------------------------------------------------------------- defaults and limits
 COUNT_MAX: Final = 64         # samples per request (the service's max_count may be lower)
 SEED_LIMIT: Final = 2**31     # seeds are 0 .. SEED_LIMIT - 1

@@ -31,6 +31,7 @@ from fetalflex.request import (
     PRECISIONS,
     Device,
     Precision,
+    require_one_of,
 )
 from fetalflex.sampling.denoisers import ModelCall, torch_model_call
 from fetalflex.weights import DEFAULT_WEIGHTS
@@ -96,13 +97,10 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
         raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
     cfg = DenoiserConfig.load(w / "config.json")
     digest = weights_hash(w)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: {precision!r} is not one of "
-                         f"{', '.join(PRECISIONS)}")
+    require_one_of("precision", precision, PRECISIONS)
     if precision != DEFAULT_PRECISION and name != "embedded":
         raise ValueError(f"precision: {precision} needs the embedded backend (got {name})")
-    if device not in DEVICES:
-        raise ValueError(f"device: {device!r} is not one of {', '.join(DEVICES)}")
+    require_one_of("device", device, DEVICES)
     if device != DEFAULT_DEVICE and name != "torch":
         raise ValueError(f"device: {device} needs the torch backend (got {name})")
     if device == "cuda" and not torch.cuda.is_available():

@@ -19,7 +19,7 @@ import torch
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
 from fetalflex.model.signature import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES
-from fetalflex.request import DEFAULT_PRECISION, PRECISIONS, Precision
+from fetalflex.request import DEFAULT_PRECISION, PRECISIONS, Precision, require_one_of
 
 OPSET = 17
 
@@ -72,9 +72,7 @@ def onnx_for(weights_dir: Path, precision: Precision = DEFAULT_PRECISION) -> Pat
     """The ONNX file for these weights and precision, built on first use and cached by the
     weights' content hash: fp32 is exported from the module; int8 is quantized from the
     fp32 graph (``fetalflex.backends.quantize``, about a minute on 2 cores)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: {precision!r} is not one of "
-                         f"{', '.join(PRECISIONS)}")
+    require_one_of("precision", precision, PRECISIONS)
     digest = weights_hash(weights_dir)[:16]
     path = cache_dir() / f"denoiser-{digest}-{precision}.onnx"
     if path.exists():
