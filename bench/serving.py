@@ -62,8 +62,6 @@ def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = DEF
     return rows
 
 
-
-
 def bench_end_to_end(weights: Path | None, out: Path,
                      concurrencies: tuple[int, ...] = (1, 4, 16), requests_per_client: int = 2,
                      min_requests: int = 8, steps: int = DEFAULT_STEPS,

@@ -42,7 +42,6 @@ PRECISIONS: Final[tuple[Precision, ...]] = get_args(Precision)
 DEFAULT_PRECISION: Final[Precision] = "fp32"
 
 
-
 def require_one_of(field: str, value: object, names: tuple[str, ...]) -> None:
     """The one error for a value outside a set of names (precision, device, format...):
     ``<field>: '<value>' is not one of <names>``."""

@@ -88,7 +88,7 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
         boxes = self.box_prob > 0
         n = len(self.records)
         if self._workers <= 1 or n < PARALLEL_MIN_ITEMS:
-            return [self._load(i) for i in range(n)]
+            return _load_chunk((self.root, self.records, boxes))
         size = -(-n // (self._workers * 4))
         chunks = [(self.root, self.records[i:i + size], boxes) for i in range(0, n, size)]
         # spawn, not fork: the caller may already hold CUDA or thread pools.

@@ -58,7 +58,6 @@ MIN_CHANGED_PX = 4  # an edit that changes fewer pixels (none: preset not applic
 SECOND_PHANTOM_SEED = 7_777  # the ceiling's second phantom of a layout uses seed + this
 
 
-
 def _shown(path: Path) -> str:
     """A path as results record it: relative to the working directory when inside it (a
     result committed from one machine must not name that machine's folders)."""
@@ -66,6 +65,7 @@ def _shown(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
 
 def structure_brightness(image: NDArray[np.uint8], label_map: NDArray[np.uint8]
                          ) -> dict[int, float]:

@@ -8,8 +8,8 @@ Here the whole set lives on the device as uint8 (16,000 items at 128^2: 0.8 GB w
 renderings), and a batch is an index gather, the box/label-map choice, ``one_hot`` and the
 pixel scaling, all on the device. Same items, same value ranges, same box probability and
 the same epoch order semantics (a permutation per epoch, the last partial batch dropped,
-ranks take disjoint strides) as the loader path; ``tests/model/test_training.py`` checks the
-tensors against ``__getitem__``.
+ranks take disjoint strides) as the loader path; ``tests/model/test_training_fast_path.py``
+checks the tensors against ``__getitem__``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ class ResidentBatches:
         self.box_prob = ds.box_prob
         self.images = torch.from_numpy(np.stack([x[0] for x in items])).to(device)
         self.labels = torch.from_numpy(np.stack([x[1] for x in items])).to(device)
-        boxes = [x[2] for x in items]
-        self.boxes = (torch.from_numpy(np.stack([b for b in boxes if b is not None])).to(device)
-                      if ds.box_prob > 0 and all(b is not None for b in boxes) else None)
+        # The preload holds a box rendering per item exactly when box_prob > 0.
+        boxes = [b for _, _, b in items if b is not None]
+        self.boxes = torch.from_numpy(np.stack(boxes)).to(device) if boxes else None
         top = max(int(self.labels.max()), int(self.boxes.max()) if self.boxes is not None else 0)
         if top >= NUM_LABELS:
             raise ValueError(f"label_map: id {top} >= num_labels {NUM_LABELS}")

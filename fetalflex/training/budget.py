@@ -25,6 +25,7 @@ from fetalflex.training.train import (
     Dist,
     StageLoss,
     data_batches,
+    optimizer_step,
     stage_params,
     train_device,
 )
@@ -54,10 +55,7 @@ def measure_step_rates(cfg: TrainConfig, manifest: Path, stages: tuple[str, ...]
     for stage in stages:
         if stage == "prealign" and not cfg.pre_alignment:
             continue
-        model.requires_grad_(False)
         params = stage_params(model, stage, cfg)
-        for p in params:
-            p.requires_grad_(True)
         net = StageLoss(model, stage, cfg, ac)
         opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=cfg.weight_decay)
         t0 = 0.0
@@ -65,13 +63,7 @@ def measure_step_rates(cfg: TrainConfig, manifest: Path, stages: tuple[str, ...]
             if i == warmup:
                 _sync(dev)
                 t0 = time.perf_counter()
-            batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = net(batch, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            optimizer_step(net, next(it), gen, opt, params, cfg, dev)
             ema.update(model, i)
         _sync(dev)
         rates[stage] = steps / (time.perf_counter() - t0)

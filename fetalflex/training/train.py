@@ -80,7 +80,7 @@ def _batches(loader: DataLoader, sampler: object) -> Iterator[dict[str, Tensor]]
         epoch += 1
 
 
-def stage_params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list[nn.Parameter]:
+def _params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list[nn.Parameter]:
     if stage == "base":
         return list(model.unet.parameters())
     if stage == "prealign":
@@ -89,6 +89,30 @@ def stage_params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list
     if cfg.train_base_in_control:
         params += list(model.unet.parameters())
     return params
+
+
+def stage_params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list[nn.Parameter]:
+    """The parameters a stage trains, with gradients switched on for them alone."""
+    model.requires_grad_(False)
+    params = _params(model, stage, cfg)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def optimizer_step(net: nn.Module, batch: dict[str, Tensor], gen: torch.Generator,
+                   opt: torch.optim.Optimizer, params: list[nn.Parameter], cfg: TrainConfig,
+                   dev: torch.device) -> Tensor:
+    """One step of a stage (training and the budget's step-rate probe): the batch to the
+    device, the loss under autocast, backward, gradient clipping, the optimizer; the loss."""
+    batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        loss: Tensor = net(batch, gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    return loss
 
 
 def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
@@ -165,7 +189,7 @@ def _plot(log_path: Path, out: Path, batch_size: int) -> None:
 
 
 def data_batches(cfg: TrainConfig, manifest: Path, d: Dist, dev: torch.device
-          ) -> tuple[PhantomDataset, Iterator[dict[str, Tensor]]]:
+                 ) -> tuple[PhantomDataset, Iterator[dict[str, Tensor]]]:
     ds = PhantomDataset(manifest, box_prob=cfg.box_prob, preload=cfg.preload, seed=cfg.seed)
     size = ds[0]["image"].shape[-1]
     if size != cfg.model.image_size:
@@ -186,8 +210,8 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
     """Run the recipe; returns the directory of the final EMA weights (``out/final``).
 
     ``deadline`` (a ``time.monotonic()`` value) stops training there, whatever stage it is
-    in, with a checkpoint and the final EMA weights written as usual; ``meta.json`` then
-    says ``"stopped_at_deadline": true`` and the steps done (a resumed run goes on)."""
+    in, with a checkpoint and the final EMA weights written as usual; the weights' metadata
+    then says ``"stopped_at_deadline": true`` and the steps done (a resumed run goes on)."""
     d = Dist()
     dev = train_device(cfg, d)
     torch.manual_seed(cfg.seed + d.rank)
@@ -210,7 +234,6 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
         done = ck["done"]
         gen.set_state(ck["gen"])
     global_step = sum(done.values())
-    autocast = cfg.precision == "bf16"
     stopped = False
     for stage in stages:
         if stopped:
@@ -225,10 +248,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
             model.copy_unet_encoder_to_control()  # the ControlNet copies the trained UNet
         if start == 0:
             ema.resync(model)  # a stage's EMA starts from the weights it starts from
-        model.requires_grad_(False)
         params = stage_params(model, stage, cfg)
-        for p in params:
-            p.requires_grad_(True)
         net: nn.Module = StageLoss(model, stage, cfg, ac)
         if d.enabled:  # gradients sync through the wrapper's forward
             net = nn.parallel.DistributedDataParallel(
@@ -248,13 +268,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
                 if d.main and step > start:
                     _checkpoint(ckpt_path, model, ema, done, gen, stage, opt, sched)
                 break
-            batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = net(batch, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            loss = optimizer_step(net, next(it), gen, opt, params, cfg, dev)
             sched.step()
             global_step += 1
             ema.update(model, global_step)
