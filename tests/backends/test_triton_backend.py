@@ -83,10 +83,18 @@ def test_dynamic_batcher_merges_concurrent_generations(triton: LocalTriton,
     for th in ths:
         th.join()
     assert not errors
-    after = triton.metrics()
-    count = metric_sum(after, "nv_inference_count", MODEL) - n0
+    want = 8 * 8 * 2  # 8 generations x 8 steps x (cond + uncond) rows
+    # Triton counts an execution when its statistics are recorded, which can trail the
+    # response by a moment: read the counters until they stop moving (at most 10 s).
+    deadline = time.monotonic() + 10
+    while True:
+        after = triton.metrics()
+        count = metric_sum(after, "nv_inference_count", MODEL) - n0
+        if count >= want or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     execs = metric_sum(after, "nv_inference_exec_count", MODEL) - e0
-    assert count == 8 * 8 * 2  # 8 generations x 8 steps x (cond + uncond) rows
+    assert count == want
     assert execs < count
 
 
