@@ -50,6 +50,7 @@ from fetalflex.evaluation.classifier import (
 )
 from fetalflex.evaluation.twins import PhantomPool, cached_twins, planes_of
 from fetalflex.generation import Engine
+from fetalflex.io.atomic import atomic_write_text
 from fetalflex.request import GenerationRequest, RepaintSettings
 
 # Disjoint seed ranges per role (x 1e6), plane offset x 1e5.
@@ -108,18 +109,30 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
                          {"normals_per_plane": opts.normals_per_plane, "seed": opts.seed},
                          progress)
 
-    # Anomaly-detection baseline: one 7-plane classifier on the real normals.
-    plane_x = np.concatenate([normals[p].stack() for p in PLANE_CODES])
-    plane_y = np.repeat(np.arange(len(PLANE_CODES)), opts.normals_per_plane)
-    detectors = []
-    for s in opts.train_seeds:
-        m = train_classifier(plane_x, plane_y, len(PLANE_CODES),
-                             TrainOptions(steps=opts.classifier_steps, seed=s))
-        gauss = {p: GaussianScore(features(m, normals[p].stack())) for p in PLANE_CODES}
-        detectors.append((m, gauss))
+    # Finished parts are kept as they finish (one line each), so an interrupted run resumes
+    # where it stopped: classifiers cost more than an hour at 128 x 128 on two cores.
+    done = _Checkpoint(out / "downstream_parts.jsonl", _identity(backend, opts, size))
+    detectors: list[tuple[Any, dict[str, GaussianScore]]] = []
+
+    def detector(s_i: int) -> tuple[Any, dict[str, GaussianScore]]:
+        # Anomaly-detection baseline: one 7-plane classifier on the real normals.
+        if not detectors:
+            plane_x = np.concatenate([normals[p].stack() for p in PLANE_CODES])
+            plane_y = np.repeat(np.arange(len(PLANE_CODES)), opts.normals_per_plane)
+            for s in opts.train_seeds:
+                m = train_classifier(plane_x, plane_y, len(PLANE_CODES),
+                                     TrainOptions(steps=opts.classifier_steps, seed=s))
+                gauss = {p: GaussianScore(features(m, normals[p].stack()))
+                         for p in PLANE_CODES}
+                detectors.append((m, gauss))
+        return detectors[s_i]
 
     rows: list[dict[str, Any]] = []
     for name in opts.presets:
+        if (kept := done.get(f"anomaly/{name}")) is not None:
+            rows.append(kept)
+            progress(f"reusing the finished row of {name} in {done.path}")
+            continue
         planes = planes_of(name)
         test_n = np.concatenate([_render(opts, TEST_NORMAL, p, n_p, size).stack()
                                  for p, n_p in _split(planes, opts.test_per_preset)])
@@ -145,7 +158,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
             seed_scores = []
             for s_i, s in enumerate(opts.train_seeds):
                 if cond == "normal_only":
-                    m, gauss = detectors[s_i]
+                    m, gauss = detector(s_i)
                     f = features(m, np.concatenate([test_n, test_a]))
                     both = test_planes + test_planes
                     sc = np.array([gauss[p](f[i:i + 1])[0] for i, p in enumerate(both)])
@@ -161,10 +174,16 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
                          "auc_per_seed": [round(a, 4) for a in aucs],
                          "auc_ci95": [round(lo, 4), round(hi, 4)]}
         rows.append(row)
+        done.put(f"anomaly/{name}", row)
         progress(json.dumps({k: (v["auc_mean"] if isinstance(v, dict) else v)
                              for k, v in row.items()}))
 
-    plane_rows = plane_augmentation(engine, normals, opts, size, progress)
+    plane_rows = done.get("plane_classifier")
+    if plane_rows is None:
+        plane_rows = plane_augmentation(engine, normals, opts, size, progress)
+        done.put("plane_classifier", plane_rows)
+    else:
+        progress(f"reusing the finished plane-classifier rows in {done.path}")
     result = {
         "what": "downstream utility in the phantom world (simulator phantoms, not patients)",
         "image_size": size, "model_id": backend.model_id, "model_hash": backend.model_hash,
@@ -181,6 +200,43 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
 
     write_downstream_report(result, synth, out)
     return result
+
+
+def _identity(backend: Backend, opts: DownstreamOptions, size: int) -> str:
+    """What a finished part depends on: the model and every option but the preset list."""
+    o = {k: v for k, v in asdict(opts).items() if k != "presets"}
+    return json.dumps({"model": backend.model_hash, "size": size, "options": o,
+                       "repaint": RepaintSettings().model_dump()}, sort_keys=True)
+
+
+class _Checkpoint:
+    """Finished parts of one run, one JSON line each; lines of another model or other
+    options are ignored (and dropped on the next write)."""
+
+    def __init__(self, path: Path, identity: str) -> None:
+        self.path, self.identity = path, identity
+        self.parts: dict[str, Any] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by an interruption
+                    continue
+                if isinstance(rec, dict) and rec.get("identity") == identity:
+                    self.parts[rec["part"]] = rec["value"]
+        self._rewrite()
+
+    def get(self, part: str) -> Any:
+        return self.parts.get(part)
+
+    def put(self, part: str, value: Any) -> None:
+        self.parts[part] = value
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        lines = [json.dumps({"identity": self.identity, "part": k, "value": v})
+                 for k, v in self.parts.items()]
+        atomic_write_text(self.path, "".join(f"{x}\n" for x in lines))
 
 
 def _split(planes: list[str], n: int) -> list[tuple[str, int]]:

@@ -35,7 +35,8 @@ def test_seed_ranges_never_overlap() -> None:
             seen |= s
 
 
-def test_downstream_runs_and_reports(tiny_weights: Path, tmp_path: Path) -> None:
+def test_downstream_runs_and_reports(tiny_weights: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     opts = DownstreamOptions(normals_per_plane=4, synth_per_preset=3, test_per_preset=4,
                              plane_sizes=(1,), plane_synth_per_plane=1, plane_test_per_plane=2,
                              train_seeds=(0,), classifier_steps=3, repaint_batch=2,
@@ -65,10 +66,32 @@ def test_downstream_runs_and_reports(tiny_weights: Path, tmp_path: Path) -> None
     for name in ("downstream_auc.png", "downstream_plane.png"):
         assert "phantom" in read_text_chunks(tmp_path / name)["Description"]
     assert read_text_chunks(tmp_path / "downstream_examples.png")["Synthetic"] == "true"
-    # a second run reuses the synthetic set (same model, same options): same twins, no calls
-    again = run_downstream(load_backend("embedded", tiny_weights), opts, tmp_path,
-                           progress=lambda _: None)
+    # a second run reuses the synthetic set and every finished part (same model, same
+    # options): same twins, same rows, and no classifier is trained again
+    import fetalflex.evaluation.downstream as ds
+
+    def no_training(*_: object, **__: object) -> None:
+        raise AssertionError("a finished part was trained again")
+
+    with monkeypatch.context() as m:
+        m.setattr(ds, "train_classifier", no_training)
+        again = run_downstream(load_backend("embedded", tiny_weights), opts, tmp_path,
+                               progress=lambda _: None)
     assert again["synthesis"] == res["synthesis"]
+    assert again["anomaly"] == res["anomaly"]
+    assert again["plane_classifier"] == res["plane_classifier"]
+    # other options (here the classifier's steps) make the kept parts stale: all rerun
+    lines = (tmp_path / "downstream_parts.jsonl").read_text().splitlines()
+    assert len(lines) == len(opts.presets) + 1
+    other = DownstreamOptions(**{**opts.__dict__, "classifier_steps": 4})
+    trained: list[int] = []
+    real = ds.train_classifier
+    with monkeypatch.context() as m:
+        m.setattr(ds, "train_classifier",
+                  lambda *a, **k: trained.append(1) or real(*a, **k))
+        run_downstream(load_backend("embedded", tiny_weights), other, tmp_path,
+                       progress=lambda _: None)
+    assert trained
 
 
 def test_twins_differ_from_their_reference_only_in_the_region(tiny_weights: Path) -> None:
