@@ -98,21 +98,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     stages = tuple(args.stages) if args.stages else STAGES
     out = Path(args.out)
     deadline = None
+    dataset = None
     if args.budget_minutes is not None:
         import time
 
         from fetalflex.training.budget import fit_to_budget
+        from fetalflex.training.train import load_dataset
 
         if (out / "checkpoint.pt").exists() and not args.no_resume:
             raise ValueError(f"--budget-minutes: {out} has a checkpoint; a budget fits a fresh "
                              "run (resume it without --budget-minutes, or pass --no-resume)")
-        deadline = time.monotonic() + args.budget_minutes * 60
-        cfg, report = fit_to_budget(cfg, Path(args.data), args.budget_minutes * 60, stages)
+        started = time.monotonic()
+        deadline = started + args.budget_minutes * 60
+        dataset = load_dataset(cfg, Path(args.data))  # once: the probe and training share it
+        cfg, report = fit_to_budget(cfg, Path(args.data), args.budget_minutes * 60, stages,
+                                    dataset=dataset, started=started)
         out.mkdir(parents=True, exist_ok=True)
         (out / "budget.json").write_text(json.dumps(report, indent=2) + "\n")
         print(f"budget: {json.dumps(report)}", flush=True)
     final = train(cfg, Path(args.data), out, stages=stages, resume=not args.no_resume,
-                  progress=not args.quiet, deadline=deadline)
+                  progress=not args.quiet, deadline=deadline, dataset=dataset)
     print(f"final EMA weights: {final}")
     return 0
 

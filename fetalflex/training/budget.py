@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fetalflex.data.dataset import PhantomDataset
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.training.config import TrainConfig
@@ -31,7 +32,8 @@ from fetalflex.training.train import (
 )
 
 # Share of the time left after the probe that the scaled recipe plans to use: the rest
-# covers the second data load, checkpoints, logging and the final save.
+# covers model set-up, checkpoints, logging and the final save (the data set is loaded once,
+# before the probe, and its time is part of the probe's).
 PLAN_SHARE = 0.9
 
 
@@ -41,12 +43,13 @@ def _sync(dev: torch.device) -> None:
 
 
 def measure_step_rates(cfg: TrainConfig, manifest: Path, stages: tuple[str, ...] = STAGES,
-                       steps: int = 12, warmup: int = 4) -> dict[str, float]:
+                       steps: int = 12, warmup: int = 4,
+                       dataset: PhantomDataset | None = None) -> dict[str, float]:
     """Optimizer steps per second of each stage (fresh weights; the rate does not depend on
     them), measured after ``warmup`` steps."""
     d = Dist()
     dev = train_device(cfg, d)
-    _, it = data_batches(cfg, manifest, d, dev)
+    _, it = data_batches(cfg, manifest, d, dev, dataset)
     model = FetalFlexDenoiser(cfg.model).to(dev)
     ema = EMA(model, cfg.ema_decay)
     ac = alphas_cumprod_for(cfg.model).to(dev)
@@ -87,12 +90,17 @@ def scaled(cfg: TrainConfig, factor: float, rates: dict[str, float]) -> TrainCon
 
 
 def fit_to_budget(cfg: TrainConfig, manifest: Path, seconds: float,
-                  stages: tuple[str, ...] = STAGES) -> tuple[TrainConfig, dict[str, Any]]:
-    """The recipe scaled to ``seconds`` of wall clock (probe included), and a report."""
+                  stages: tuple[str, ...] = STAGES, dataset: PhantomDataset | None = None,
+                  started: float | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """The recipe scaled to ``seconds`` of wall clock (probe included), and a report.
+
+    ``dataset``: the set already loaded, to be reused by training (``train(dataset=)``);
+    ``started``: the ``time.monotonic()`` the budget counts from (default: now), so the
+    time spent loading it is charged to the budget."""
     if seconds <= 0:
         raise ValueError(f"budget: must be positive, got {seconds} s")
-    t0 = time.monotonic()
-    rates = measure_step_rates(cfg, manifest, stages)
+    t0 = time.monotonic() if started is None else started
+    rates = measure_step_rates(cfg, manifest, stages, dataset=dataset)
     left = seconds - (time.monotonic() - t0)
     if left <= 0:
         raise ValueError(f"budget: {seconds:.0f} s is spent by the step-rate probe alone")

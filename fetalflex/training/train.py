@@ -188,9 +188,16 @@ def _plot(log_path: Path, out: Path, batch_size: int) -> None:
     save_figure(fig, out, title)
 
 
-def data_batches(cfg: TrainConfig, manifest: Path, d: Dist, dev: torch.device
+def load_dataset(cfg: TrainConfig, manifest: Path) -> PhantomDataset:
+    """The training set as ``cfg`` reads it (held in memory when ``cfg.preload``)."""
+    return PhantomDataset(manifest, box_prob=cfg.box_prob, preload=cfg.preload, seed=cfg.seed)
+
+
+def data_batches(cfg: TrainConfig, manifest: Path, d: Dist, dev: torch.device,
+                 dataset: PhantomDataset | None = None
                  ) -> tuple[PhantomDataset, Iterator[dict[str, Tensor]]]:
-    ds = PhantomDataset(manifest, box_prob=cfg.box_prob, preload=cfg.preload, seed=cfg.seed)
+    """Batches of ``dataset`` (loaded from ``manifest`` when not given)."""
+    ds = dataset if dataset is not None else load_dataset(cfg, manifest)
     size = ds[0]["image"].shape[-1]
     if size != cfg.model.image_size:
         raise ValueError(f"model.image_size: {cfg.model.image_size} but the data set's images "
@@ -206,12 +213,14 @@ def data_batches(cfg: TrainConfig, manifest: Path, d: Dist, dev: torch.device
 
 
 def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] = STAGES,
-          resume: bool = True, progress: bool = True, deadline: float | None = None) -> Path:
+          resume: bool = True, progress: bool = True, deadline: float | None = None,
+          dataset: PhantomDataset | None = None) -> Path:
     """Run the recipe; returns the directory of the final EMA weights (``out/final``).
 
     ``deadline`` (a ``time.monotonic()`` value) stops training there, whatever stage it is
     in, with a checkpoint and the final EMA weights written as usual; the weights' metadata
-    then says ``"stopped_at_deadline": true`` and the steps done (a resumed run goes on)."""
+    then says ``"stopped_at_deadline": true`` and the steps done (a resumed run goes on).
+    ``dataset``: the set already loaded (``load_dataset``), e.g. by the budget probe."""
     d = Dist()
     dev = train_device(cfg, d)
     torch.manual_seed(cfg.seed + d.rank)
@@ -219,7 +228,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
     out.mkdir(parents=True, exist_ok=True)
     if d.main:
         cfg.save(out / "train_config.json")
-    _, it = data_batches(cfg, manifest, d, dev)
+    _, it = data_batches(cfg, manifest, d, dev, dataset)
     model = FetalFlexDenoiser(cfg.model).to(dev)
     ema = EMA(model, cfg.ema_decay)
     ac = alphas_cumprod_for(cfg.model).to(dev)

@@ -106,3 +106,29 @@ def test_budget_scales_every_stage_by_one_factor(tiny_data: Path) -> None:
     assert fitted.control.steps == report["steps"]["control"] >= 1
     with pytest.raises(ValueError, match="budget"):
         fit_to_budget(cfg, tiny_data, 0)
+
+
+def test_budgeted_training_loads_the_data_set_once(tiny_data: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe and the training that follows share one loaded set (loading it is the
+    slow part of a short GPU run), and the load is charged to the budget."""
+    import fetalflex.training.train as tr
+    from fetalflex.cli import main
+
+    loads: list[Path] = []
+
+    class Counted(PhantomDataset):
+        def __init__(self, manifest: Path, **kw: object) -> None:
+            loads.append(manifest)
+            super().__init__(manifest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tr, "PhantomDataset", Counted)
+    cfg_path = tmp_path / "cfg.json"
+    _cfg().save(cfg_path)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--data", str(tiny_data), "--out",
+                 str(run), "--budget-minutes", "0.25", "--quiet"]) == 0
+    assert loads == [tiny_data]
+    budget = json.loads((run / "budget.json").read_text())
+    assert budget["probe_s"] > 0 and budget["planned_s"] <= 0.25 * 60
+    assert (run / "final" / "model.safetensors").is_file()
