@@ -153,7 +153,8 @@ def _cmd_evaluate_downstream(args: argparse.Namespace) -> int:
     import torch
 
     from fetalflex.backends.backends import load_backend
-    from fetalflex.evaluation.downstream import DownstreamOptions, run_downstream
+    from fetalflex.evaluation.downstream import run_downstream
+    from fetalflex.evaluation.options import DownstreamOptions
     from fetalflex.reports.downstream_report import markdown
 
     if args.threads:
@@ -164,7 +165,9 @@ def _cmd_evaluate_downstream(args: argparse.Namespace) -> int:
         plane_synth_per_plane=args.plane_synth_per_plane,
         plane_test_per_plane=args.plane_test_per_plane, train_seeds=tuple(args.train_seeds),
         classifier_steps=args.classifier_steps, seed=args.seed,
-        presets=tuple(args.presets) if args.presets else DownstreamOptions().presets)
+        presets=tuple(args.presets) if args.presets else DownstreamOptions().presets,
+        guidance=args.guidance, control_scale=args.control_scale,
+        conditions=tuple(args.conditions), plane_experiment=not args.skip_plane_classifier)
     backend = load_backend(args.backend, Path(args.model) if args.model else None,
                            threads=args.threads, precision=args.precision)
     res = run_downstream(backend, opts, Path(args.out))
@@ -422,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", default=None,
                    help="U-Net widths per level (default: SegmenterConfig's)")
     p.set_defaults(func=_cmd_train_segmenter)
-    from fetalflex.evaluation.options import EvalOptions
+    from fetalflex.evaluation.options import CONDITIONS, DownstreamOptions, EvalOptions
     from fetalflex.weights import DEFAULT_SEGMENTER
 
     p = sub.add_parser("evaluate", help="adherence, brightness, texture and anomaly twins per "
@@ -453,17 +456,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
     _precision_arg(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--normals-per-plane", type=int, default=120)
-    p.add_argument("--synth-per-preset", type=int, default=48)
-    p.add_argument("--test-per-preset", type=int, default=100)
-    p.add_argument("--plane-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--plane-synth-per-plane", type=int, default=32)
-    p.add_argument("--plane-test-per-plane", type=int, default=40)
-    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--classifier-steps", type=int, default=300)
+    D = DownstreamOptions()
+    p.add_argument("--normals-per-plane", type=int, default=D.normals_per_plane)
+    p.add_argument("--synth-per-preset", type=int, default=D.synth_per_preset)
+    p.add_argument("--test-per-preset", type=int, default=D.test_per_preset)
+    p.add_argument("--plane-sizes", type=int, nargs="+", default=list(D.plane_sizes))
+    p.add_argument("--plane-synth-per-plane", type=int, default=D.plane_synth_per_plane)
+    p.add_argument("--plane-test-per-plane", type=int, default=D.plane_test_per_plane)
+    p.add_argument("--train-seeds", type=int, nargs="+", default=list(D.train_seeds))
+    p.add_argument("--classifier-steps", type=int, default=D.classifier_steps)
     p.add_argument("--presets", nargs="+", choices=sorted(PRESET_NAMES), type=str.lower,
                    default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=D.guidance,
+                   help="classifier-free guidance of the twins' repaint")
+    p.add_argument("--control-scale", type=float, default=D.control_scale,
+                   help="anatomy-control scale of the twins' repaint")
+    p.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(D.conditions),
+                   help="training regimes to run (normal_only and oracle do not depend on "
+                        "the generator)")
+    p.add_argument("--skip-plane-classifier", action="store_true",
+                   help="leave out the plane-classifier experiment")
+    p.add_argument("--seed", type=int, default=D.seed)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_evaluate_downstream)
     p = sub.add_parser("generate", help="generate synthetic images (the main job)")

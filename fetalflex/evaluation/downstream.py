@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ import torch
 from numpy.typing import NDArray
 
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.anatomy.presets import PRESETS
 from fetalflex.backends.backends import Backend
 from fetalflex.data.phantom_set import render_phantom
 from fetalflex.evaluation.classifier import (
@@ -48,6 +47,7 @@ from fetalflex.evaluation.classifier import (
     predict_proba,
     train_classifier,
 )
+from fetalflex.evaluation.options import DownstreamOptions
 from fetalflex.evaluation.twins import PhantomPool, cached_twins, planes_of
 from fetalflex.generation import Engine
 from fetalflex.io.atomic import atomic_write_text
@@ -55,22 +55,6 @@ from fetalflex.request import GenerationRequest, RepaintSettings
 
 # Disjoint seed ranges per role (x 1e6), plane offset x 1e5.
 NORMAL_TRAIN, ORACLE, TEST_NORMAL, TEST_ABNORMAL, PLANE_TEST, SYNTH_NOISE = range(1, 7)
-CONDITIONS = ("synthetic", "synthetic_no_control", "normal_only", "oracle")
-
-
-@dataclass(frozen=True)
-class DownstreamOptions:
-    normals_per_plane: int = 120     # real normal phantoms for training, per plane
-    synth_per_preset: int = 48       # FetalFlex twins per preset (= oracle abnormal count)
-    test_per_preset: int = 100       # abnormal test phantoms per preset (and as many normals)
-    plane_sizes: tuple[int, ...] = (1, 2, 4, 8)
-    plane_synth_per_plane: int = 32
-    plane_test_per_plane: int = 40
-    train_seeds: tuple[int, ...] = (0, 1, 2)
-    classifier_steps: int = 300
-    repaint_batch: int = 16
-    seed: int = 0
-    presets: tuple[str, ...] = field(default_factory=lambda: tuple(p.name for p in PRESETS))
 
 
 def _seed(opts: DownstreamOptions, role: int, plane: str, i: int) -> int:
@@ -107,7 +91,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
                          opts.repaint_batch, lambda p, i: _seed(opts, SYNTH_NOISE, p, i),
                          out / "synthetic_set.npz",
                          {"normals_per_plane": opts.normals_per_plane, "seed": opts.seed},
-                         progress)
+                         progress, guidance=opts.guidance, control_scale=opts.control_scale)
 
     # Finished parts are kept as they finish (one line each), so an interrupted run resumes
     # where it stopped: classifiers cost more than an hour at 128 x 128 on two cores.
@@ -154,7 +138,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
                                "n_train_abnormal": len(synth.twins[name]),
                                "n_skipped_no_change": synth.skipped[name],
                                "n_test": len(y_test)}
-        for cond in CONDITIONS:
+        for cond in opts.conditions:
             seed_scores = []
             for s_i, s in enumerate(opts.train_seeds):
                 if cond == "normal_only":
@@ -178,17 +162,18 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
         progress(json.dumps({k: (v["auc_mean"] if isinstance(v, dict) else v)
                              for k, v in row.items()}))
 
-    plane_rows = done.get("plane_classifier")
+    plane_rows = done.get("plane_classifier") if opts.plane_experiment else []
     if plane_rows is None:
         plane_rows = plane_augmentation(engine, normals, opts, size, progress)
         done.put("plane_classifier", plane_rows)
-    else:
+    elif plane_rows:
         progress(f"reusing the finished plane-classifier rows in {done.path}")
     result = {
         "what": "downstream utility in the phantom world (simulator phantoms, not patients)",
         "image_size": size, "model_id": backend.model_id, "model_hash": backend.model_hash,
         "options": asdict(opts), "synthesis": {
-            "repaint": RepaintSettings().model_dump(), "denoiser_calls": synth.calls,
+            "repaint": RepaintSettings().model_dump(), "guidance": opts.guidance,
+            "control_scale": opts.control_scale, "denoiser_calls": synth.calls,
             "seconds": round(synth.seconds, 1),
             "images": int(sum(2 * len(v) for v in synth.twins.values()))},
         "anomaly": rows, "plane_classifier": plane_rows,

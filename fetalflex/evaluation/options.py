@@ -1,12 +1,25 @@
-"""Options of ``fetalflex evaluate`` (importable without torch: the CLI builds its flags
-and ``--help`` defaults from here)."""
+"""Options of ``fetalflex evaluate`` and ``evaluate-downstream`` (importable without torch:
+the CLI builds its flags and ``--help`` defaults from here)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplerName
+from fetalflex.anatomy.presets import PRESETS
+from fetalflex.request import (
+    CONTROL_SCALE_MAX,
+    DEFAULT_CONTROL_SCALE,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    GUIDANCE_MAX,
+    SamplerName,
+    require_one_of,
+)
+
+# The downstream experiment's training regimes (``evaluation/downstream.py``).
+CONDITIONS = ("synthetic", "synthetic_no_control", "normal_only", "oracle")
 
 
 @dataclass(frozen=True)
@@ -28,3 +41,36 @@ class EvalOptions:
         if self.n_per_plane < 2:
             raise ValueError("n_per_plane: at least 2 (the brightness floor needs another "
                              "layout of the plane)")
+
+
+@dataclass(frozen=True)
+class DownstreamOptions:
+    normals_per_plane: int = 120     # real normal phantoms for training, per plane
+    synth_per_preset: int = 48       # FetalFlex twins per preset (= oracle abnormal count)
+    test_per_preset: int = 100       # abnormal test phantoms per preset (and as many normals)
+    plane_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    plane_synth_per_plane: int = 32
+    plane_test_per_plane: int = 40
+    train_seeds: tuple[int, ...] = (0, 1, 2)
+    classifier_steps: int = 300
+    repaint_batch: int = 16
+    seed: int = 0
+    presets: tuple[str, ...] = field(default_factory=lambda: tuple(p.name for p in PRESETS))
+    # How the twins are synthesized (the request schema's names and defaults).
+    guidance: float = DEFAULT_GUIDANCE
+    control_scale: float = DEFAULT_CONTROL_SCALE
+    # Which training regimes to run, and whether to run the plane-classifier experiment: a
+    # run that compares synthesis settings needs only the twin regimes (``normal_only`` and
+    # ``oracle`` never see a generated image, so they do not change with the generator).
+    conditions: tuple[str, ...] = CONDITIONS
+    plane_experiment: bool = True
+
+    def __post_init__(self) -> None:
+        for c in self.conditions:
+            require_one_of("conditions", c, CONDITIONS)
+        if not self.conditions:
+            raise ValueError("conditions: at least one is needed")
+        for name, v, top in (("guidance", self.guidance, GUIDANCE_MAX),
+                             ("control_scale", self.control_scale, CONTROL_SCALE_MAX)):
+            if not 0.0 <= v <= top:
+                raise ValueError(f"{name}: must be within [0, {top}], got {v}")

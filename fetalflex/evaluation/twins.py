@@ -23,7 +23,7 @@ from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.presets import apply_preset
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.generation import Engine
-from fetalflex.request import RepaintSettings
+from fetalflex.request import DEFAULT_CONTROL_SCALE, DEFAULT_GUIDANCE, RepaintSettings
 from fetalflex.sampling.repaint import edit_region
 
 # (plane, index) -> the repaint noise seed of that twin.
@@ -72,11 +72,13 @@ def _round_robin(planes: list[str], n: int) -> list[tuple[str, int]]:
 
 def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool],
                      presets: tuple[str, ...], per_preset: int, batch: int,
-                     noise_seed: NoiseSeed, progress: Callable[[str], None] = print
-                     ) -> SyntheticSet:
+                     noise_seed: NoiseSeed, progress: Callable[[str], None] = print,
+                     guidance: float = DEFAULT_GUIDANCE,
+                     control_scale: float = DEFAULT_CONTROL_SCALE) -> SyntheticSet:
     """``per_preset`` twins + controls of each preset, spread over its planes, repainted
     ``batch`` at a time; twin ``i`` of preset ``pi`` on ``plane`` takes its noise from
-    ``noise_seed(plane, pi * 1000 + i)``."""
+    ``noise_seed(plane, pi * 1000 + i)``. ``guidance`` and ``control_scale``: the repaint's
+    (the request schema's defaults unless given)."""
     twins, controls, refs, regs, planes, skipped = {}, {}, {}, {}, {}, {}
     calls, t0 = 0, time.perf_counter()
     settings = RepaintSettings()
@@ -104,9 +106,9 @@ def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool],
                 regions = [c[4] for c in chunk]
                 seeds = [noise_seed(plane, pi * 1000 + b + i) for i in range(len(chunk))]
                 out, n1 = engine.repaint(imgs, [c[3] for c in chunk], regions, seeds,
-                                         settings=settings)
+                                         guidance, control_scale, settings)
                 ctl, n2 = engine.repaint(imgs, [c[2] for c in chunk], regions, seeds,
-                                         settings=settings)
+                                         guidance, control_scale, settings)
                 tw += list(out)
                 ct += list(ctl)
                 order += chunk
@@ -124,14 +126,16 @@ def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool],
 
 def cached_twins(engine: Engine, normals: dict[str, PhantomPool], presets: tuple[str, ...],
                  per_preset: int, batch: int, noise_seed: NoiseSeed, path: Path,
-                 identity: dict[str, Any], progress: Callable[[str], None] = print
-                 ) -> SyntheticSet:
+                 identity: dict[str, Any], progress: Callable[[str], None] = print,
+                 guidance: float = DEFAULT_GUIDANCE,
+                 control_scale: float = DEFAULT_CONTROL_SCALE) -> SyntheticSet:
     """``synthesize_twins``, reused from ``path`` when it was made by the same model with
     the same options (``identity``: the caller's options that pick ``normals`` and the
     seeds); the expensive part, so the classifiers can be rerun alone."""
     key = json.dumps({**identity, "model": engine.backend.model_hash,
                       "size": engine.cfg.image_size, "synth_per_preset": per_preset,
-                      "batch": batch, "presets": list(presets),
+                      "batch": batch, "presets": list(presets), "guidance": guidance,
+                      "control_scale": control_scale,
                       "repaint": RepaintSettings().model_dump()}, sort_keys=True)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
@@ -141,7 +145,8 @@ def cached_twins(engine: Engine, normals: dict[str, PhantomPool], presets: tuple
                 parts = {part: {n: z[f"{part}/{n}"] for n in presets} for part in _PARTS}
                 return SyntheticSet(**parts, planes=meta["planes"], skipped=meta["skipped"],
                                     calls=meta["calls"], seconds=meta["seconds"])
-    syn = synthesize_twins(engine, normals, presets, per_preset, batch, noise_seed, progress)
+    syn = synthesize_twins(engine, normals, presets, per_preset, batch, noise_seed, progress,
+                           guidance, control_scale)
     arrays = {f"{part}/{n}": getattr(syn, part)[n] for n in presets for part in _PARTS}
     meta = {"planes": syn.planes, "skipped": syn.skipped, "calls": syn.calls,
             "seconds": syn.seconds}

@@ -29,8 +29,14 @@ LABELS = {"synthetic": "normal + FetalFlex twins (+ repainted normals)",
           "oracle": "normal + real abnormal phantoms (oracle)"}
 
 
+def _conditions(result: dict[str, Any]) -> list[str]:
+    """The training regimes this run measured, in the labels' order."""
+    rows = result["anomaly"]
+    return [c for c in LABELS if rows and all(c in r for r in rows)]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    conds = list(LABELS)
+    conds = _conditions(result)
     lines = ["| preset | planes | " + " | ".join(LABELS[c] for c in conds) + " |",
              "|---|---|" + "---|" * len(conds)]
     for r in result["anomaly"]:
@@ -39,6 +45,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['preset']} | {' '.join(r['planes'])} | " + " | ".join(cells) + " |")
     means = [np.mean([r[c]["auc_mean"] for r in result["anomaly"]]) for c in conds]
     lines.append("| **mean** | | " + " | ".join(f"**{m:.3f}**" for m in means) + " |")
+    if not result["plane_classifier"]:
+        return "\n".join(lines) + "\n"
     lines += ["", "| real per plane | real only | real + synthetic | synthetic only |",
               "|---|---|---|---|"]
     for r in result["plane_classifier"]:
@@ -55,12 +63,13 @@ def _auc_plot(result: dict[str, Any], out: Path) -> None:
     fig, axes = new_figure(width=11, height=4.2)
     ax = axes[0][0]
     x = np.arange(len(rows))
-    w = 0.2
-    for i, c in enumerate(LABELS):
+    conds = _conditions(result)
+    w = 0.8 / len(conds)
+    for i, c in enumerate(conds):
         m = np.array([r[c]["auc_mean"] for r in rows])
         lo = np.array([r[c]["auc_ci95"][0] for r in rows])
         hi = np.array([r[c]["auc_ci95"][1] for r in rows])
-        ax.bar(x + (i - 1.5) * w, m, w, label=LABELS[c],
+        ax.bar(x + (i - (len(conds) - 1) / 2) * w, m, w, label=LABELS[c],
                yerr=[np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)], capsize=2)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, [r["preset"].replace("_", "\n") for r in rows], fontsize=7)
@@ -119,6 +128,7 @@ def example_strip(result: dict[str, Any], synth: TwinExamples, scale: int = 2,
 def write_downstream_report(result: dict[str, Any], synth: TwinExamples, out: Path) -> None:
     (out / "downstream.md").write_text(markdown(result))
     _auc_plot(result, out / "downstream_auc.png")
-    _plane_plot(result, out / "downstream_plane.png")
+    if result["plane_classifier"]:
+        _plane_plot(result, out / "downstream_plane.png")
     write_image(out / "downstream_examples.png", example_strip(result, synth),
                 {"Content": "FetalFlex downstream examples (phantom world)"})

@@ -11,17 +11,16 @@ import pytest
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.backends.backends import load_backend
 from fetalflex.evaluation.downstream import (
-    CONDITIONS,
     NORMAL_TRAIN,
     ORACLE,
     PLANE_TEST,
     SYNTH_NOISE,
     TEST_ABNORMAL,
     TEST_NORMAL,
-    DownstreamOptions,
     _seed,
     run_downstream,
 )
+from fetalflex.evaluation.options import CONDITIONS, DownstreamOptions
 from fetalflex.io.png import read_text_chunks
 
 
@@ -114,3 +113,34 @@ def test_twins_differ_from_their_reference_only_in_the_region(tiny_weights: Path
     assert np.array_equal(ctl[~region], ref[~region])
     assert (tw[region] != ref[region]).mean() > 0.3     # inside: regenerated
     assert (ctl[region] != ref[region]).mean() > 0.3
+
+
+def test_downstream_subset_of_regimes_and_synthesis_settings(tiny_weights: Path,
+                                                             tmp_path: Path) -> None:
+    """A run comparing synthesis settings: only the twin regimes, no plane experiment; the
+    settings reach the synthesis (other twins) and the results."""
+    base = DownstreamOptions(normals_per_plane=4, synth_per_preset=2, test_per_preset=4,
+                             train_seeds=(0,), classifier_steps=2, repaint_batch=2,
+                             presets=("hydrocephalus",), conditions=("synthetic",),
+                             plane_experiment=False)
+    be = load_backend("embedded", tiny_weights)
+    a = run_downstream(be, base, tmp_path / "a", progress=lambda _: None)
+    strong = DownstreamOptions(**{**base.__dict__, "control_scale": 1.5})
+    b = run_downstream(be, strong, tmp_path / "b", progress=lambda _: None)
+    assert set(a["anomaly"][0]) >= {"synthetic"}
+    assert not set(a["anomaly"][0]) & {"oracle", "normal_only", "synthetic_no_control"}
+    assert a["plane_classifier"] == [] and not (tmp_path / "a" / "downstream_plane.png").exists()
+    md = (tmp_path / "a" / "downstream.md").read_text()
+    assert "twins" in md and "oracle" not in md
+    assert (a["synthesis"]["control_scale"], b["synthesis"]["control_scale"]) == (1.0, 1.5)
+    with np.load(tmp_path / "a" / "synthetic_set.npz") as za, \
+            np.load(tmp_path / "b" / "synthetic_set.npz") as zb:
+        assert not np.array_equal(za["twins/hydrocephalus"], zb["twins/hydrocephalus"])
+
+
+@pytest.mark.parametrize(("field", "value"), [("conditions", ("oracles",)),
+                                              ("conditions", ()),
+                                              ("control_scale", 9.0), ("guidance", -1.0)])
+def test_downstream_options_name_the_bad_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        DownstreamOptions(**{field: value})  # type: ignore[arg-type]
