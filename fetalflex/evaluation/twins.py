@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from fetalflex.anatomy.layout import Layout
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.anatomy.presets import apply_preset
+from fetalflex.anatomy.presets import PRESETS, apply_preset
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.generation import Engine
 from fetalflex.request import DEFAULT_CONTROL_SCALE, DEFAULT_GUIDANCE, RepaintSettings
@@ -58,6 +58,8 @@ class SyntheticSet:
     skipped: dict[str, int]
     calls: int
     seconds: float
+    # per preset: [denoiser calls, seconds] of its synthesis
+    cost: dict[str, list[float]] = field(default_factory=dict)
 
 
 def planes_of(preset_name: str) -> list[str]:
@@ -76,13 +78,18 @@ def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool],
                      guidance: float = DEFAULT_GUIDANCE,
                      control_scale: float = DEFAULT_CONTROL_SCALE) -> SyntheticSet:
     """``per_preset`` twins + controls of each preset, spread over its planes, repainted
-    ``batch`` at a time; twin ``i`` of preset ``pi`` on ``plane`` takes its noise from
-    ``noise_seed(plane, pi * 1000 + i)``. ``guidance`` and ``control_scale``: the repaint's
-    (the request schema's defaults unless given)."""
+    ``batch`` at a time; twin ``i`` of the preset numbered ``pi`` in ``PRESETS`` on ``plane``
+    takes its noise from ``noise_seed(plane, pi * 1000 + i)`` (so a preset's twins do not
+    depend on which other presets are asked for). ``guidance`` and ``control_scale``: the
+    repaint's (the request schema's defaults unless given)."""
     twins, controls, refs, regs, planes, skipped = {}, {}, {}, {}, {}, {}
     calls, t0 = 0, time.perf_counter()
+    cost: dict[str, list[float]] = {}
     settings = RepaintSettings()
-    for pi, name in enumerate(presets):
+    numbers = {p.name: i for i, p in enumerate(PRESETS)}
+    for name in presets:
+        pi = numbers[get_preset(name).name]
+        calls_before, t_preset = calls, time.perf_counter()
         items: list[tuple[str, NDArray[np.uint8], Layout, Layout, NDArray[np.bool_]]] = []
         n_skip = 0
         for plane, k in _round_robin(planes_of(name), per_preset):
@@ -118,10 +125,11 @@ def synthesize_twins(engine: Engine, normals: dict[str, PhantomPool],
         regs[name] = np.stack([it[4] for it in order])
         planes[name] = [it[0] for it in order]
         skipped[name] = n_skip
+        cost[name] = [calls - calls_before, time.perf_counter() - t_preset]
         progress(f"synthesized {len(tw)} twins + controls for {name} "
                  f"({time.perf_counter() - t0:.0f} s)")
     return SyntheticSet(twins, controls, refs, regs, planes, skipped, calls,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, cost)
 
 
 def cached_twins(engine: Engine, normals: dict[str, PhantomPool], presets: tuple[str, ...],
@@ -131,26 +139,38 @@ def cached_twins(engine: Engine, normals: dict[str, PhantomPool], presets: tuple
                  control_scale: float = DEFAULT_CONTROL_SCALE) -> SyntheticSet:
     """``synthesize_twins``, reused from ``path`` when it was made by the same model with
     the same options (``identity``: the caller's options that pick ``normals`` and the
-    seeds); the expensive part, so the classifiers can be rerun alone."""
+    seeds); the expensive part, so the classifiers can be rerun alone. The file holds every
+    preset synthesized so far with those options: a run asking for a subset reuses it, one
+    asking for more synthesizes only the missing presets and adds them."""
     key = json.dumps({**identity, "model": engine.backend.model_hash,
                       "size": engine.cfg.image_size, "synth_per_preset": per_preset,
-                      "batch": batch, "presets": list(presets), "guidance": guidance,
-                      "control_scale": control_scale,
+                      "batch": batch, "guidance": guidance, "control_scale": control_scale,
                       "repaint": RepaintSettings().model_dump()}, sort_keys=True)
+    arrays: dict[str, NDArray[Any]] = {}
+    meta: dict[str, Any] = {"planes": {}, "skipped": {}, "cost": {}}
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) == key:
                 meta = json.loads(str(z["meta"]))
-                progress(f"reusing the synthetic set in {path}")
-                parts = {part: {n: z[f"{part}/{n}"] for n in presets} for part in _PARTS}
-                return SyntheticSet(**parts, planes=meta["planes"], skipped=meta["skipped"],
-                                    calls=meta["calls"], seconds=meta["seconds"])
-    syn = synthesize_twins(engine, normals, presets, per_preset, batch, noise_seed, progress,
-                           guidance, control_scale)
-    arrays = {f"{part}/{n}": getattr(syn, part)[n] for n in presets for part in _PARTS}
-    meta = {"planes": syn.planes, "skipped": syn.skipped, "calls": syn.calls,
-            "seconds": syn.seconds}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, key=np.array(key), meta=np.array(json.dumps(meta)), **arrays)
-    tmp.replace(path)
-    return syn
+                arrays = {k: z[k] for k in z.files if k not in ("key", "meta")}
+    missing = tuple(n for n in presets if n not in meta["planes"])
+    if len(missing) < len(presets):
+        progress(f"reusing the synthetic set in {path} for "
+                 f"{len(presets) - len(missing)} of {len(presets)} presets")
+    if missing:
+        syn = synthesize_twins(engine, normals, missing, per_preset, batch, noise_seed,
+                               progress, guidance, control_scale)
+        for n in missing:
+            arrays.update({f"{part}/{n}": getattr(syn, part)[n] for part in _PARTS})
+            meta["planes"][n], meta["skipped"][n] = syn.planes[n], syn.skipped[n]
+            meta["cost"][n] = syn.cost[n]
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, key=np.array(key), meta=np.array(json.dumps(meta)),
+                            **arrays)
+        tmp.replace(path)
+    parts = {part: {n: arrays[f"{part}/{n}"] for n in presets} for part in _PARTS}
+    cost = {n: meta["cost"][n] for n in presets}
+    return SyntheticSet(**parts, planes={n: meta["planes"][n] for n in presets},
+                        skipped={n: meta["skipped"][n] for n in presets},
+                        calls=round(sum(c[0] for c in cost.values())),
+                        seconds=sum(c[1] for c in cost.values()), cost=cost)

@@ -93,6 +93,44 @@ def test_downstream_runs_and_reports(tiny_weights: Path, tmp_path: Path,
     assert trained
 
 
+def test_synthetic_set_serves_subsets_and_grows(tiny_weights: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preset's twins do not depend on which others are asked for: a subset run reuses
+    the kept set without synthesizing, and a run asking for more synthesizes only those."""
+    import fetalflex.evaluation.twins as tw
+    from fetalflex.evaluation.downstream import _render
+    from fetalflex.generation import Engine
+
+    opts = DownstreamOptions(normals_per_plane=2)
+    eng = Engine(load_backend("embedded", tiny_weights))
+    normals = {p: _render(opts, NORMAL_TRAIN, p, 2, 32) for p in PLANE_CODES}
+
+    def cached(presets: tuple[str, ...]) -> tw.SyntheticSet:
+        return tw.cached_twins(eng, normals, presets, 2, 2,
+                               lambda p, i: _seed(opts, SYNTH_NOISE, p, i),
+                               tmp_path / "set.npz", {"seed": 0}, progress=lambda _: None)
+
+    both = cached(("hydrocephalus", "short_femur"))
+    made: list[tuple[str, ...]] = []
+    real = tw.synthesize_twins
+    monkeypatch.setattr(tw, "synthesize_twins",
+                        lambda e, n, presets, *a, **k: made.append(presets)
+                        or real(e, n, presets, *a, **k))
+    one = cached(("short_femur",))
+    assert made == []
+    assert np.array_equal(one.twins["short_femur"], both.twins["short_femur"])
+    assert one.calls == both.cost["short_femur"][0] > 0
+    alone = real(eng, normals, ("short_femur",), 2, 2,
+                 lambda p, i: _seed(opts, SYNTH_NOISE, p, i), progress=lambda _: None)
+    assert np.array_equal(alone.twins["short_femur"], both.twins["short_femur"])
+    more = cached(("cleft_lip", "hydrocephalus"))
+    assert made == [("cleft_lip",)]
+    assert np.array_equal(more.twins["hydrocephalus"], both.twins["hydrocephalus"])
+    assert set(cached(("cleft_lip", "hydrocephalus", "short_femur")).twins) == {
+        "cleft_lip", "hydrocephalus", "short_femur"}
+    assert made == [("cleft_lip",)]
+
+
 def test_twins_differ_from_their_reference_only_in_the_region(tiny_weights: Path) -> None:
     from fetalflex.evaluation.downstream import _render
     from fetalflex.evaluation.twins import synthesize_twins
