@@ -146,7 +146,7 @@ def cached_twins(engine: Engine, normals: dict[str, PhantomPool], presets: tuple
                       "size": engine.cfg.image_size, "synth_per_preset": per_preset,
                       "batch": batch, "guidance": guidance, "control_scale": control_scale,
                       "repaint": RepaintSettings().model_dump()}, sort_keys=True)
-    arrays: dict[str, NDArray[Any]] = {}
+    arrays: dict[str, Any] = {}  # Any: numpy's stub reads **kwds against allow_pickle
     meta: dict[str, Any] = {"planes": {}, "skipped": {}, "cost": {}}
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
