@@ -164,7 +164,7 @@ def _cmd_evaluate_downstream(args: argparse.Namespace) -> int:
         test_per_preset=args.test_per_preset, plane_sizes=tuple(args.plane_sizes),
         plane_synth_per_plane=args.plane_synth_per_plane,
         plane_test_per_plane=args.plane_test_per_plane, train_seeds=tuple(args.train_seeds),
-        classifier_steps=args.classifier_steps, seed=args.seed,
+        reader=args.reader, classifier_steps=args.classifier_steps, seed=args.seed,
         presets=tuple(args.presets) if args.presets else DownstreamOptions().presets,
         guidance=args.guidance, control_scale=args.control_scale,
         conditions=tuple(args.conditions), plane_experiment=not args.skip_plane_classifier)
@@ -425,7 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", default=None,
                    help="U-Net widths per level (default: SegmenterConfig's)")
     p.set_defaults(func=_cmd_train_segmenter)
-    from fetalflex.evaluation.options import CONDITIONS, DownstreamOptions, EvalOptions
+    from fetalflex.evaluation.options import (
+        CONDITIONS,
+        READERS,
+        DownstreamOptions,
+        EvalOptions,
+    )
     from fetalflex.weights import DEFAULT_SEGMENTER
 
     p = sub.add_parser("evaluate", help="adherence, brightness, texture and anomaly twins per "
@@ -464,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plane-synth-per-plane", type=int, default=D.plane_synth_per_plane)
     p.add_argument("--plane-test-per-plane", type=int, default=D.plane_test_per_plane)
     p.add_argument("--train-seeds", type=int, nargs="+", default=list(D.train_seeds))
+    p.add_argument("--reader", choices=READERS, default=D.reader,
+                   help="the classifiers' architecture and recipe (small: the reader of the "
+                        "runs up to v3, train it 300 steps to repeat them)")
     p.add_argument("--classifier-steps", type=int, default=D.classifier_steps)
     p.add_argument("--presets", nargs="+", choices=sorted(PRESET_NAMES), type=str.lower,
                    default=None)

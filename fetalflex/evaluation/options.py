@@ -20,6 +20,10 @@ from fetalflex.request import (
 
 # The downstream experiment's training regimes (``evaluation/downstream.py``).
 CONDITIONS = ("synthetic", "synthetic_no_control", "normal_only", "oracle")
+# Its image classifiers (``evaluation/classifier.py``): ``small`` is the reader of the runs
+# up to v3 (receptive field 46 px), ``wide`` sees a whole 128 x 128 plane (190 px).
+READERS = ("small", "wide")
+DEFAULT_READER = "wide"
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ class DownstreamOptions:
     plane_synth_per_plane: int = 32
     plane_test_per_plane: int = 40
     train_seeds: tuple[int, ...] = (0, 1, 2)
-    classifier_steps: int = 300
+    reader: str = DEFAULT_READER
+    classifier_steps: int = 600
     repaint_batch: int = 16
     seed: int = 0
     presets: tuple[str, ...] = field(default_factory=lambda: tuple(p.name for p in PRESETS))
@@ -66,6 +71,7 @@ class DownstreamOptions:
     plane_experiment: bool = True
 
     def __post_init__(self) -> None:
+        require_one_of("reader", self.reader, READERS)
         for c in self.conditions:
             require_one_of("conditions", c, CONDITIONS)
         if not self.conditions:

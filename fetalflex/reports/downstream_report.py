@@ -45,6 +45,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['preset']} | {' '.join(r['planes'])} | " + " | ".join(cells) + " |")
     means = [np.mean([r[c]["auc_mean"] for r in result["anomaly"]]) for c in conds]
     lines.append("| **mean** | | " + " | ".join(f"**{m:.3f}**" for m in means) + " |")
+    if all("auc_ensemble" in r[c] for r in result["anomaly"] for c in conds):
+        ens = [np.mean([r[c]["auc_ensemble"] for r in result["anomaly"]]) for c in conds]
+        lines.append("| mean, seed ensemble | | " + " | ".join(f"{m:.3f}" for m in ens) + " |")
     if not result["plane_classifier"]:
         return "\n".join(lines) + "\n"
     lines += ["", "| real per plane | real only | real + synthetic | synthetic only |",

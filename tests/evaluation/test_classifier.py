@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from fetalflex.evaluation.classifier import (
     GaussianScore,
+    Reader,
     TrainOptions,
     auc,
     auc_interval,
     predict_proba,
     train_classifier,
 )
+from fetalflex.evaluation.options import READERS
 
 
 def test_auc_known_values() -> None:
@@ -43,12 +46,13 @@ def test_gaussian_score_ranks_outliers_higher() -> None:
     assert auc(np.concatenate([score(inl), score(out)]), np.arange(100) >= 50) > 0.95
 
 
-def test_classifier_learns_a_visible_difference() -> None:
+@pytest.mark.parametrize("reader", READERS)
+def test_classifier_learns_a_visible_difference(reader: str) -> None:
     rng = np.random.default_rng(2)
     imgs = rng.integers(0, 60, size=(64, 32, 32)).astype(np.uint8)
     labels = np.arange(64) % 2
     imgs[labels == 1, 8:24, 8:24] += 150  # a bright square: the "anomaly"
-    m = train_classifier(imgs, labels, 2, TrainOptions(steps=60, seed=0))
+    m = train_classifier(imgs, labels, 2, TrainOptions(steps=60, seed=0, reader=reader))
     test = rng.integers(0, 60, size=(20, 32, 32)).astype(np.uint8)
     ty = np.arange(20) % 2
     test[ty == 1, 8:24, 8:24] += 150
@@ -63,3 +67,31 @@ def test_classifier_rejects_bad_input() -> None:
         train_classifier(x, np.zeros(4, np.int64), 2)
     with pytest.raises(ValueError, match="images"):
         train_classifier(x[0], np.zeros(1, np.int64), 2)
+    with pytest.raises(ValueError, match="reader: 'huge' is not one of"):
+        train_classifier(x, np.arange(4) % 2, 2, TrainOptions(reader="huge"))
+
+
+def test_wide_reader_sees_a_whole_128_plane() -> None:
+    assert Reader(2, "small").receptive_field() == 46
+    assert Reader(2, "wide").receptive_field() >= 128
+    assert Reader(7, "wide").features(torch.zeros(3, 1, 128, 128)).shape == (3, 256)
+    assert Reader(7, "wide").features(torch.zeros(3, 1, 32, 32)).shape == (3, 256)
+
+
+def test_recipe_defaults_follow_the_reader() -> None:
+    assert TrainOptions(reader="small").recipe()[:2] == (3, False)
+    assert TrainOptions(reader="wide").recipe()[:2] == (6, True)
+    assert TrainOptions(reader="wide", max_shift=0, flip=False, bf16=False).recipe() == (
+        0, False, False)
+
+
+def test_seed_ensemble_keeps_the_seed_that_found_the_sign() -> None:
+    from fetalflex.evaluation.downstream import seed_ensemble
+
+    rng = np.random.default_rng(3)
+    pos = np.arange(100) >= 50
+    found = pos + 0.01 * rng.normal(size=100)              # one seed separates the classes
+    lost = [rng.normal(size=100) for _ in range(2)]        # two ranked at random
+    ens = seed_ensemble([found, *lost])
+    assert auc(ens, pos) > np.mean([auc(s, pos) for s in (found, *lost)])
+    assert auc(seed_ensemble([found, found]), pos) == auc(found, pos) == 1.0

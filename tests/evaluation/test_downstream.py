@@ -178,7 +178,8 @@ def test_downstream_subset_of_regimes_and_synthesis_settings(tiny_weights: Path,
 
 @pytest.mark.parametrize(("field", "value"), [("conditions", ("oracles",)),
                                               ("conditions", ()),
-                                              ("control_scale", 9.0), ("guidance", -1.0)])
+                                              ("control_scale", 9.0), ("guidance", -1.0),
+                                              ("reader", "huge")])
 def test_downstream_options_name_the_bad_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         DownstreamOptions(**{field: value})  # type: ignore[arg-type]
