@@ -94,8 +94,10 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
                          {"normals_per_plane": opts.normals_per_plane, "seed": opts.seed},
                          progress, guidance=opts.guidance, control_scale=opts.control_scale)
 
-    # Finished parts are kept as they finish (one line each), so an interrupted run resumes
-    # where it stopped: classifiers cost more than an hour at 128 x 128 on two cores.
+    # Finished parts (one preset under one regime, one plane-classifier size) are kept as
+    # they finish, one line each, so an interrupted run resumes where it stopped and a run
+    # asking for more presets, regimes or sizes trains only those: the classifiers cost
+    # more than an hour at 128 x 128 on two cores.
     done = _Checkpoint(out / "downstream_parts.jsonl", _identity(backend, opts, size))
     detectors: list[tuple[Any, dict[str, GaussianScore]]] = []
 
@@ -114,11 +116,16 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
 
     rows: list[dict[str, Any]] = []
     for name in opts.presets:
-        if (kept := done.get(f"anomaly/{name}")) is not None:
-            rows.append(kept)
-            progress(f"reusing the finished row of {name} in {done.path}")
-            continue
         planes = planes_of(name)
+        row: dict[str, Any] = {"preset": name, "planes": planes,
+                               "n_train_abnormal": len(synth.twins[name]),
+                               "n_skipped_no_change": synth.skipped[name],
+                               "n_test": 2 * opts.test_per_preset}
+        kept = {c: done.get(f"anomaly/{name}/{c}") for c in opts.conditions}
+        if all(v is not None for v in kept.values()):
+            rows.append({**row, **kept})
+            progress(f"reusing the finished rows of {name} in {done.path}")
+            continue
         test_n = np.concatenate([_render(opts, TEST_NORMAL, p, n_p, size).stack()
                                  for p, n_p in _split(planes, opts.test_per_preset)])
         test_a = np.concatenate([_render(opts, TEST_ABNORMAL, p, n_p, size, name).stack()
@@ -135,11 +142,10 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
             "synthetic_no_control": _binary(real_normal, synth.twins[name]),
             "oracle": _binary(real_normal, oracle),
         }
-        row: dict[str, Any] = {"preset": name, "planes": planes,
-                               "n_train_abnormal": len(synth.twins[name]),
-                               "n_skipped_no_change": synth.skipped[name],
-                               "n_test": len(y_test)}
         for cond in opts.conditions:
+            if kept[cond] is not None:
+                row[cond] = kept[cond]
+                continue
             seed_scores = []
             for s_i, s in enumerate(opts.train_seeds):
                 if cond == "normal_only":
@@ -158,17 +164,13 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
                          "auc_per_seed": [round(a, 4) for a in aucs],
                          "auc_ci95": [round(lo, 4), round(hi, 4)],
                          "auc_ensemble": round(auc(seed_ensemble(seed_scores), positive), 4)}
+            done.put(f"anomaly/{name}/{cond}", row[cond])
         rows.append(row)
-        done.put(f"anomaly/{name}", row)
         progress(json.dumps({k: (v["auc_mean"] if isinstance(v, dict) else v)
                              for k, v in row.items()}))
 
-    plane_rows = done.get("plane_classifier") if opts.plane_experiment else []
-    if plane_rows is None:
-        plane_rows = plane_augmentation(engine, normals, opts, size, progress)
-        done.put("plane_classifier", plane_rows)
-    elif plane_rows:
-        progress(f"reusing the finished plane-classifier rows in {done.path}")
+    plane_rows = (plane_augmentation(engine, normals, opts, size, done, progress)
+                  if opts.plane_experiment else [])
     result = {
         "what": "downstream utility in the phantom world (simulator phantoms, not patients)",
         "image_size": size, "model_id": backend.model_id, "model_hash": backend.model_hash,
@@ -203,8 +205,10 @@ def seed_ensemble(seed_scores: list[NDArray[np.float64]]) -> NDArray[np.float64]
 
 
 def _identity(backend: Backend, opts: DownstreamOptions, size: int) -> str:
-    """What a finished part depends on: the model and every option but the preset list."""
-    o = {k: v for k, v in asdict(opts).items() if k != "presets"}
+    """What a finished part depends on: the model and every option but the lists of parts
+    asked for (presets, regimes, plane-classifier sizes)."""
+    o = {k: v for k, v in asdict(opts).items()
+         if k not in ("presets", "conditions", "plane_sizes", "plane_experiment")}
     return json.dumps({"model": backend.model_hash, "size": size, "options": o,
                        "repaint": RepaintSettings().model_dump()}, sort_keys=True)
 
@@ -246,9 +250,15 @@ def _split(planes: list[str], n: int) -> list[tuple[str, int]]:
 
 
 def plane_augmentation(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,
-                       size: int, progress: Callable[[str], None] = print
+                       size: int, done: _Checkpoint, progress: Callable[[str], None] = print
                        ) -> list[dict[str, Any]]:
-    """7-plane accuracy vs real images per plane, with and without synthetic normals."""
+    """7-plane accuracy vs real images per plane, with and without synthetic normals; each
+    size (and the synthetic-only row) is a part of ``done``."""
+    parts = [f"plane/{n}" for n in opts.plane_sizes] + ["plane/synthetic_only"]
+    rows: list[dict[str, Any]] = [done.get(p) for p in parts]
+    if all(r is not None for r in rows):
+        progress(f"reusing the finished plane-classifier rows in {done.path}")
+        return rows
     synth_x, synth_y = [], []
     for ci, p in enumerate(PLANE_CODES):
         res = engine.run(GenerationRequest(plane=p, n=opts.plane_synth_per_plane,
@@ -260,8 +270,9 @@ def plane_augmentation(engine: Engine, normals: dict[str, PhantomPool], opts: Do
             for ci, p in enumerate(PLANE_CODES)]
     tx = np.concatenate([t[0] for t in test])
     ty = np.concatenate([np.full(len(t[0]), t[1]) for t in test])
-    rows = []
-    for n in opts.plane_sizes:
+    for i, n in enumerate(opts.plane_sizes):
+        if rows[i] is not None:
+            continue
         rx = np.concatenate([normals[p].stack()[:n] for p in PLANE_CODES])
         ry = np.repeat(np.arange(len(PLANE_CODES)), n)
         row: dict[str, Any] = {"real_per_plane": n,
@@ -270,12 +281,15 @@ def plane_augmentation(engine: Engine, normals: dict[str, PhantomPool], opts: Do
                              "real_plus_synthetic": (np.concatenate([rx, sx]),
                                                      np.concatenate([ry, sy]))}.items():
             row[cond] = _plane_accuracy(x, y, tx, ty, opts)
-        rows.append(row)
+        rows[i] = row
+        done.put(parts[i], row)
         progress(json.dumps(row))
-    # Synthetic only: how well do generated images alone teach the planes?
-    rows.append({"real_per_plane": 0, "synthetic_per_plane": opts.plane_synth_per_plane,
-                 "synthetic_only": _plane_accuracy(sx, sy, tx, ty, opts)})
-    progress(json.dumps(rows[-1]))
+    if rows[-1] is None:
+        # Synthetic only: how well do generated images alone teach the planes?
+        rows[-1] = {"real_per_plane": 0, "synthetic_per_plane": opts.plane_synth_per_plane,
+                    "synthetic_only": _plane_accuracy(sx, sy, tx, ty, opts)}
+        done.put(parts[-1], rows[-1])
+        progress(json.dumps(rows[-1]))
     return rows
 
 

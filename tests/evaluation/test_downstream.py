@@ -81,7 +81,7 @@ def test_downstream_runs_and_reports(tiny_weights: Path, tmp_path: Path,
     assert again["plane_classifier"] == res["plane_classifier"]
     # other options (here the classifier's steps) make the kept parts stale: all rerun
     lines = (tmp_path / "downstream_parts.jsonl").read_text().splitlines()
-    assert len(lines) == len(opts.presets) + 1
+    assert len(lines) == len(opts.presets) * len(CONDITIONS) + len(opts.plane_sizes) + 1
     other = DownstreamOptions(**{**opts.__dict__, "classifier_steps": 4})
     trained: list[int] = []
     real = ds.train_classifier
@@ -174,6 +174,19 @@ def test_downstream_subset_of_regimes_and_synthesis_settings(tiny_weights: Path,
     with np.load(tmp_path / "a" / "synthetic_set.npz") as za, \
             np.load(tmp_path / "b" / "synthetic_set.npz") as zb:
         assert not np.array_equal(za["twins/hydrocephalus"], zb["twins/hydrocephalus"])
+    # asking for one more regime trains that regime only, and keeps the finished one
+    import fetalflex.evaluation.downstream as ds
+
+    trained: list[int] = []
+    real = ds.train_classifier
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(ds, "train_classifier", lambda *a, **k: trained.append(1) or real(*a, **k))
+        more = run_downstream(be, DownstreamOptions(**{**base.__dict__,
+                                                      "conditions": ("synthetic", "oracle")}),
+                              tmp_path / "a", progress=lambda _: None)
+    assert len(trained) == len(base.train_seeds)
+    assert more["anomaly"][0]["synthetic"] == a["anomaly"][0]["synthetic"]
+    assert "oracle" in more["anomaly"][0]
 
 
 @pytest.mark.parametrize(("field", "value"), [("conditions", ("oracles",)),
