@@ -8,17 +8,21 @@ Plain PyTorch, two readers (``options.READERS``):
   128 x 128 plane), global average and max pooling side by side (a small local sign such as
   a cleft is not averaged away), dropout before the head.
 
-Both are trained with class-weighted cross-entropy, random shifts and gain jitter (``wide``
-also left-right flips), AdamW with a one-cycle learning rate, a fixed number of steps
-whatever the set size (no early stopping on the test set), under bfloat16 autocast where
-the CPU has native bfloat16. ``features`` gives the pooled embedding used by the
-Mahalanobis anomaly score.
+Both are trained with random shifts and gain jitter (``wide`` also left-right flips), AdamW
+with a one-cycle learning rate, a fixed number of steps whatever the set size (no early
+stopping on the test set), under bfloat16 autocast where the CPU has native bfloat16.
+``small`` weights the cross-entropy by inverse class frequency (peak learning rate 2e-3);
+``wide`` draws class-balanced batches (peak 1e-3). At 2e-3 with weighted random batches
+one ``wide`` training seed in three stayed at chance on the rarer twin sets: its training
+loss never left ln 2 (docs/EVALUATION.md, "the reader was the limit"). ``features`` gives
+the pooled embedding used by the Mahalanobis anomaly score.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,23 +92,42 @@ def bf16_native() -> bool:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A reader's training recipe with every default filled in."""
+
+    lr: float         # peak of the one-cycle schedule
+    balanced: bool    # class-balanced batches (else inverse-frequency loss weights)
+    max_shift: int    # random shifts of up to +-max_shift px
+    flip: bool        # random left-right flips
+    bf16: bool        # bfloat16 autocast
+
+
+@dataclass(frozen=True)
 class TrainOptions:
     steps: int = 600
     batch_size: int = 32
-    lr: float = 2e-3
     seed: int = 0
     reader: str = DEFAULT_READER
-    # None: the reader's own (small: shifts of +-3 px, no flips; wide: +-6 px, flips)
+    # None: the reader's own (small: lr 2e-3, weighted loss, shifts of +-3 px, no flips;
+    # wide: lr 1e-3, balanced batches, +-6 px, flips)
+    lr: float | None = None
+    balanced: bool | None = None
     max_shift: int | None = None
     flip: bool | None = None
     bf16: bool | None = None  # None: where the CPU has native bfloat16
 
-    def recipe(self) -> tuple[int, bool, bool]:
-        """(max_shift, flip, bf16) with the reader's defaults filled in."""
+    def recipe(self) -> Recipe:
+        """The recipe with the reader's defaults filled in."""
         small = self.reader == "small"
-        return (self.max_shift if self.max_shift is not None else (3 if small else 6),
-                self.flip if self.flip is not None else not small,
-                self.bf16 if self.bf16 is not None else bf16_native())
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return Recipe(lr=pick(self.lr, 2e-3 if small else 1e-3),
+                      balanced=pick(self.balanced, not small),
+                      max_shift=pick(self.max_shift, 3 if small else 6),
+                      flip=pick(self.flip, not small),
+                      bf16=pick(self.bf16, bf16_native()))
 
 
 def _to_input(images: NDArray[np.uint8]) -> Tensor:
@@ -119,6 +142,21 @@ def _augment(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
     return ((x + 1) * gain - 1).clamp(-1, 1)
 
 
+def batch_indices(labels: NDArray[np.int64], n_classes: int, batch: int, balanced: bool,
+                  gen: torch.Generator) -> Tensor:
+    """Indices of one training batch: uniform over the examples, or (``balanced``) the
+    classes taken in turn from a random order, each example drawn uniformly within its
+    class (a binary batch of 32 holds 16 of each, however rare one class is)."""
+    if not balanced:
+        return torch.randint(0, len(labels), (batch,), generator=gen)
+    order = torch.from_numpy(np.argsort(labels, kind="stable"))
+    counts = torch.from_numpy(np.bincount(labels, minlength=n_classes))
+    starts = torch.cumsum(counts, 0) - counts
+    cls = torch.randperm(n_classes, generator=gen).repeat(batch // n_classes + 1)[:batch]
+    pick = (torch.rand(batch, generator=gen) * counts[cls]).long()
+    return order[starts[cls] + pick]
+
+
 def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_classes: int,
                      options: TrainOptions = TrainOptions()) -> Reader:
     """Train from scratch; classes are weighted by inverse frequency."""
@@ -128,22 +166,23 @@ def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_cla
     counts = np.bincount(labels, minlength=n_classes)
     if (counts == 0).any():
         raise ValueError(f"labels: every class needs examples, counts {counts.tolist()}")
-    max_shift, flip, bf16 = options.recipe()
+    r = options.recipe()
     gen = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)
     model = Reader(n_classes, options.reader)
     x_all, y_all = _to_input(images), torch.from_numpy(labels.astype(np.int64))
-    weight = torch.tensor(len(labels) / (n_classes * counts), dtype=torch.float32)
-    opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, options.lr, total_steps=options.steps)
+    weight = (None if r.balanced else
+              torch.tensor(len(labels) / (n_classes * counts), dtype=torch.float32))
+    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, r.lr, total_steps=options.steps)
+    batch = min(options.batch_size, len(labels))
     model.train()
     for _ in range(options.steps):
-        idx = torch.randint(0, len(labels), (min(options.batch_size, len(labels)),),
-                            generator=gen)
-        xb = _augment(x_all[idx], max_shift, gen)
-        if flip:
+        idx = batch_indices(labels, n_classes, batch, r.balanced, gen)
+        xb = _augment(x_all[idx], r.max_shift, gen)
+        if r.flip:
             xb = torch.where(torch.rand(len(xb), 1, 1, 1, generator=gen) < 0.5, xb.flip(3), xb)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=r.bf16):
             logits = model(xb)
         loss = nn.functional.cross_entropy(logits.float(), y_all[idx], weight=weight)
         opt.zero_grad(set_to_none=True)

@@ -181,7 +181,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
             "images": int(sum(2 * len(v) for v in synth.twins.values()))},
         "anomaly": rows, "plane_classifier": plane_rows,
         "reader": {"name": opts.reader, "steps": opts.classifier_steps,
-                   "bf16": _train_options(opts, 0).recipe()[2]},
+                   **asdict(_train_options(opts, 0).recipe())},
         "seconds": round(time.perf_counter() - t0, 1),
         "threads": torch.get_num_threads(),
     }
@@ -210,6 +210,7 @@ def _identity(backend: Backend, opts: DownstreamOptions, size: int) -> str:
     o = {k: v for k, v in asdict(opts).items()
          if k not in ("presets", "conditions", "plane_sizes", "plane_experiment")}
     return json.dumps({"model": backend.model_hash, "size": size, "options": o,
+                       "reader": asdict(_train_options(opts, 0).recipe()),
                        "repaint": RepaintSettings().model_dump()}, sort_keys=True)
 
 

@@ -35,9 +35,28 @@ def _conditions(result: dict[str, Any]) -> list[str]:
     return [c for c in LABELS if rows and all(c in r for r in rows)]
 
 
+def _reader_line(result: dict[str, Any]) -> str:
+    """The classifiers' recipe in words (results before session 15 name no reader)."""
+    r = result.get("reader")
+    if not r:
+        return "Classifier: the `small` reader (results written before readers were named)."
+    line = f"Classifier: the `{r['name']}` reader, {r['steps']} training steps"
+    if "lr" in r:
+        line += (f", peak learning rate {r['lr']:g}, "
+                 + ("class-balanced batches" if r["balanced"] else "class-weighted loss")
+                 + f", shifts of up to {r['max_shift']} px"
+                 + (", left-right flips" if r["flip"] else "")
+                 + (", bfloat16 autocast" if r["bf16"] else ", fp32"))
+    return line + "."
+
+
 def markdown(result: dict[str, Any]) -> str:
     conds = _conditions(result)
-    lines = ["| preset | planes | " + " | ".join(LABELS[c] for c in conds) + " |",
+    seeds = len(result["options"]["train_seeds"])
+    lines = ["Phantom world (simulator phantoms, not patients). AUC: mean of "
+             f"{seeds} training seeds [95% bootstrap interval over the test set]. "
+             + _reader_line(result), "",
+             "| preset | planes | " + " | ".join(LABELS[c] for c in conds) + " |",
              "|---|---|" + "---|" * len(conds)]
     for r in result["anomaly"]:
         cells = [f"{r[c]['auc_mean']:.3f} [{r[c]['auc_ci95'][0]:.2f}, "
@@ -63,7 +82,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _auc_plot(result: dict[str, Any], out: Path) -> None:
     rows = result["anomaly"]
-    fig, axes = new_figure(width=11, height=4.2)
+    fig, axes = new_figure(width=11, height=4.8)
     ax = axes[0][0]
     x = np.arange(len(rows))
     conds = _conditions(result)
@@ -78,8 +97,13 @@ def _auc_plot(result: dict[str, Any], out: Path) -> None:
     ax.set_xticks(x, [r["preset"].replace("_", "\n") for r in rows], fontsize=7)
     ax.set_ylim(0.3, 1.02)
     ax.set_ylabel("test AUC (simulator phantoms)")
-    ax.set_title("Normal vs abnormal per preset: which training data? (phantom world)")
-    ax.legend(fontsize=7, loc="lower right")
+    reader = result.get("reader")
+    seeds = len(result["options"]["train_seeds"])
+    ax.set_title("Normal vs abnormal per preset: which training data? (phantom world)"
+                 + (f"\nclassifier: '{reader['name']}' reader, {reader['steps']} steps; "
+                    f"bars: mean of {seeds} training seeds, whiskers: 95% bootstrap over the "
+                    "test set" if reader else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(conds))
     save_figure(fig, out, "downstream AUC per preset; phantom world, not patients")
 
 

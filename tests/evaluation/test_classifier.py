@@ -9,9 +9,11 @@ import torch
 from fetalflex.evaluation.classifier import (
     GaussianScore,
     Reader,
+    Recipe,
     TrainOptions,
     auc,
     auc_interval,
+    batch_indices,
     predict_proba,
     train_classifier,
 )
@@ -79,10 +81,26 @@ def test_wide_reader_sees_a_whole_128_plane() -> None:
 
 
 def test_recipe_defaults_follow_the_reader() -> None:
-    assert TrainOptions(reader="small").recipe()[:2] == (3, False)
-    assert TrainOptions(reader="wide").recipe()[:2] == (6, True)
-    assert TrainOptions(reader="wide", max_shift=0, flip=False, bf16=False).recipe() == (
-        0, False, False)
+    small, wide = TrainOptions(reader="small").recipe(), TrainOptions(reader="wide").recipe()
+    assert (small.lr, small.balanced, small.max_shift, small.flip) == (2e-3, False, 3, False)
+    assert (wide.lr, wide.balanced, wide.max_shift, wide.flip) == (1e-3, True, 6, True)
+    assert TrainOptions(reader="wide", lr=0.01, balanced=False, max_shift=0, flip=False,
+                        bf16=False).recipe() == Recipe(0.01, False, 0, False, False)
+
+
+@pytest.mark.parametrize("n_classes", [2, 7])
+def test_balanced_batches_hold_every_class_equally_however_rare(n_classes: int) -> None:
+    labels = np.zeros(500, np.int64)
+    labels[:2 * (n_classes - 1)] = np.repeat(np.arange(1, n_classes), 2)  # 2 of each rare class
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        idx = batch_indices(labels, n_classes, 28, True, gen)
+        per_class = np.bincount(labels[idx.numpy()], minlength=n_classes)
+        assert per_class.max() - per_class.min() <= 1, per_class
+    # uniform batches are what the small reader keeps: the rare classes mostly absent
+    drawn = np.concatenate([labels[batch_indices(labels, n_classes, 28, False, gen).numpy()]
+                            for _ in range(20)])
+    assert (drawn == 0).mean() > 0.9
 
 
 def test_seed_ensemble_keeps_the_seed_that_found_the_sign() -> None:
