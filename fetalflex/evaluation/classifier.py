@@ -102,32 +102,33 @@ class Recipe:
     bf16: bool        # bfloat16 autocast
 
 
+# Each reader's own recipe; bf16 is on wherever the CPU has native bfloat16.
+READER_RECIPES: dict[str, dict[str, Any]] = {
+    "small": {"lr": 2e-3, "balanced": False, "max_shift": 3, "flip": False},
+    "wide": {"lr": 1e-3, "balanced": True, "max_shift": 6, "flip": True},
+}
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     steps: int = 600
     batch_size: int = 32
     seed: int = 0
     reader: str = DEFAULT_READER
-    # None: the reader's own (small: lr 2e-3, weighted loss, shifts of +-3 px, no flips;
-    # wide: lr 1e-3, balanced batches, +-6 px, flips)
+    # None: the reader's own (READER_RECIPES)
     lr: float | None = None
     balanced: bool | None = None
     max_shift: int | None = None
     flip: bool | None = None
-    bf16: bool | None = None  # None: where the CPU has native bfloat16
+    bf16: bool | None = None
 
     def recipe(self) -> Recipe:
         """The recipe with the reader's defaults filled in."""
-        small = self.reader == "small"
-
-        def pick(value: Any, default: Any) -> Any:
-            return default if value is None else value
-
-        return Recipe(lr=pick(self.lr, 2e-3 if small else 1e-3),
-                      balanced=pick(self.balanced, not small),
-                      max_shift=pick(self.max_shift, 3 if small else 6),
-                      flip=pick(self.flip, not small),
-                      bf16=pick(self.bf16, bf16_native()))
+        require_one_of("reader", self.reader, READERS)
+        own = {**READER_RECIPES[self.reader], "bf16": bf16_native()}
+        given = {name: getattr(self, name) for name in own}
+        return Recipe(**{name: own[name] if given[name] is None else given[name]
+                         for name in own})
 
 
 def _to_input(images: NDArray[np.uint8]) -> Tensor:
@@ -142,24 +143,29 @@ def _augment(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
     return ((x + 1) * gain - 1).clamp(-1, 1)
 
 
-def batch_indices(labels: NDArray[np.int64], n_classes: int, batch: int, balanced: bool,
-                  gen: torch.Generator) -> Tensor:
-    """Indices of one training batch: uniform over the examples, or (``balanced``) the
-    classes taken in turn from a random order, each example drawn uniformly within its
-    class (a binary batch of 32 holds 16 of each, however rare one class is)."""
-    if not balanced:
-        return torch.randint(0, len(labels), (batch,), generator=gen)
-    order = torch.from_numpy(np.argsort(labels, kind="stable"))
-    counts = torch.from_numpy(np.bincount(labels, minlength=n_classes))
-    starts = torch.cumsum(counts, 0) - counts
-    cls = torch.randperm(n_classes, generator=gen).repeat(batch // n_classes + 1)[:batch]
-    pick = (torch.rand(batch, generator=gen) * counts[cls]).long()
-    return order[starts[cls] + pick]
+class BatchSampler:
+    """Indices of training batches: uniform over the examples, or (``balanced``) the classes
+    taken in turn from a random order, each example drawn uniformly within its class (a
+    binary batch of 32 holds 16 of each, however rare one class is)."""
+
+    def __init__(self, labels: NDArray[np.int64], n_classes: int, balanced: bool) -> None:
+        self.n, self.n_classes, self.balanced = len(labels), n_classes, balanced
+        self.order = torch.from_numpy(np.argsort(labels, kind="stable"))
+        self.counts = torch.from_numpy(np.bincount(labels, minlength=n_classes))
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def __call__(self, batch: int, gen: torch.Generator) -> Tensor:
+        if not self.balanced:
+            return torch.randint(0, self.n, (batch,), generator=gen)
+        cls = torch.randperm(self.n_classes, generator=gen).repeat(
+            batch // self.n_classes + 1)[:batch]
+        pick = (torch.rand(batch, generator=gen) * self.counts[cls]).long()
+        return self.order[self.starts[cls] + pick]
 
 
 def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_classes: int,
                      options: TrainOptions = TrainOptions()) -> Reader:
-    """Train from scratch; classes are weighted by inverse frequency."""
+    """Train from scratch with the reader's recipe (``TrainOptions.recipe``)."""
     if images.ndim != 3 or len(images) != len(labels):
         raise ValueError(f"images: expected (N, H, W) matching {len(labels)} labels, "
                          f"got {images.shape}")
@@ -176,9 +182,10 @@ def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_cla
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, r.lr, total_steps=options.steps)
     batch = min(options.batch_size, len(labels))
+    sampler = BatchSampler(labels, n_classes, r.balanced)
     model.train()
     for _ in range(options.steps):
-        idx = batch_indices(labels, n_classes, batch, r.balanced, gen)
+        idx = sampler(batch, gen)
         xb = _augment(x_all[idx], r.max_shift, gen)
         if r.flip:
             xb = torch.where(torch.rand(len(xb), 1, 1, 1, generator=gen) < 0.5, xb.flip(3), xb)

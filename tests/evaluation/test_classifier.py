@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from fetalflex.evaluation.classifier import (
+    BatchSampler,
     GaussianScore,
     Reader,
     Recipe,
     TrainOptions,
     auc,
     auc_interval,
-    batch_indices,
     predict_proba,
     train_classifier,
 )
@@ -94,11 +94,11 @@ def test_balanced_batches_hold_every_class_equally_however_rare(n_classes: int) 
     labels[:2 * (n_classes - 1)] = np.repeat(np.arange(1, n_classes), 2)  # 2 of each rare class
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):
-        idx = batch_indices(labels, n_classes, 28, True, gen)
+        idx = BatchSampler(labels, n_classes, True)(28, gen)
         per_class = np.bincount(labels[idx.numpy()], minlength=n_classes)
         assert per_class.max() - per_class.min() <= 1, per_class
     # uniform batches are what the small reader keeps: the rare classes mostly absent
-    drawn = np.concatenate([labels[batch_indices(labels, n_classes, 28, False, gen).numpy()]
+    drawn = np.concatenate([labels[BatchSampler(labels, n_classes, False)(28, gen).numpy()]
                             for _ in range(20)])
     assert (drawn == 0).mean() > 0.9
 
