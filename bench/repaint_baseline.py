@@ -33,7 +33,7 @@ def diffusers_repaint(engine: Engine, image: np.ndarray, layout: Layout, region:
                              beta_schedule=cfg.beta_schedule, eta=0.0, clip_sample=True)
     sched.set_timesteps(**{**DEFAULTS, **schedule})
     call = CountingCall(engine.backend.call)
-    den = engine._conditioning(call, [layout])(None, guidance, DEFAULT_CONTROL_SCALE)
+    den = engine._conditioning(call, [layout], None)(None, guidance, DEFAULT_CONTROL_SCALE)
     ac = engine.ac
     keep = torch.from_numpy(1.0 - feathered(region, feather_px))[None, None]
     original = to_float(image[None])

@@ -45,7 +45,9 @@ def random_inputs(model: FetalFlexDenoiser, n: int, seed: int) -> dict[str, np.n
     ga = torch.rand(n, generator=g) * 14 + 18
     vals = (torch.randn((n, 1, s, s), generator=g),
             torch.randint(0, cfg.num_train_timesteps, (n,), generator=g), layout,
-            condition_vector(planes, ga, cfg.num_planes), torch.rand(n, generator=g) * 1.5)
+            condition_vector(planes, ga, cfg.num_planes,
+                             torch.randint(0, max(len(cfg.appearances), 1), (n,), generator=g),
+                             len(cfg.appearances)), torch.rand(n, generator=g) * 1.5)
     return {spec.name: v.numpy().astype(spec.dtype) for spec, v in zip(INPUTS, vals, strict=True)}
 
 

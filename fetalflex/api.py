@@ -107,9 +107,10 @@ class FetalFlex:
                  **options: Any) -> Output:
         """Generate ``n`` samples of ``plane``. ``options`` are the request schema's fields
         (``preset``, ``edits``, ``pair``, ``n``, ``seed``, ``steps``, ``guidance``,
-        ``sampler``, ``ga_weeks``, ...). ``layout`` replaces the template; ``reference`` +
-        ``reference_layout`` repaint an existing image in the edited region."""
+        ``sampler``, ``ga_weeks``, ``appearance``, ...). ``layout`` replaces the template;
+        ``reference`` + ``reference_layout`` repaint an existing image in the edited region."""
         req = GenerationRequest(plane=plane, **options)
+        req = req.model_copy(update={"appearance": self.engine.appearance(req.appearance)})
         res = self.engine.run(req, layout=layout, reference=reference,
                               reference_layout=reference_layout)
         return Output(req, res, self.backend, layout, reference, reference_layout)

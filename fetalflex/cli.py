@@ -95,6 +95,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fetalflex.training.train import STAGES, train
 
     cfg = TrainConfig.load(Path(args.config))
+    if args.init is not None:
+        cfg = cfg.model_copy(update={"init_weights": args.init})
     stages = tuple(args.stages) if args.stages else STAGES
     out = Path(args.out)
     deadline = None
@@ -172,6 +174,44 @@ def _cmd_evaluate_downstream(args: argparse.Namespace) -> int:
                            threads=args.threads, precision=args.precision)
     res = run_downstream(backend, opts, Path(args.out))
     print(markdown(res))
+    return 0
+
+
+def _cmd_evaluate_real(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fetalflex.backends.backends import load_backend
+    from fetalflex.evaluation.real import REAL_PLANES, RealEvalOptions, evaluate_real
+    from fetalflex.evaluation.real_data import load_real
+    from fetalflex.generation import Engine
+    from fetalflex.reports.real_report import examples_figure, markdown
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    engine = Engine(load_backend("embedded", Path(args.weights) if args.weights else None,
+                                 threads=args.threads))
+    baseline = (Engine(load_backend("embedded", Path(args.baseline_weights),
+                                    threads=args.threads)) if args.baseline_weights else None)
+    opts = RealEvalOptions(reader_steps=args.reader_steps, segmenter_steps=args.segmenter_steps,
+                           seed=args.seed, appearance=args.appearance)
+    out = Path(args.out)
+    manifests = [Path(m) for m in args.data]
+    res = evaluate_real(engine, manifests, out, opts, baseline=baseline,
+                        log=lambda m: print(m, flush=True))
+    md = markdown(res)
+    (out / "real_eval.md").write_text(md)
+    val = load_real(manifests, "val")
+    gen = np.load(out / "cache" / "generated_latest.npy")
+    title = (f"FetalFlex {args.appearance}-appearance scans (SYNTHETIC), generated from "
+             f"validation layouts; model {res['model'][:12]}")
+    examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
+    examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,
+                    real=val.images, title="left: real validation scans (data-set pixels: do "
+                    "not publish); right: generated (SYNTHETIC)")
+    print(md)
+    print(f"wrote {out / 'real_eval.json'}, {out / 'real_eval.md'} and figures")
     return 0
 
 
@@ -337,9 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     from fetalflex.anatomy.layout import DEFAULT_FIELD_MM
     from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
     from fetalflex.anatomy.presets import BY_NAME as PRESET_NAMES
+    from fetalflex.evaluation.options import RealEvalOptions
     from fetalflex.model.config import DenoiserConfig
     from fetalflex.model.signature import TRITON_MODEL_NAMES
     from fetalflex.request import (
+        APPEARANCE_NAMES,
         DEFAULT_BACKEND,
         DEFAULT_CONTROL_SCALE,
         DEFAULT_STEPS,
@@ -405,12 +447,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=_cmd_contact_sheet)
 
+    from fetalflex.data.importers.cli import add_import_parser
+
+    add_import_parser(sub, model_size)
+
     p = sub.add_parser("train", help="train the denoiser (base, pre-alignment, control)")
     p.add_argument("--config", required=True, help="training config JSON")
     p.add_argument("--data", required=True, help="manifest.jsonl")
     p.add_argument("--out", required=True, help="run directory (resumed if it has a checkpoint)")
     p.add_argument("--stages", nargs="+", choices=["base", "prealign", "control"])
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="fine-tune: start from these weights (a folder with config.json and "
+                        "model.safetensors, e.g. the shipped ones: "
+                        "fetalflex/weights/denoiser); sets the config's init_weights")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="measure each stage's step rate here, scale the recipe's steps to fit "
                         "this wall-clock budget, and stop at it (fetalflex/training/budget.py)")
@@ -487,6 +537,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=D.seed)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_evaluate_downstream)
+    p = sub.add_parser("evaluate-real", help="realism, outline control and copying on real "
+                                             "validation scans (imported manifests)")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="manifest(s) written by `fetalflex import` (their val split is measured)")
+    p.add_argument("--out", default="out/real_eval")
+    p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--baseline-weights", default=None,
+                   help="also measure these weights (phantom appearance) on the same requests")
+    p.add_argument("--appearance", default="real", choices=APPEARANCE_NAMES, type=str.lower)
+    p.add_argument("--reader-steps", type=int, default=RealEvalOptions().reader_steps)
+    p.add_argument("--segmenter-steps", type=int, default=RealEvalOptions().segmenter_steps)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_evaluate_real)
+
     p = sub.add_parser("generate", help="generate synthetic images (the main job)")
     p.add_argument("--plane", required=True, choices=PLANE_CODES, type=canonical_code)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
@@ -501,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", action="store_true", help="normal image + abnormal twin")
     p.add_argument("--n", type=int, default=SCHEMA["n"].default)
     p.add_argument("--control-scale", type=float, default=DEFAULT_CONTROL_SCALE)
+    p.add_argument("--appearance", choices=APPEARANCE_NAMES, type=str.lower, default=None,
+                   help="the look: real (clinical scans) or phantom (default: real where the "
+                        "weights serve it, else phantom)")
     p.add_argument("--out", required=True)
     p.add_argument("--prefix", help="file name prefix (default: the plane)")
     p.add_argument("--format", default="png", choices=("png", "dicom"),

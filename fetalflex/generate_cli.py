@@ -209,12 +209,15 @@ def run_generate(args: Any) -> int:
         plane=args.plane, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
         control_scale=args.control_scale, sampler=args.sampler, ga_weeks=args.ga,
         preset=args.preset, edits=tuple(_edits_arg(args.edit)), pair=args.pair,
+        appearance=args.appearance,
     )
     _check_inputs(args, req)
     out, prefix = Path(args.out), args.prefix or req.plane.lower()
     prepare_output_dir(out, prefix, args.overwrite)
     backend = backend_from_args(args)
     engine = Engine(backend)
+    # The sidecar records the appearance the weights gave, so `reproduce` remakes it.
+    req = req.model_copy(update={"appearance": engine.appearance(req.appearance)})
     size = backend.config.image_size
     resampled: dict[str, Any] = {}
     layout = (read_layout(Path(args.layout), req.plane, size, args.field_mm, args.ga,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from torch import Tensor
 from fetalflex.anatomy.compose import Anatomy, compose
 from fetalflex.anatomy.layout import Layout, one_hot
 from fetalflex.anatomy.planes import plane_index
+from fetalflex.appearance import Appearance, appearance_index, default_appearance
 from fetalflex.backends.backends import Backend
 from fetalflex.errors import InvalidRequestError
 from fetalflex.io import pixels
@@ -126,12 +127,24 @@ class Engine:
                 for i in range(req.n)]
 
     # ------------------------------------------------------------------ denoisers
-    def _conds(self, plane: str, ga: list[float | None]) -> Tensor:
-        return plane_conditions(plane_index(plane), ga, self.cfg.num_planes)
+    def appearance(self, requested: str | None) -> Appearance:
+        """The appearance a request gets: the one it names (if these weights serve it, else
+        a named error), or the weights' preferred one (real where served)."""
+        served = self.cfg.appearances
+        if requested is None:
+            return default_appearance(served)
+        appearance_index(requested, served)
+        return cast(Appearance, requested.strip().lower())
 
-    def _conditioning(self, call: CountingCall, layouts: list[Layout]) -> Conditioning:
+    def _conds(self, plane: str, ga: list[float | None], appearance: str | None) -> Tensor:
+        served = self.cfg.appearances
+        idx = appearance_index(self.appearance(appearance), served)
+        return plane_conditions(plane_index(plane), ga, self.cfg.num_planes, idx, len(served))
+
+    def _conditioning(self, call: CountingCall, layouts: list[Layout],
+                      appearance: str | None) -> Conditioning:
         lay = torch.from_numpy(np.stack([one_hot(x.label_map) for x in layouts]))
-        cond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts])
+        cond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts], appearance)
         return conditioning(call, lay, cond)
 
     # ------------------------------------------------------------------ loops
@@ -141,8 +154,9 @@ class Engine:
         """The request's sampler (by name, from the registry) over one batch."""
         s = self.cfg.image_size
         x = noise((len(layouts), 1, s, s))
-        job = SamplingJob(self._conditioning(call, layouts), x, noise, self.cfg, self.ac,
-                          req.steps, req.guidance, req.control_scale, should_stop)
+        job = SamplingJob(self._conditioning(call, layouts, req.appearance), x, noise,
+                          self.cfg, self.ac, req.steps, req.guidance, req.control_scale,
+                          should_stop)
         return SAMPLERS[req.sampler](job)
 
     def run_progressive(
@@ -203,7 +217,8 @@ class Engine:
         t2 = time.perf_counter()
         repainted = yield from _forward(
             self._repaint(call, images, abnormal, regions, seeds, req.guidance,
-                          req.control_scale, req.repaint, should_stop), "repaint")
+                          req.control_scale, req.repaint, should_stop, req.appearance),
+            "repaint")
         twin = _twins(repainted, images, regions)
         timings["repaint_s"] = time.perf_counter() - t2
         samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
@@ -213,10 +228,10 @@ class Engine:
     def _repaint(self, call: CountingCall, images: np.ndarray, layouts: list[Layout],
                  regions: list[np.ndarray], seeds: list[int], guidance: float, control: float,
                  settings: RepaintSettings, should_stop: StopCheck | None = None,
-                 ) -> Iterator[SamplerEvent]:
+                 appearance: str | None = None) -> Iterator[SamplerEvent]:
         mask = torch.from_numpy(np.stack([feathered(r, settings.feather_px)
                                           for r in regions]))[:, None]
-        den = self._conditioning(call, layouts)(None, guidance, control)
+        den = self._conditioning(call, layouts, appearance)(None, guidance, control)
         rp_noise = SampleNoise([s + 7_919 for s in seeds])
         return repaint_progressive(predicting_x0(den, self.ac, self.pred), to_float(images),
                                    mask, self.ac, settings, rp_noise, should_stop)
@@ -224,7 +239,8 @@ class Engine:
     def repaint(self, images: np.ndarray, layouts: list[Layout], regions: list[np.ndarray],
                 seeds: list[int], guidance: float = DEFAULT_GUIDANCE,
                 control_scale: float = DEFAULT_CONTROL_SCALE,
-                settings: RepaintSettings | None = None) -> tuple[np.ndarray, int]:
+                settings: RepaintSettings | None = None,
+                appearance: str | None = None) -> tuple[np.ndarray, int]:
         """Repaint a batch of images (uint8, one plane) inside ``regions``, conditioned on
         ``layouts``; returns the images and the denoiser calls made. ``run`` uses the same
         loop for counterfactual twins; this form lets a caller repaint many references of
@@ -233,14 +249,15 @@ class Engine:
             raise InvalidRequestError("layouts", "one batch must hold one plane")
         call = CountingCall(self.backend.call)
         repainted = final(self._repaint(call, images, layouts, regions, seeds, guidance,
-                                        control_scale, settings or RepaintSettings()))
+                                        control_scale, settings or RepaintSettings(),
+                                        appearance=appearance))
         return _twins(repainted, images, regions), call.calls
 
     def sample_layouts(self, layouts: list[Layout], seeds: list[int], *,
                        steps: int | None = None, guidance: float | None = None,
                        control_scale: float | None = None,
                        sampler: SamplerName = DEFAULT_SAMPLER,
-                       ) -> tuple[np.ndarray, int]:
+                       appearance: str | None = None) -> tuple[np.ndarray, int]:
         """Generate one image per layout (one plane) in one batch, sample i from seed i's
         noise stream (so the images do not depend on the batch); unset options take the
         request schema's defaults. Returns uint8 images and the denoiser calls made."""
@@ -251,7 +268,7 @@ class Engine:
         opts = {k: v for k, v in {"steps": steps, "guidance": guidance,
                                   "control_scale": control_scale}.items() if v is not None}
         req = GenerationRequest.model_validate({"plane": layouts[0].plane, "sampler": sampler,
-                                                **opts})
+                                                "appearance": appearance, **opts})
         call = CountingCall(self.backend.call)
         sampled = final(self._sample(req, layouts, SampleNoise(seeds), call, None))
         return to_uint8(sampled.x), call.calls

@@ -18,6 +18,7 @@ from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.planes import canonical_code
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.presets import preset as get_preset
+from fetalflex.appearance import APPEARANCES, Appearance
 
 # ---------------------------------------------------------------- names
 SamplerName = Literal["ddim", "dpmsolver++", "two-stage"]
@@ -26,6 +27,8 @@ SAMPLER_NAMES: Final[tuple[SamplerName, ...]] = get_args(SamplerName)
 # with adherence, per-structure brightness and every anomaly twin as good or better on the
 # v2 weights (docs/EVALUATION.md, "Fewer rows per image"); DDIM stays one flag away.
 DEFAULT_SAMPLER: Final[SamplerName] = "dpmsolver++"
+
+APPEARANCE_NAMES: Final[tuple[Appearance, ...]] = APPEARANCES
 
 # Where the denoiser runs (``fetalflex.backends.backends.load_backend``).
 BackendName = Literal["embedded", "torch", "triton"]
@@ -93,12 +96,20 @@ class GenerationRequest(BaseModel):
     edits: tuple[Edit, ...] = ()
     pair: bool = False
     repaint: RepaintSettings = RepaintSettings()
+    # The look: "real" (clinical scans) or "phantom"; unset = real where the weights serve
+    # it, else phantom (fetalflex/appearance.py).
+    appearance: Appearance | None = None
 
     @field_validator("plane", mode="before")
     @classmethod
     def _plane_code(cls, v: object) -> object:
         """Planes are case-insensitive ('tv' is TV); the canonical code is stored."""
         return canonical_code(v) if isinstance(v, str) else v
+
+    @field_validator("appearance", mode="before")
+    @classmethod
+    def _appearance_name(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("preset", mode="before")
     @classmethod

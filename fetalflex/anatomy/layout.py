@@ -28,12 +28,18 @@ from fetalflex.anatomy.structures import (
     AMNIOTIC_FLUID,
     BACKGROUND,
     NUM_LABELS,
+    UNLABELLED,
     label_id,
     structure,
 )
 from fetalflex.errors import InvalidLayoutError
 
-ShapeKind = Literal["ellipse", "box"]
+ShapeKind = Literal["ellipse", "box", "ring"]
+# A "ring" is the band of an ellipse from its outline inward, this share of the smaller
+# half-axis wide (at least 1.5 px): the form of an outline-only structure, e.g. a skull
+# drawn as the sonographer's head ellipse (HC18) with the inside left unlabelled. 0.08 is
+# the templates' skull thickness (1 + 0.025 BPD mm) over the half BPD at mid-gestation.
+RING_WIDTH = 0.08
 LabelMap = NDArray[np.uint8]
 # Field of view (image side, mm): the default of a label map that does not say its own, and
 # the largest accepted.
@@ -91,6 +97,11 @@ class StructureList(BaseModel):
     field_mm: float = Field(gt=0, le=FIELD_MM_MAX, description="side length of the image in mm")
     ga_weeks: float | None = Field(default=None, ge=GA_ACCEPTED_MIN, le=GA_ACCEPTED_MAX)
     structures: tuple[Shape, ...]
+    # What the shapes are painted over: "amniotic_fluid" inside our scan sector and
+    # background outside (a full layout), or "unlabelled": only the listed structures are
+    # said, everything else (the sector's shape included) is left to the model (partial
+    # anatomy, e.g. a real-appearance TT plane with just its head outline).
+    fill: Literal["amniotic_fluid", "unlabelled"] = "amniotic_fluid"
 
     @field_validator("plane")
     @classmethod
@@ -129,7 +140,7 @@ class Layout:
         if lm.dtype != np.uint8:
             raise InvalidLayoutError("label_map", f"dtype must be uint8, got {lm.dtype}")
         present = set(np.unique(lm).tolist())
-        bad = present - set(p.label_ids)
+        bad = present - set(p.label_ids) - {UNLABELLED}
         if bad:
             names = [structure(int(b)).name if b < NUM_LABELS else f"id {b}" for b in sorted(bad)]
             raise InvalidLayoutError(
@@ -176,6 +187,11 @@ def _inside(
     v = (-dx * s + dy * c) / ry
     if kind == "ellipse":
         return u * u + v * v <= 1.0
+    if kind == "ring":
+        w = max(RING_WIDTH * min(rx, ry), 1.5 / size)
+        iu = (dx * c + dy * s) / max(rx - w, rmin)
+        iv = (-dx * s + dy * c) / max(ry - w, rmin)
+        return (u * u + v * v <= 1.0) & (iu * iu + iv * iv > 1.0)
     return (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0)
 
 
@@ -184,11 +200,13 @@ def rasterize(structures: StructureList, size: int) -> Layout:
     if not 16 <= size <= 2048:
         raise InvalidLayoutError("size", f"must be between 16 and 2048 pixels, got {size}")
     p = get_plane(structures.plane)
-    lm = np.full((size, size), AMNIOTIC_FLUID, dtype=np.uint8)
+    partial = structures.fill == "unlabelled"
+    lm = np.full((size, size), UNLABELLED if partial else AMNIOTIC_FLUID, dtype=np.uint8)
     ordered = sorted(structures.structures, key=lambda s: p.z_order(s.structure))  # stable
     for s in ordered:
         lm[shape_mask(s, size)] = label_id(s.structure)
-    lm[~sector_mask(size)] = BACKGROUND
+    if not partial:
+        lm[~sector_mask(size)] = BACKGROUND
     return Layout(structures.plane, lm, structures.field_mm, structures.ga_weeks)
 
 
@@ -278,16 +296,26 @@ def extract(layout: Layout, min_pixels: int = 3) -> StructureList:
     return StructureList(
         plane=layout.plane, field_mm=layout.field_mm, ga_weeks=layout.ga_weeks,
         structures=tuple(shapes),
+        fill="unlabelled" if bool((lm == UNLABELLED).any()) else "amniotic_fluid",
     )
 
 
 def one_hot(label_map: LabelMap, num_labels: int = NUM_LABELS) -> NDArray[np.float32]:
-    """(H, W) label ids -> (num_labels, H, W) float32 channels (the model's layout input)."""
-    if label_map.max(initial=0) >= num_labels:
+    """(H, W) label ids -> (num_labels, H, W) float32 channels (the model's layout input).
+
+    ``UNLABELLED`` pixels get all-zero channels ("not said"), like the unconditional input."""
+    known = label_map[label_map != UNLABELLED]
+    if known.max(initial=0) >= num_labels:
         raise InvalidLayoutError("label_map",
-                                 f"id {int(label_map.max())} >= num_labels {num_labels}")
-    eye = np.eye(num_labels, dtype=np.float32)
-    return np.ascontiguousarray(eye[label_map].transpose(2, 0, 1))
+                                 f"id {int(known.max())} >= num_labels {num_labels}")
+    eye = np.eye(num_labels + 1, num_labels, dtype=np.float32)  # the last row is all zeros
+    idx = np.where(label_map == UNLABELLED, num_labels, label_map)
+    return np.ascontiguousarray(eye[idx].transpose(2, 0, 1))
+
+
+def labelled_fraction(label_map: LabelMap) -> float:
+    """Share of pixels whose anatomy the layout says (1.0 for a full layout)."""
+    return float((label_map != UNLABELLED).mean())
 
 
 def dice_per_label(a: LabelMap, b: LabelMap, labels: list[int] | None = None) -> dict[int, float]:

@@ -71,6 +71,15 @@ MATERNAL_TISSUE: Final[int] = BY_NAME["maternal_tissue"].id
 AMNIOTIC_FLUID: Final[int] = BY_NAME["amniotic_fluid"].id
 SHARED_STRUCTURES: Final[tuple[str, ...]] = ("background", "maternal_tissue", "amniotic_fluid")
 
+# "Not labelled here": a pixel whose anatomy the layout does not say (partial anatomy: real
+# scans labelled only in part, or a request that draws only some structures). It is not a
+# structure and has no layout channel: the model's input there is all zeros, so the model
+# draws whatever its training taught it belongs there. It is not "background" (outside the
+# scan sector), which is a structure of its own. 255 is the usual "ignore" value of
+# segmentation label PNGs and can never collide with an appended structure id.
+UNLABELLED: Final[int] = 255
+UNLABELLED_NAME: Final[str] = "unlabelled"
+
 
 def structure(name_or_id: str | int) -> Structure:
     """Look up a structure by name or id; raise a clear error otherwise."""

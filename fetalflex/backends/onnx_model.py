@@ -31,7 +31,8 @@ def example_inputs(cfg: DenoiserConfig, n: int = 2) -> tuple[torch.Tensor, ...]:
     layout[:, 2] = 1.0
     return (torch.randn((n, 1, s, s), generator=g), torch.full((n,), 500, dtype=torch.long),
             layout, condition_vector(torch.zeros(n, dtype=torch.long), torch.full((n,), 25.0),
-                                     cfg.num_planes), torch.ones(n))
+                                     cfg.num_planes, torch.zeros(n, dtype=torch.long),
+                                     len(cfg.appearances)), torch.ones(n))
 
 
 def export_onnx(model: torch.nn.Module, path: Path) -> Path:

@@ -63,7 +63,7 @@ def calibration_feeds(cfg: DenoiserConfig, per_plane: int = CALIBRATION_PER_PLAN
             gas.append(layout.ga_weeks)
         x0 = torch.from_numpy(pixels.to_unit(np.stack(imgs)))[:, None]
         lay = torch.from_numpy(np.stack(lays))
-        cond = plane_conditions(plane_index(plane), gas, cfg.num_planes)
+        cond = plane_conditions(plane_index(plane), gas, cfg.num_planes, 0, len(cfg.appearances))
         cs = torch.ones(per_plane)
         nl, nc, ncs = drop_condition(lay, cond, cs, torch.ones(per_plane, dtype=torch.bool),
                                      cfg.num_planes)

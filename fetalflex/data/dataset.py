@@ -20,6 +20,8 @@ from torch.utils.data import Dataset
 
 from fetalflex.anatomy.layout import Layout, Shape, StructureList, extract, one_hot, rasterize
 from fetalflex.anatomy.planes import plane_index
+from fetalflex.anatomy.structures import UNLABELLED
+from fetalflex.appearance import APPEARANCES
 from fetalflex.data.manifest import Record, read_manifest, resolve
 from fetalflex.io import pixels
 from fetalflex.io.png import read_gray, read_label_map
@@ -43,9 +45,13 @@ PARALLEL_MIN_ITEMS = 256  # below this, starting worker processes costs more tha
 
 
 def load_item(root: Path, record: Record, boxes: bool) -> Item:
-    """One record's image, label map and (when ``boxes``) box rendering, as uint8 arrays."""
+    """One record's image, label map and (when ``boxes``) box rendering, as uint8 arrays.
+    A partial label map (unlabelled pixels) is its own box rendering: its few structures
+    are outlines already, and boxes fitted to them would say more than was labelled."""
     img = read_gray(resolve(root, record.image))
     lab = read_label_map(resolve(root, record.label_map))
+    if boxes and bool((lab == UNLABELLED).any()):
+        return img, lab, lab
     return img, lab, box_rendering(record.layout(lab)) if boxes else None
 
 
@@ -55,8 +61,9 @@ def _load_chunk(args: tuple[Path, list[Record], bool]) -> list[Item]:
 
 
 class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
-    """Items: ``image`` (1,H,W) in [-1, 1], ``layout`` (K,H,W) one-hot, ``label_map`` (H,W),
-    ``plane`` () long, ``ga`` () float (weeks, NaN when unknown).
+    """Items: ``image`` (1,H,W) in [-1, 1], ``layout`` (K,H,W) one-hot (all zeros where
+    unlabelled), ``label_map`` (H,W), ``plane`` () long, ``ga`` () float (weeks, NaN when
+    unknown), ``appearance`` () long (index into ``appearance.APPEARANCES``).
 
     ``preload`` keeps every image and label map in memory (uint8) and precomputes the
     box renderings when ``box_prob > 0``, with ``workers`` processes (0: all cores, at most
@@ -70,9 +77,12 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
             raise ValueError(f"box_prob: must be within [0, 1], got {box_prob}")
         self.root = manifest.parent
         recs = read_manifest(manifest, check_files=check_files)
-        self.records: list[Record] = [r for r in recs if include_abnormal or not r.abnormal]
+        # Validation records are never trained on (manifest "split": "val").
+        self.records: list[Record] = [r for r in recs if (include_abnormal or not r.abnormal)
+                                      and r.split != "val"]
         if not self.records:
-            raise ValueError(f"{manifest}: no usable records (abnormal ones are excluded)")
+            raise ValueError(f"{manifest}: no usable records (abnormal and validation "
+                             f"records are excluded)")
         self.box_prob = box_prob
         self.include_abnormal = include_abnormal
         self._rng = np.random.default_rng(seed)
@@ -143,4 +153,5 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
             "plane": torch.tensor(plane_index(r.plane), dtype=torch.long),
             "ga": torch.tensor(float("nan") if r.ga_weeks is None else r.ga_weeks,
                                dtype=torch.float32),
+            "appearance": torch.tensor(APPEARANCES.index(r.appearance), dtype=torch.long),
         }

@@ -6,7 +6,15 @@ manifest's folder (or absolute). Fields:
 ``image`` (str), ``label_map`` (str), ``plane`` (str, a plane code),
 ``ga_weeks`` (float, optional), ``seed`` (int, optional), ``field_mm`` (float, optional),
 ``preset`` (str, optional: the anomaly preset of an abnormal phantom, evaluation only),
-``structures`` (optional: the structure list it was rasterized from).
+``structures`` (optional: the structure list it was rasterized from),
+``appearance`` (``phantom`` (default) or ``real``: which look the image has),
+``subject`` (optional: the subject / patient / exam id; all its frames stay on one side of a
+split), ``split`` (optional: ``train`` or ``val``; training reads ``train`` and unsplit
+records, never ``val``), ``source`` (optional: the data set it was imported from),
+``hc_mm`` (optional: the head circumference the data set gives, mm).
+
+Label maps may leave pixels unlabelled (id 255, ``structures.UNLABELLED``): partial anatomy,
+e.g. a real scan with only its head outline labelled.
 
 Loading validates every line and reports ``manifest.jsonl:LINE: FIELD: reason``.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fetalflex.anatomy.biometry import GA_ACCEPTED_MAX, GA_ACCEPTED_MIN
 from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, FIELD_MM_MAX, LabelMap, Layout
 from fetalflex.anatomy.planes import plane as get_plane
-from fetalflex.anatomy.structures import NUM_LABELS
+from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
+from fetalflex.appearance import Appearance
 from fetalflex.io.png import read_gray, read_label_map
 
 
@@ -42,6 +52,11 @@ class Record(BaseModel):
     field_mm: float | None = Field(default=None, gt=0, le=FIELD_MM_MAX)
     preset: str | None = None
     structures: list[dict[str, object]] | None = None
+    appearance: Appearance = "phantom"
+    subject: str | None = Field(default=None, min_length=1)
+    split: Literal["train", "val"] | None = None
+    source: str | None = None
+    hc_mm: float | None = Field(default=None, gt=0)  # the data set's head circumference
 
     @field_validator("plane")
     @classmethod
@@ -124,11 +139,11 @@ def _check_files(root: Path, rec: Record, where: str) -> None:
             f"{where}: label_map: size {lab.shape[1]}x{lab.shape[0]} does not match image "
             f"size {img.shape[1]}x{img.shape[0]}"
         )
-    bad = sorted(set(np.unique(lab).tolist()) - set(range(NUM_LABELS)))
+    bad = sorted(set(np.unique(lab).tolist()) - set(range(NUM_LABELS)) - {UNLABELLED})
     if bad:
         raise ManifestError(f"{where}: label_map: unknown label ids {bad} "
-                            f"(known ids are 0..{NUM_LABELS - 1})")
-    allowed = set(get_plane(rec.plane).label_ids)
+                            f"(known ids are 0..{NUM_LABELS - 1}, and {UNLABELLED} = unlabelled)")
+    allowed = set(get_plane(rec.plane).label_ids) | {UNLABELLED}
     foreign = sorted(set(np.unique(lab).tolist()) - allowed)
     if foreign:
         raise ManifestError(f"{where}: label_map: label ids {foreign} are not part of plane "

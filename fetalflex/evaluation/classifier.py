@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from fetalflex.evaluation.options import DEFAULT_READER, READERS
 from fetalflex.io import pixels
+from fetalflex.model.hardware import bf16_native
 from fetalflex.request import require_one_of
 
 
@@ -84,11 +85,6 @@ class Reader(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
-
-
-def bf16_native() -> bool:
-    """Whether this CPU runs bfloat16 natively (AVX-512 BF16 / AMX): autocast pays there."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,17 @@ class DownstreamOptions:
                              ("control_scale", self.control_scale, CONTROL_SCALE_MAX)):
             if not 0.0 <= v <= top:
                 raise ValueError(f"{name}: must be within [0, {top}], got {v}")
+
+
+@dataclass(frozen=True)
+class RealEvalOptions:
+    """``fetalflex evaluate-real`` (``evaluation/real.py``): instruments' training steps, the
+    Frechet distance's PCA axes, generation batch, seed, bootstrap resamples, appearance."""
+
+    reader_steps: int = 800
+    segmenter_steps: int = 1200
+    fd_dims: int = 16
+    batch: int = 16
+    seed: int = 0
+    bootstrap: int = 1000
+    appearance: str = "real"

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.structures import NUM_LABELS
+from fetalflex.appearance import Appearance
 
 
 class DenoiserConfig(BaseModel):
@@ -34,6 +35,9 @@ class DenoiserConfig(BaseModel):
     prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
     beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = "squaredcos_cap_v2"
     num_train_timesteps: int = 1000
+    # Appearances the condition vector chooses between (one-hot after GA); empty: the model
+    # knows one look, the phantom's (v1-v3 weights).
+    appearances: tuple[Appearance, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> DenoiserConfig:
@@ -43,6 +47,8 @@ class DenoiserConfig(BaseModel):
             raise ValueError("patch_size: must be a power of two")
         if self.image_size % (self.patch_size * 2 ** (len(self.block_out_channels) - 1)):
             raise ValueError("image_size: must be divisible by patch_size * 2^(levels-1)")
+        if len(set(self.appearances)) != len(self.appearances):
+            raise ValueError("appearances: each may be listed once")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError("block_out_channels: each must be divisible by norm_num_groups")
         return self
@@ -64,8 +70,8 @@ class DenoiserConfig(BaseModel):
 
     @property
     def cond_dim(self) -> int:
-        """Plane one-hot + null flag + (GA, GA-known flag)."""
-        return self.num_planes + 3
+        """Plane one-hot + null flag + (GA, GA-known flag) + appearance one-hot."""
+        return self.num_planes + 3 + len(self.appearances)
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")

@@ -35,8 +35,10 @@ GA_CENTER, GA_SCALE = 25.0, 7.0
 CONDITION_EXTRA = 3  # the condition vector: plane one-hot, then null flag, GA, GA-known flag
 
 
-def condition_vector(plane: Tensor, ga: Tensor, num_planes: int) -> Tensor:
-    """(N,) plane ids (-1 = dropped) and (N,) GA weeks (NaN = unknown) -> (N, cond_dim)."""
+def condition_vector(plane: Tensor, ga: Tensor, num_planes: int,
+                     appearance: Tensor | None = None, num_appearances: int = 0) -> Tensor:
+    """(N,) plane ids (-1 = dropped), (N,) GA weeks (NaN = unknown) and, for a model with
+    appearances, (N,) appearance indices -> (N, cond_dim)."""
     known_plane = plane >= 0
     onehot = torch.nn.functional.one_hot(plane.clamp(min=0), num_planes + 1).float()
     onehot = torch.where(known_plane[:, None], onehot,
@@ -44,13 +46,21 @@ def condition_vector(plane: Tensor, ga: Tensor, num_planes: int) -> Tensor:
                                                      num_planes + 1).float())
     ga_known = ~torch.isnan(ga)
     ga_val = torch.where(ga_known, (ga - GA_CENTER) / GA_SCALE, torch.zeros_like(ga))
-    return torch.cat([onehot, ga_val[:, None], ga_known.float()[:, None]], dim=1)
+    parts = [onehot, ga_val[:, None], ga_known.float()[:, None]]
+    if num_appearances:
+        if appearance is None:
+            raise ValueError("appearance: this model's condition needs an appearance per sample")
+        parts.append(torch.nn.functional.one_hot(appearance.to(plane.device).long(),
+                                                 num_appearances).float())
+    return torch.cat(parts, dim=1)
 
 
 def drop_condition(layout: Tensor, cond: Tensor, control_scale: Tensor, drop: Tensor,
                    num_planes: int) -> tuple[Tensor, Tensor, Tensor]:
     """The unconditional input of classifier-free guidance where ``drop`` (N,) is True:
-    all-zero layout, 'no plane, GA unknown', control scale 0 (the UNet alone).
+    all-zero layout, 'no plane, GA unknown', control scale 0 (the UNet alone). The
+    appearance part of the condition is kept: guidance strengthens the anatomy and the
+    plane, not the look (the unconditional row is "any scan of this appearance").
 
     One definition for both sides: training drops conditions to exactly this, and the
     guidance wrapper's unconditional row is exactly this. (The v1 weights were trained with
@@ -61,16 +71,20 @@ def drop_condition(layout: Tensor, cond: Tensor, control_scale: Tensor, drop: Te
     n = drop.shape[0]
     null = condition_vector(torch.full((n,), -1, dtype=torch.long, device=drop.device),
                             torch.full((n,), float("nan"), device=drop.device), num_planes)
+    null = torch.cat([null.to(cond.dtype), cond[:, null.shape[1]:]], dim=1)
     d4 = drop.view(-1, 1, 1, 1)
     return (torch.where(d4, torch.zeros_like(layout), layout),
-            torch.where(drop[:, None], null.to(cond.dtype), cond),
+            torch.where(drop[:, None], null, cond),
             torch.where(drop, torch.zeros_like(control_scale), control_scale))
 
 
-def plane_conditions(plane: int, ga: list[float | None], num_planes: int) -> Tensor:
-    """Condition vectors of N samples of one plane (GA None = unknown)."""
+def plane_conditions(plane: int, ga: list[float | None], num_planes: int,
+                     appearance: int = -1, num_appearances: int = 0) -> Tensor:
+    """Condition vectors of N samples of one plane (GA None = unknown) and one appearance
+    (an index into the model's appearances; ignored by a model that has none)."""
     g = torch.tensor([float("nan") if v is None else v for v in ga], dtype=torch.float32)
-    return condition_vector(torch.full((len(ga),), plane), g, num_planes)
+    app = torch.full((len(ga),), appearance, dtype=torch.long) if num_appearances else None
+    return condition_vector(torch.full((len(ga),), plane), g, num_planes, app, num_appearances)
 
 
 def _blocks(cfg: DenoiserConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:

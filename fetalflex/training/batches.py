@@ -22,6 +22,8 @@ from torch import Tensor
 
 from fetalflex.anatomy.layout import NUM_LABELS
 from fetalflex.anatomy.planes import plane_index
+from fetalflex.anatomy.structures import UNLABELLED
+from fetalflex.appearance import APPEARANCES
 from fetalflex.data.dataset import PhantomDataset
 from fetalflex.io.pixels import SCALE
 
@@ -45,13 +47,16 @@ class ResidentBatches:
         # The preload holds a box rendering per item exactly when box_prob > 0.
         boxes = [b for _, _, b in items if b is not None]
         self.boxes = torch.from_numpy(np.stack(boxes)).to(device) if boxes else None
-        top = max(int(self.labels.max()), int(self.boxes.max()) if self.boxes is not None else 0)
+        said = [t[t != UNLABELLED] for t in (self.labels, self.boxes) if t is not None]
+        top = max(int(t.max()) if t.numel() else 0 for t in said)
         if top >= NUM_LABELS:
             raise ValueError(f"label_map: id {top} >= num_labels {NUM_LABELS}")
         self.plane = torch.tensor([plane_index(r.plane) for r in ds.records],
                                   dtype=torch.long, device=device)
         self.ga = torch.tensor([float("nan") if r.ga_weeks is None else r.ga_weeks
                                 for r in ds.records], dtype=torch.float32, device=device)
+        self.appearance = torch.tensor([APPEARANCES.index(r.appearance) for r in ds.records],
+                                       dtype=torch.long, device=device)
         self.gen = torch.Generator().manual_seed(seed)
 
     def indices(self) -> Iterator[Tensor]:
@@ -68,10 +73,14 @@ class ResidentBatches:
         cond = labels
         if self.boxes is not None:
             cond = torch.where(use_boxes.to(self.device)[:, None, None], self.boxes[idx], labels)
-        layout = torch.nn.functional.one_hot(cond.long(), NUM_LABELS).permute(0, 3, 1, 2)
+        # Unlabelled pixels (255) -> an extra class that is cut off: all-zero channels.
+        cond = torch.where(cond == UNLABELLED, NUM_LABELS, cond.long())
+        layout = torch.nn.functional.one_hot(cond, NUM_LABELS + 1)[..., :NUM_LABELS]
+        layout = layout.permute(0, 3, 1, 2)
         return {"image": (self.images[idx].float() / SCALE - 1.0)[:, None],
                 "layout": layout.float().contiguous(),
-                "label_map": labels.long(), "plane": self.plane[idx], "ga": self.ga[idx]}
+                "label_map": labels.long(), "plane": self.plane[idx], "ga": self.ga[idx],
+                "appearance": self.appearance[idx]}
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         return (self.batch(idx) for idx in self.indices())

@@ -46,7 +46,8 @@ class TrainConfig(BaseModel):
     min_snr_gamma: float = Field(default=5.0, gt=0)
     # Autocast dtype of the forward pass ("bf16" uses AVX-512 bf16 on CPUs that have it and
     # tensor cores on GPUs; weights, optimizer and EMA stay fp32).
-    precision: Literal["bf16", "fp32"] = "bf16"
+    # "auto": bf16 on CUDA and on CPUs with native bf16 (fetalflex/model/hardware.py), else fp32.
+    precision: Literal["bf16", "fp32", "auto"] = "bf16"
     augment: AugmentConfig = AugmentConfig()
     box_prob: float = Field(default=0.3, ge=0, le=1)          # structure-list rendering
     grad_clip: float = 1.0
@@ -61,6 +62,17 @@ class TrainConfig(BaseModel):
     # (fetalflex/training/batches.py; what a GPU needs to be fed at batch 256).
     batching: Literal["loader", "resident"] = "loader"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Fine-tuning: start from these weights (a folder with config.json + model.safetensors,
+    # e.g. the shipped denoiser) instead of a fresh network. A condition vector that grew
+    # (appearances added) keeps the old columns and starts the new ones at zero, so the
+    # network computes exactly what the old weights did for the old appearance.
+    init_weights: str | None = None
+    # Partial anatomy: the share of fully labelled samples (phantoms) whose layout keeps
+    # only a random subset of its structures (each kept with ``partial_keep_prob``), the rest
+    # set to "not labelled" (all-zero channels), so the model learns to fill in what a
+    # partial layout (a real scan's head outline, a request with few structures) leaves out.
+    partial_anatomy_prob: float = Field(default=0.0, ge=0, le=1)
+    partial_keep_prob: float = Field(default=0.5, ge=0, le=1)
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")

@@ -30,13 +30,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from fetalflex.appearance import APPEARANCES
 from fetalflex.data.dataset import PhantomDataset
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector, drop_condition
 from fetalflex.model.diffusion import add_noise, alphas_cumprod_for, loss_weight, target
+from fetalflex.model.hardware import autocast_bf16
 from fetalflex.training.augment import joint_augment
 from fetalflex.training.batches import ResidentBatches
 from fetalflex.training.config import StageConfig, TrainConfig
 from fetalflex.training.ema import EMA
+from fetalflex.training.init_weights import load_initial
 
 STAGES = ("base", "prealign", "control")
 
@@ -106,7 +109,8 @@ def optimizer_step(net: nn.Module, batch: dict[str, Tensor], gen: torch.Generato
     """One step of a stage (training and the budget's step-rate probe): the batch to the
     device, the loss under autocast, backward, gradient clipping, the optimizer; the loss."""
     batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+    with torch.autocast(dev.type, dtype=torch.bfloat16,
+                        enabled=autocast_bf16(cfg.precision, dev)):
         loss: Tensor = net(batch, gen)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -120,11 +124,14 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
     x0, layout = joint_augment(batch["image"], batch["layout"], cfg.augment, gen)
     n = x0.shape[0]
     dev = x0.device
+    if cfg.partial_anatomy_prob > 0:
+        layout = partial_layouts(layout, cfg.partial_anatomy_prob, cfg.partial_keep_prob, gen)
     if stage == "prealign":
         with torch.no_grad():
             tgt = model.image_features(x0)
         return nn.functional.mse_loss(model.anatomy_encoder(layout), tgt)
-    cond = condition_vector(batch["plane"], batch["ga"], cfg.model.num_planes)
+    cond = condition_vector(batch["plane"], batch["ga"], cfg.model.num_planes,
+                            model_appearances(batch, cfg), len(cfg.model.appearances))
     t = torch.randint(0, cfg.model.num_train_timesteps, (n,), generator=gen).to(dev)
     # The noise is drawn where it is used: on a GPU, one core drawing 4 M normals a step
     # (batch 256 at 128^2) would take longer than the step (the CUDA stream is seeded by
@@ -146,6 +153,34 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
     return per_sample.mean()
 
 
+def partial_layouts(layout: Tensor, prob: float, keep: float, gen: torch.Generator) -> Tensor:
+    """Make a share ``prob`` of the layouts partial: each structure channel kept with
+    probability ``keep``, the others' pixels set to "not labelled" (all-zero channels)."""
+    n, k = layout.shape[:2]
+    chosen = torch.rand(n, 1, generator=gen) < prob
+    kept = torch.rand(n, k, generator=gen) < keep
+    mask = torch.where(chosen, kept, torch.ones_like(kept)).to(layout.device, layout.dtype)
+    return layout * mask[:, :, None, None]
+
+
+def model_appearances(batch: dict[str, Tensor], cfg: TrainConfig) -> Tensor | None:
+    """Each sample's appearance as an index into the model's appearances (None for a model
+    without them, which must then see phantoms only)."""
+    served = cfg.model.appearances
+    names = [APPEARANCES[int(i)] for i in batch["appearance"].tolist()]
+    if not served:
+        if any(a != "phantom" for a in names):
+            raise ValueError("model.appearances: the data has real-appearance records but "
+                             "the model has no appearance condition; set model.appearances "
+                             "to [\"phantom\", \"real\"]")
+        return None
+    missing = sorted(set(names) - set(served))
+    if missing:
+        raise ValueError(f"model.appearances: the data has {missing} records; add them")
+    return torch.tensor([served.index(a) for a in names], dtype=torch.long,
+                        device=batch["plane"].device)
+
+
 class StageLoss(nn.Module):
     ac: Tensor  # a buffer
     """One stage's loss as a module, so DistributedDataParallel can wrap it."""
@@ -164,7 +199,19 @@ _LOSS_NAMES = {"base": "diffusion loss", "prealign": "feature MSE",
                "control": "diffusion loss"}
 
 
-def _plot(log_path: Path, out: Path, batch_size: int) -> None:
+def data_description(ds: PhantomDataset) -> str:
+    """What the training set holds, for the loss plot's title: 'phantom data', 'real scans'
+    or both with their counts."""
+    real = sum(r.appearance == "real" for r in ds.records)
+    phantom = len(ds.records) - real
+    if not real:
+        return f"{phantom} phantoms"
+    if not phantom:
+        return f"{real} real scans"
+    return f"{real} real scans + {phantom} phantoms"
+
+
+def _plot(log_path: Path, out: Path, batch_size: int, data: str = "phantom data") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +230,7 @@ def _plot(log_path: Path, out: Path, batch_size: int) -> None:
     ax.set_xlabel("optimizer step (all stages)")
     ax.set_ylabel("loss of one batch (log)")
     ax.legend()
-    title = f"FetalFlex training loss (phantom data, batch {batch_size})"
+    title = f"FetalFlex training loss ({data}, batch {batch_size})"
     ax.set_title(title)
     save_figure(fig, out, title)
 
@@ -228,8 +275,11 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
     out.mkdir(parents=True, exist_ok=True)
     if d.main:
         cfg.save(out / "train_config.json")
-    _, it = data_batches(cfg, manifest, d, dev, dataset)
-    model = FetalFlexDenoiser(cfg.model).to(dev)
+    ds, it = data_batches(cfg, manifest, d, dev, dataset)
+    model = FetalFlexDenoiser(cfg.model)
+    if cfg.init_weights is not None:
+        load_initial(model, Path(cfg.init_weights))
+    model = model.to(dev)
     ema = EMA(model, cfg.ema_decay)
     ac = alphas_cumprod_for(cfg.model).to(dev)
     log_path = out / "log.jsonl"
@@ -253,7 +303,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
         start = done.get(stage, 0)
         if start >= sc.steps:
             continue
-        if stage == "control" and start == 0:
+        if stage == "control" and start == 0 and cfg.init_weights is None:
             model.copy_unet_encoder_to_control()  # the ControlNet copies the trained UNet
         if start == 0:
             ema.resync(model)  # a stage's EMA starts from the weights it starts from
@@ -304,12 +354,14 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
     if d.main:
         final = out / "final"
         meta: dict[str, Any] = {"steps": done, "pre_alignment": cfg.pre_alignment,
-                                "data": str(manifest)}
+                                "data": str(manifest), "data_description": data_description(ds)}
+        if cfg.init_weights is not None:
+            meta["init_weights"] = cfg.init_weights
         if stopped:
             meta["stopped_at_deadline"] = True
         model.save(final, state=ema.state_dict(), meta=meta)
         if log_path.exists():
-            _plot(log_path, out / "loss.png", cfg.batch_size)
+            _plot(log_path, out / "loss.png", cfg.batch_size, data_description(ds))
     if d.enabled:
         dist.barrier()
     return out / "final"

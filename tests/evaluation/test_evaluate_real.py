@@ -1,0 +1,95 @@
+"""``fetalflex evaluate-real`` end to end on small stand-ins of the real data layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fetalflex.backends.backends import load_backend
+from fetalflex.data.importers.fpdb import import_fpdb
+from fetalflex.data.importers.hc18 import import_hc18
+from fetalflex.evaluation.head import circumference_mm, dice, mask_ellipse
+from fetalflex.evaluation.options import RealEvalOptions
+from fetalflex.evaluation.real import evaluate_real
+from fetalflex.evaluation.realism import (
+    frechet_distance,
+    grey_w1,
+    nearest_correlation,
+    split_halves,
+)
+from fetalflex.generation import Engine
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.reports.real_report import markdown
+from fetalflex.training.init_weights import load_initial
+from tests.conftest import TINY_MODEL
+from tests.real_fixtures import write_fpdb, write_hc18
+
+
+def test_realism_measures() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (200, 3)), rng.normal(0, 1, (200, 3))
+    assert frechet_distance(a, b) < 0.2
+    assert frechet_distance(a, b + 2.0) == pytest.approx(12.0, rel=0.15)
+    dark = np.zeros((2, 8, 8), dtype=np.uint8)
+    assert grey_w1(dark, dark + 10) == pytest.approx(10.0)
+    imgs = rng.integers(0, 255, (5, 64, 64), dtype=np.uint8)
+    assert nearest_correlation(imgs[:2], imgs, side=16) == pytest.approx([1.0, 1.0])
+    x, y = split_halves(["s1", "s1", "s2", "s3"], seed=0)
+    assert len(x) + len(y) == 4 and not set(x) & set(y)
+    assert {0, 1} <= set(x.tolist()) or {0, 1} <= set(y.tolist())
+
+
+def test_head_measure_reads_an_ellipse() -> None:
+    yy, xx = np.mgrid[0:64, 0:64]
+    m = ((xx - 30) / 20.0) ** 2 + ((yy - 33) / 12.0) ** 2 <= 1
+    e = mask_ellipse(m)
+    assert e is not None and (e.a, e.b) == pytest.approx((20, 12), rel=0.05)
+    assert circumference_mm(m, 0.5) == pytest.approx(0.5 * e.circumference())
+    assert np.isnan(circumference_mm(np.zeros((8, 8), bool), 1.0))
+    assert dice(m, m) == 1.0 and dice(m, ~m) == 0.0
+
+
+@pytest.fixture(scope="module")
+def real_manifests(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("real")
+    write_hc18(root / "hc18", n_subjects=12)
+    write_fpdb(root / "fpdb")
+    return [import_hc18(root / "hc18", root / "hc", size=32, val_fraction=0.5)
+            / "manifest.jsonl",
+            import_fpdb(root / "fpdb", root / "fp", size=32, val_fraction=0.5)
+            / "manifest.jsonl"]
+
+
+def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
+        tmp_path: Path, tiny_weights: Path, real_manifests: list[Path]) -> None:
+    torch.manual_seed(0)
+    m = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL, appearances=("phantom", "real")))
+    load_initial(m, tiny_weights)
+    m.save(tmp_path / "w")
+    engine = Engine(load_backend("torch", tmp_path / "w"))
+    opts = RealEvalOptions(reader_steps=3, segmenter_steps=3, fd_dims=2, batch=4,
+                           bootstrap=50)
+    res = evaluate_real(engine, real_manifests, tmp_path / "ev", opts, log=lambda _m: None)
+    assert res["appearance"] == "real" and res["n_val"] > 0
+    assert set(res["instrument_training_s"]) == {"reader", "segmenter"}
+    assert "TT" in res["planes"] and 0 <= res["planes"]["TT"]["generated_accuracy"] <= 1
+    head = res["head"]
+    assert head["n"] > 0 and 0 <= head["generated"]["dice"] <= 1
+    assert res["copying"]["real_val_max"] <= 1.0 + 1e-9
+    md = markdown(res)
+    assert "Plane reader" in md and "Head outline control" in md
+    saved = json.loads((tmp_path / "ev" / "real_eval.json").read_text())
+    assert saved["model"] == engine.backend.model_hash
+    # a second run reuses the trained instruments and the generated scans
+    again = evaluate_real(engine, real_manifests, tmp_path / "ev", opts, log=lambda _m: None)
+    assert again["instrument_training_s"] == {}
+    assert again["planes"] == res["planes"]
+    # the v1-v3 style weights (no appearances) refuse the real appearance by name
+    plain = Engine(load_backend("torch", tiny_weights))
+    with pytest.raises(ValueError, match="appearance: 'real' is not served"):
+        evaluate_real(plain, real_manifests, tmp_path / "ev2", opts, log=lambda _m: None)
