@@ -633,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=SCHEMA["n"].default,
                    help="samples (the request's count)")
     _sampling_args(p)
+    p.add_argument("--appearance", choices=APPEARANCE_NAMES, type=str.lower, default=None,
+                   help="real or phantom (default: what the served weights prefer)")
     p.add_argument("--format", default="png", choices=["png", "dicom", "raw"])
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--out", default="out/client")

@@ -64,6 +64,7 @@ class GenerationResult:
     denoiser_calls: int
     seconds: float
     timings: dict[str, float]
+    appearance: str = "phantom"  # the look the weights drew (the request's, or their default)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ class Engine:
         then :class:`Done` with the result. ``should_stop`` is asked before every call
         (:class:`~fetalflex.errors.SamplingCancelledError` when it says stop)."""
         t0 = time.perf_counter()
+        # The appearance is settled (or refused by name) before any work.
+        req = req.model_copy(update={"appearance": self.appearance(req.appearance)})
         call = CountingCall(self.backend.call)
         timings: dict[str, float] = {}
         seeds = [req.seed + i for i in range(req.n)]
@@ -203,7 +206,7 @@ class Engine:
                                   report=dict(sampled.reports[i]) if sampled.reports else {})
                            for i in range(req.n)]
                 yield Done(GenerationResult(samples, call.calls, time.perf_counter() - t0,
-                                            timings))
+                                            timings, str(req.appearance)))
                 return
         assert abnormal is not None, "repaint needs a preset or edits"
         if region is not None:
@@ -223,7 +226,8 @@ class Engine:
         timings["repaint_s"] = time.perf_counter() - t2
         samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
                    for i in range(req.n)]
-        yield Done(GenerationResult(samples, call.calls, time.perf_counter() - t0, timings))
+        yield Done(GenerationResult(samples, call.calls, time.perf_counter() - t0, timings,
+                                    str(req.appearance)))
 
     def _repaint(self, call: CountingCall, images: np.ndarray, layouts: list[Layout],
                  regions: list[np.ndarray], seeds: list[int], guidance: float, control: float,

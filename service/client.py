@@ -71,7 +71,8 @@ def request_from(args: Any) -> pb.GenerateRequest:
     req = pb.GenerateRequest(plane=args.plane, preset=args.preset or "", count=args.n,
                              seed=args.seed, steps=args.steps, guidance_scale=args.guidance,
                              sampler=SAMPLER_ENUM[args.sampler], pair=args.pair,
-                             output_format=FORMATS[args.format], return_layouts=True)
+                             output_format=FORMATS[args.format], return_layouts=True,
+                             appearance=getattr(args, "appearance", None) or "")
     for e in args.edit or []:
         req.edits.append(pb.Edit(json=e))
     return req

@@ -39,9 +39,10 @@ from fetalflex.anatomy.layout import (
     StructureList,
     extract,
 )
+from fetalflex.anatomy.planes import canonical_code
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.render import colourize
-from fetalflex.anatomy.structures import NUM_LABELS
+from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
 from fetalflex.errors import InvalidRequestError
 from fetalflex.generation import GenerationResult, Sample
 from fetalflex.io.dicom import edit_summary as dicom_edit_summary
@@ -120,9 +121,10 @@ def _png(field: str, data: bytes, size: int, label: bool, needs: str = "the mode
         raise InvalidRequestError(field, f"decodes to {arr.shape[1]}x{arr.shape[0]}, {needs} "
                                          f"{size}x{size}")
     if label:
-        bad = sorted(set(np.unique(arr).tolist()) - set(range(NUM_LABELS)))
+        bad = sorted(set(np.unique(arr).tolist()) - set(range(NUM_LABELS)) - {UNLABELLED})
         if bad:
-            raise InvalidRequestError(field, f"unknown label ids {bad[:8]}")
+            raise InvalidRequestError(field, f"unknown label ids {bad[:8]} (ids 0.."
+                                             f"{NUM_LABELS - 1}, {UNLABELLED} = not labelled)")
     return arr
 
 
@@ -151,11 +153,13 @@ def _name(field: str, value: str) -> str:
 
 
 def _plane(value: str) -> str:
+    """Planes are case-insensitive here as everywhere ('tv' is TV: ``canonical_code``)."""
+    code = canonical_code(_name("plane", value))
     try:
-        get_plane(_name("plane", value))
+        get_plane(code)
     except InvalidRequestError as exc:
         raise InvalidRequestError("plane", str(exc).removeprefix("plane: ")) from None
-    return value
+    return code
 
 
 def _seed(field: str, v: int) -> int:
@@ -274,6 +278,8 @@ def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, An
         out["guidance"] = _finite("guidance_scale", req.guidance_scale)
     if req.HasField("control_scale"):
         out["control_scale"] = _finite("control_scale", req.control_scale)
+    if req.appearance:
+        out["appearance"] = _name("appearance", req.appearance)
     return out
 
 
@@ -327,13 +333,14 @@ def _check_references(req: pb.GenerateRequest, domain: GenerationRequest) -> Non
 def to_job(req: pb.GenerateRequest, settings: ServiceSettings, size: int) -> Job:
     domain = _domain(req, settings)
     _check_references(req, domain)
-    layout = _layout("layout", req.layout, req.plane, size, req.seed) if req.HasField(
+    plane = domain.plane  # canonical ('tt' -> TT)
+    layout = _layout("layout", req.layout, plane, size, req.seed) if req.HasField(
         "layout") else None
     reference = ref_layout = region = None
     if req.reference_png:
         reference = _png("reference_png", req.reference_png, size, label=False)
         arr = _png("reference_label_map_png", req.reference_label_map_png, size, label=True)
-        ref_layout = _label_layout("reference_label_map_png", arr, req.plane,
+        ref_layout = _label_layout("reference_label_map_png", arr, plane,
                                    _field_mm("layout.field_mm", req.layout.field_mm))
     if req.edit_region_png:
         region = _png("edit_region_png", req.edit_region_png, size, label=False) > 0
@@ -360,14 +367,15 @@ def _render_edits(req: pb.RenderLayoutRequest) -> tuple[str | None, list[Edit]]:
     """The preset and edits, checked before any layout is built."""
     if len(req.edits) > MAX_EDITS:
         raise InvalidRequestError("edits", f"at most {MAX_EDITS} edits, got {len(req.edits)}")
+    plane = _plane(req.plane)
     preset = _name("preset", req.preset) or None
     if preset is not None:
         try:
-            edit_list(req.plane, preset, ())
+            edit_list(plane, preset, ())
         except InvalidRequestError as exc:
             raise InvalidRequestError("preset", str(exc).removeprefix("preset: ")) from None
     extra = edits_from("edits", req.edits)
-    _check_edit_planes("edits", req.plane, extra)
+    _check_edit_planes("edits", plane, extra)
     return preset, extra
 
 
@@ -446,6 +454,7 @@ def to_response(job: Job, res: GenerationResult, model: dict[str, str]) -> pb.Ge
                               model_sha256=model["sha256"], backend=model["backend"],
                               precision=model.get("precision", ""),
                               denoiser_calls=res.denoiser_calls, seconds=res.seconds,
+                              appearance=res.appearance,
                               client_request_id=job.client_request_id, synthetic=True)
     out.samples.extend(_sample(job, s, meta, model) for s in res.samples)
     for k, v in res.timings.items():

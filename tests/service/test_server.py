@@ -96,6 +96,17 @@ def test_generate_pair_png(stub: pb_grpc.FetalFlexStub) -> None:
     assert s.label_map_png and s.abnormal_label_map_png
 
 
+def test_planes_are_case_insensitive_and_partial_layouts_are_served(
+        stub: pb_grpc.FetalFlexStub) -> None:
+    lm = np.full((32, 32), 255)  # nothing labelled but a skull ring
+    yy, xx = np.mgrid[0:32, 0:32]
+    r = np.hypot(xx - 16, yy - 16)
+    lm[(r > 8) & (r <= 10)] = 3
+    resp = stub.Generate(pb.GenerateRequest(plane="tt", steps=2, appearance="Phantom",
+                                            layout=pb.Layout(label_map_png=_png_label(lm))))
+    assert resp.appearance == "phantom" and len(resp.samples) == 1
+
+
 def test_generate_dicom_and_raw(stub: pb_grpc.FetalFlexStub) -> None:
     r = stub.Generate(pb.GenerateRequest(plane="FL", steps=2, count=2,
                                          output_format=pb.OUTPUT_FORMAT_DICOM))
@@ -140,6 +151,8 @@ BAD = [
     (dict(plane="FL", layout=pb.Layout(label_map_png=_png_label(np.full((32, 32), 3)))),
      "not part of plane FL"),
     (dict(plane="TV", pair=True), "pair"),
+    (dict(plane="TV", appearance="real"), "appearance: 'real' is not served by these weights"),
+    (dict(plane="TV", appearance="cartoon"), "appearance"),
 ]
 
 

@@ -94,7 +94,7 @@ class RepaintOptions(_message.Message):
     def __init__(self, steps: _Optional[int] = ..., jump_length: _Optional[int] = ..., jump_n_sample: _Optional[int] = ..., feather_px: _Optional[float] = ..., dilate_px: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("plane", "layout", "preset", "edits", "reference_png", "reference_label_map_png", "edit_region_png", "count", "seed", "steps", "guidance_scale", "control_scale", "sampler", "repaint", "output_format", "pair", "return_layouts", "preview", "client_request_id")
+    __slots__ = ("plane", "layout", "preset", "edits", "reference_png", "reference_label_map_png", "edit_region_png", "count", "seed", "steps", "guidance_scale", "control_scale", "sampler", "repaint", "output_format", "pair", "return_layouts", "preview", "client_request_id", "appearance")
     PLANE_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class GenerateRequest(_message.Message):
     RETURN_LAYOUTS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCE_FIELD_NUMBER: _ClassVar[int]
     plane: str
     layout: Layout
     preset: str
@@ -133,7 +134,8 @@ class GenerateRequest(_message.Message):
     return_layouts: bool
     preview: bool
     client_request_id: str
-    def __init__(self, plane: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., preset: _Optional[str] = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., reference_png: _Optional[bytes] = ..., reference_label_map_png: _Optional[bytes] = ..., edit_region_png: _Optional[bytes] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., control_scale: _Optional[float] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., repaint: _Optional[_Union[RepaintOptions, _Mapping]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., pair: _Optional[bool] = ..., return_layouts: _Optional[bool] = ..., preview: _Optional[bool] = ..., client_request_id: _Optional[str] = ...) -> None: ...
+    appearance: str
+    def __init__(self, plane: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., preset: _Optional[str] = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., reference_png: _Optional[bytes] = ..., reference_label_map_png: _Optional[bytes] = ..., edit_region_png: _Optional[bytes] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., control_scale: _Optional[float] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., repaint: _Optional[_Union[RepaintOptions, _Mapping]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., pair: _Optional[bool] = ..., return_layouts: _Optional[bool] = ..., preview: _Optional[bool] = ..., client_request_id: _Optional[str] = ..., appearance: _Optional[str] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("data", "format", "width", "height")
@@ -172,7 +174,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("samples", "model_name", "model_version", "model_sha256", "backend", "denoiser_calls", "timings", "seconds", "client_request_id", "synthetic", "precision")
+    __slots__ = ("samples", "model_name", "model_version", "model_sha256", "backend", "denoiser_calls", "timings", "seconds", "client_request_id", "synthetic", "precision", "appearance")
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +186,7 @@ class GenerateResponse(_message.Message):
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCE_FIELD_NUMBER: _ClassVar[int]
     samples: _containers.RepeatedCompositeFieldContainer[GeneratedSample]
     model_name: str
     model_version: str
@@ -195,7 +198,8 @@ class GenerateResponse(_message.Message):
     client_request_id: str
     synthetic: bool
     precision: str
-    def __init__(self, samples: _Optional[_Iterable[_Union[GeneratedSample, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., denoiser_calls: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., seconds: _Optional[float] = ..., client_request_id: _Optional[str] = ..., synthetic: _Optional[bool] = ..., precision: _Optional[str] = ...) -> None: ...
+    appearance: str
+    def __init__(self, samples: _Optional[_Iterable[_Union[GeneratedSample, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., denoiser_calls: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., seconds: _Optional[float] = ..., client_request_id: _Optional[str] = ..., synthetic: _Optional[bool] = ..., precision: _Optional[str] = ..., appearance: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("step", "phase", "stage", "timestep", "preview_png")
