@@ -199,6 +199,7 @@ def _cmd_evaluate_real(args: argparse.Namespace) -> int:
     out = Path(args.out)
     manifests = [Path(m) for m in args.data]
     res = evaluate_real(engine, manifests, out, opts, baseline=baseline,
+                        frd_python=args.frd_python,
                         log=lambda m: print(m, flush=True))
     md = markdown(res)
     (out / "real_eval.md").write_text(md)
@@ -546,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-weights", default=None,
                    help="also measure these weights (phantom appearance) on the same requests")
     p.add_argument("--appearance", default="real", choices=APPEARANCE_NAMES, type=str.lower)
+    p.add_argument("--frd-python", default=None,
+                   help="a Python interpreter with frd-score + pyradiomics, for the FRD rows "
+                        "(default: this one, if it has them)")
     p.add_argument("--reader-steps", type=int, default=RealEvalOptions().reader_steps)
     p.add_argument("--segmenter-steps", type=int, default=RealEvalOptions().segmenter_steps)
     p.add_argument("--seed", type=int, default=0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,11 +48,15 @@ from fetalflex.evaluation.head import (
 from fetalflex.evaluation.options import RealEvalOptions
 from fetalflex.evaluation.real_data import PLANE_GROUPS, RealSet, head_mask, head_shape, load_real
 from fetalflex.evaluation.realism import (
+    FRD_NOT_INSTALLED,
     PCA,
+    frd,
+    frd_available,
     frechet_distance,
     grey_w1,
     nearest_correlation,
     split_halves,
+    write_pngs,
 )
 from fetalflex.evaluation.segmenter import Segmenter
 from fetalflex.generation import Engine
@@ -166,6 +171,32 @@ def _plane_rows(reader: Reader, classes: tuple[str, ...], val: RealSet,
     return rows
 
 
+def _frd_rows(val: RealSet, gen: NDArray[np.uint8], out: Path, opts: RealEvalOptions,
+              python: str | None, log: Any) -> dict[str, Any] | str:
+    """FRD per plane group: generated half A vs real half B beside real A vs real B. The
+    PNG folders it reads (``out/frd``) hold validation scans: local use only."""
+    if not frd_available(python):
+        return FRD_NOT_INSTALLED
+    rows: dict[str, Any] = {}
+    planes = val.planes
+    for k, (group, members) in enumerate(PLANE_GROUPS.items()):
+        idx = np.nonzero(np.isin(planes, members))[0]
+        if len(idx) < 8:
+            continue
+        a, b = split_halves([val.subjects[i] for i in idx], opts.seed)
+        a, b = idx[a], idx[b]
+        d = out / "frd" / f"group{k}"
+        if d.exists():
+            shutil.rmtree(d)
+        ga = write_pngs(d / "generated_a", gen[a])
+        ra, rb = write_pngs(d / "real_a", val.images[a]), write_pngs(d / "real_b", val.images[b])
+        t0 = time.perf_counter()
+        g, f = frd(ga, rb, python), frd(ra, rb, python)
+        rows[group] = {"frd_generated": g, "frd_floor": f, "frd_ratio": g / max(f, 1e-9)}
+        log(f"FRD {group}: generated {g:.2f}, floor {f:.2f} ({time.perf_counter() - t0:.0f} s)")
+    return rows
+
+
 def _group_rows(reader: Reader, train: RealSet, val: RealSet, gen: NDArray[np.uint8],
                 opts: RealEvalOptions) -> dict[str, Any]:
     pca = PCA(features(reader, train.images), opts.fd_dims)
@@ -225,7 +256,8 @@ def _head_rows(seg: Segmenter, val: RealSet, gen: NDArray[np.uint8],
 
 def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
                   opts: RealEvalOptions | None = None, log: Any = print,
-                  baseline: Engine | None = None) -> dict[str, Any]:
+                  baseline: Engine | None = None, frd_python: str | None = None,
+                  ) -> dict[str, Any]:
     """Every figure of the module docstring; writes ``out/real_eval.json``."""
     opts = opts or RealEvalOptions()
     t0 = time.perf_counter()
@@ -250,6 +282,7 @@ def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
         "copying": {"generated_mean": float(nn_gen.mean()), "real_val_mean": float(nn_real.mean()),
                     "generated_max": float(nn_gen.max()), "real_val_max": float(nn_real.max())},
         "instrument_training_s": trained,
+        "frd": _frd_rows(val, gen, out, opts, frd_python, log),
     }
     if baseline is not None:
         b_opts = RealEvalOptions(**{**asdict(opts), "appearance": "phantom"})

@@ -4,8 +4,13 @@ correlation (copying)."""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 from scipy import linalg
 from scipy.stats import wasserstein_distance
 
@@ -73,3 +78,38 @@ def split_halves(subjects: list[str], seed: int = 0) -> tuple[NDArray[np.int64],
     a = np.array([i for i, s in enumerate(subjects) if s in first], dtype=np.int64)
     b = np.array([i for i, s in enumerate(subjects) if s not in first], dtype=np.int64)
     return a, b
+
+
+FRD_NOT_INSTALLED = ("not measured: frd-score (with pyradiomics) is not installed here; "
+                     "install it (pip install frd-score pyradiomics) or pass --frd-python "
+                     "with an interpreter that has it")
+
+
+def frd(dir_a: Path, dir_b: Path, python: str | None = None) -> float:
+    """Frechet Radiomics Distance (frd-score, v1 defaults; no downloaded weights) between
+    two folders of PNGs, in-process when ``frd_score`` imports, else with ``python``."""
+    if python is None:
+        from frd_score.frd import compute_frd  # type: ignore[import-not-found]  # optional
+
+        return float(compute_frd([str(dir_a), str(dir_b)], num_workers=1))
+    code = ("import sys; from frd_score.frd import compute_frd; "
+            "print('FRD=%r' % float(compute_frd(sys.argv[1:3], num_workers=1)))")
+    done = subprocess.run([python, "-c", code, str(dir_a), str(dir_b)], capture_output=True,
+                          text=True, check=False)
+    for line in done.stdout.splitlines()[::-1]:
+        if line.startswith("FRD="):
+            return float(line.removeprefix("FRD="))
+    raise RuntimeError(f"frd-score under {python} failed: {done.stderr.strip()[-500:]}")
+
+
+def frd_available(python: str | None) -> bool:
+    if python is not None:
+        return Path(python).is_file()
+    return importlib.util.find_spec("frd_score") is not None
+
+
+def write_pngs(folder: Path, images: NDArray[np.uint8]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:05d}.png")
+    return folder

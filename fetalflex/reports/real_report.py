@@ -47,6 +47,15 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{_f(r['fd_ratio'], 2)} | {_f(r['w1_generated'], 1)} | "
                      f"{_f(r['w1_floor'], 1)} | {_f(r['w1_ratio'], 2)} | "
                      f"{_f(r['mean_grey_real'], 1)} / {_f(r['mean_grey_generated'], 1)} |")
+    fr = res.get("frd")
+    lines += ["", "## Frechet Radiomics Distance (frd-score), per plane group", ""]
+    if isinstance(fr, dict):
+        lines += ["| group | FRD generated | FRD floor | ratio (target <= 2) |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {g} | {_f(r['frd_generated'], 2)} | {_f(r['frd_floor'], 2)} | "
+                  f"{_f(r['frd_ratio'], 2)} |" for g, r in fr.items()]
+    else:
+        lines.append(str(fr))
     h = res.get("head") or {}
     if h:
         lines += ["", f"## Head outline control (HC18 validation, {h['n']} scans)", "",

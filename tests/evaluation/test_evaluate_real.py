@@ -44,6 +44,22 @@ def test_realism_measures() -> None:
     assert {0, 1} <= set(x.tolist()) or {0, 1} <= set(y.tolist())
 
 
+def test_frd_runs_in_another_interpreter(tmp_path: Path) -> None:
+    """The FRD rows may use an interpreter of their own (frd-score needs pyradiomics): its
+    answer is read back, and its failure is an error, not a number."""
+    from fetalflex.evaluation.realism import frd
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\n[ -d \"$3\" ] && [ -d \"$4\" ] && echo 'FRD=2.5' && exit 0\n"
+                    "echo broken >&2; exit 1\n")
+    fake.chmod(0o755)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert frd(tmp_path / "a", tmp_path / "b", str(fake)) == 2.5
+    with pytest.raises(RuntimeError, match="broken"):
+        frd(tmp_path / "a", tmp_path / "missing", str(fake))
+
+
 def test_head_measure_reads_an_ellipse() -> None:
     yy, xx = np.mgrid[0:64, 0:64]
     m = ((xx - 30) / 20.0) ** 2 + ((yy - 33) / 12.0) ** 2 <= 1
@@ -83,6 +99,7 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     assert res["copying"]["real_val_max"] <= 1.0 + 1e-9
     md = markdown(res)
     assert "Plane reader" in md and "Head outline control" in md
+    assert res["frd"].startswith("not measured: frd-score") and res["frd"] in md
     saved = json.loads((tmp_path / "ev" / "real_eval.json").read_text())
     assert saved["model"] == engine.backend.model_hash
     # a second run reuses the trained instruments and the generated scans
