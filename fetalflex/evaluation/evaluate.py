@@ -132,8 +132,9 @@ def _to_t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels.to_unit(a))[:, None]
 
 
-def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], generated: np.ndarray,
-           guidance: float, k: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def twin_signs(engine: Engine, layouts: list[Layout], seeds: list[int], generated: np.ndarray,
+               guidance: float, k: int, appearance: str | None = None,
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Per preset: grey-level change of the edited pixels, simulator vs generator.
 
     ``generated`` are the images already made from ``layouts`` with ``seeds`` (generation is
@@ -156,7 +157,8 @@ def _twins(engine: Engine, layouts: list[Layout], seeds: list[int], generated: n
         regions = [edit_region(base[i].label_map, edited[i].label_map, settings.dilate_px)
                    for i in keep]
         twins, _ = engine.repaint(gen_normal[keep], [edited[i] for i in keep], regions,
-                                  [sd[i] for i in keep], guidance=guidance, settings=settings)
+                                  [sd[i] for i in keep], guidance=guidance, settings=settings,
+                                  appearance=appearance)
         d_sim, d_gen = [], []
         for j, i in enumerate(keep):
             m = changed[i]
@@ -249,7 +251,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
             row["abnormal_layouts"] = q
             total_calls += q["denoiser_calls"]
         if opts.twins_per_preset and generated is not None:
-            row["twins"], ex = _twins(engine, layouts, seeds, generated, guidance,
+            row["twins"], ex = twin_signs(engine, layouts, seeds, generated, guidance,
                                       opts.twins_per_preset)
             twin_examples += ex
         results["planes"][plane] = row

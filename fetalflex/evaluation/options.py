@@ -94,3 +94,4 @@ class RealEvalOptions:
     seed: int = 0
     bootstrap: int = 1000
     appearance: str = "real"
+    twins_per_plane: int = 4  # template layouts per plane for the anomaly twins (0: skip)

@@ -254,6 +254,33 @@ def _head_rows(seg: Segmenter, val: RealSet, gen: NDArray[np.uint8],
     return out
 
 
+def twin_rows(engine: Engine, per_plane: int, appearance: str, seed: int,
+              log: Any) -> dict[str, Any]:
+    """Every anomaly preset in ``appearance``: normal scans generated from full template
+    layouts (the phantom world's anatomy: real scans label no inner structures), each edited
+    by the preset and repainted in the edited region; the edited pixels' mean grey change
+    beside the phantom simulator's (same sign = bright stays bright, fluid stays dark)."""
+    from fetalflex.anatomy.layout import rasterize
+    from fetalflex.anatomy.planes import PLANE_CODES
+    from fetalflex.anatomy.templates import sample_template
+    from fetalflex.evaluation.evaluate import twin_signs
+    from fetalflex.request import DEFAULT_GUIDANCE
+
+    rows: dict[str, Any] = {}
+    size = engine.cfg.image_size
+    for plane in PLANE_CODES:
+        seeds = [seed + 1000 + i for i in range(per_plane)]
+        layouts = [rasterize(sample_template(plane, s), size) for s in seeds]
+        normal, _ = engine.sample_layouts(layouts, seeds, appearance=appearance)
+        signs, _ = twin_signs(engine, layouts, seeds, normal, DEFAULT_GUIDANCE, per_plane,
+                              appearance=appearance)
+        done = {name: r for name, r in signs.items() if r.get("n")}
+        rows.update({f"{plane} {name}": r for name, r in done.items()})
+        log(f"twins {plane}: " + ", ".join(f"{k} {'ok' if r['sign_ok'] else 'WRONG'}"
+                                           for k, r in done.items()))
+    return rows
+
+
 def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
                   opts: RealEvalOptions | None = None, log: Any = print,
                   baseline: Engine | None = None, frd_python: str | None = None,
@@ -283,6 +310,8 @@ def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
                     "generated_max": float(nn_gen.max()), "real_val_max": float(nn_real.max())},
         "instrument_training_s": trained,
         "frd": _frd_rows(val, gen, out, opts, frd_python, log),
+        "twins": twin_rows(engine, opts.twins_per_plane, opts.appearance, opts.seed, log)
+        if opts.twins_per_plane else {},
     }
     if baseline is not None:
         b_opts = RealEvalOptions(**{**asdict(opts), "appearance": "phantom"})

@@ -69,6 +69,17 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{r['no_head_read']} |")
         lines.append(f"\nHC error ratio generated / real: {_f(h['hc_error_ratio'], 2)} "
                      "(target <= 1.5; Dice target >= 0.95).")
+    tw = res.get("twins") or {}
+    if tw:
+        ok = sum(1 for r in tw.values() if r["sign_ok"])
+        lines += ["", f"## Anomaly twins in {res['appearance']} appearance (template anatomy, "
+                  "edited region's mean grey change)", "",
+                  "| plane preset | n | simulator | generated | same sign |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {k} | {r['n']} | {r['delta_simulator']:+.1f} | "
+                  f"{r['delta_generated']:+.1f} | {'yes' if r['sign_ok'] else 'NO'} |"
+                  for k, r in tw.items()]
+        lines.append(f"\nSame sign as the simulator: {ok}/{len(tw)} (target: every preset).")
     c = res["copying"]
     lines += ["", "## No copying: highest correlation with any real training scan", "",
               f"generated: mean {_f(c['generated_mean'])}, max {_f(c['generated_max'])}; real "

@@ -89,7 +89,7 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     m.save(tmp_path / "w")
     engine = Engine(load_backend("torch", tmp_path / "w"))
     opts = RealEvalOptions(reader_steps=3, segmenter_steps=3, fd_dims=2, batch=4,
-                           bootstrap=50)
+                           bootstrap=50, twins_per_plane=1)
     res = evaluate_real(engine, real_manifests, tmp_path / "ev", opts, log=lambda _m: None)
     assert res["appearance"] == "real" and res["n_val"] > 0
     assert set(res["instrument_training_s"]) == {"reader", "segmenter"}
@@ -97,6 +97,9 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     head = res["head"]
     assert head["n"] > 0 and 0 <= head["generated"]["dice"] <= 1
     assert res["copying"]["real_val_max"] <= 1.0 + 1e-9
+    # every preset's twin is measured in the requested appearance
+    assert "TV ventriculomegaly" in res["twins"] and "LIP cleft_lip" in res["twins"]
+    assert all(isinstance(r["sign_ok"], bool) for r in res["twins"].values())
     md = markdown(res)
     assert "Plane reader" in md and "Head outline control" in md
     assert res["frd"].startswith("not measured: frd-score") and res["frd"] in md
