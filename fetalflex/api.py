@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from fetalflex.anatomy.layout import Layout
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Engine, GenerationResult, Sample
 from fetalflex.io.png import read_gray, read_label_map
-from fetalflex.request import DEFAULT_PRECISION, GenerationRequest, Precision
+from fetalflex.request import DEFAULT_PRECISION, GenerationRequest, Precision, request_error
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ class FetalFlex:
         (``preset``, ``edits``, ``pair``, ``n``, ``seed``, ``steps``, ``guidance``,
         ``sampler``, ``ga_weeks``, ``appearance``, ...). ``layout`` replaces the template;
         ``reference`` + ``reference_layout`` repaint an existing image in the edited region."""
-        req = GenerationRequest(plane=plane, **options)
+        try:
+            req = GenerationRequest(plane=plane, **options)
+        except ValidationError as exc:
+            raise request_error(exc) from None
         req = req.model_copy(update={"appearance": self.engine.appearance(req.appearance)})
         res = self.engine.run(req, layout=layout, reference=reference,
                               reference_layout=reference_layout)
@@ -122,8 +126,10 @@ class FetalFlex:
         data = json.loads(path.read_text())
         want = data.get("model", {}).get("sha256")
         if want != self.backend.model_hash:
+            model_id = data.get("model", {}).get("id", "?")
+            hint = f"load the weights it was made with ({model_id}): --weights DIR"
             raise ValueError(f"sidecar: made with model {str(want)[:12]}, but the loaded "
-                             f"weights are {self.backend.model_hash[:12]}")
+                             f"weights are {self.backend.model_hash[:12]}; {hint}")
         made = data.get("model", {}).get("precision", DEFAULT_PRECISION)
         if made != self.backend.precision:
             raise ValueError(f"sidecar: made with precision {made}, but the loaded backend "

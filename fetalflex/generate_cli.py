@@ -185,6 +185,10 @@ def _check_inputs(args: Any, req: GenerationRequest) -> None:
     if args.reference and args.layout:
         raise ValueError("layout: with --reference the anatomy is --reference-layout's; "
                          "give --layout or --reference, not both")
+    for flag in ("layout", "reference", "reference_layout"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            raise ValueError(f"--{flag.replace('_', '-')}: file not found: {value}")
 
 
 def _read_reference(args: Any, plane: str, size: int, resampled: dict[str, Any]

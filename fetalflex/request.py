@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fetalflex.anatomy.biometry import GA_MAX, GA_MIN
 from fetalflex.anatomy.compose import edit_list
@@ -19,6 +26,7 @@ from fetalflex.anatomy.planes import canonical_code
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.appearance import APPEARANCES, Appearance
+from fetalflex.errors import InvalidRequestError
 
 # ---------------------------------------------------------------- names
 SamplerName = Literal["ddim", "dpmsolver++", "two-stage"]
@@ -43,6 +51,14 @@ DEFAULT_DEVICE: Final[Device] = "cpu"
 Precision = Literal["fp32", "int8"]
 PRECISIONS: Final[tuple[Precision, ...]] = get_args(Precision)
 DEFAULT_PRECISION: Final[Precision] = "fp32"
+
+
+def request_error(exc: ValidationError) -> InvalidRequestError:
+    """A request's first validation error as the named error the API promises
+    (``field: reason``), for callers of the Python API and the services."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "request"
+    return InvalidRequestError(loc, str(err["msg"]).removeprefix("Value error, "))
 
 
 def require_one_of(field: str, value: object, names: tuple[str, ...]) -> None:

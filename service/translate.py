@@ -47,7 +47,13 @@ from fetalflex.errors import InvalidRequestError
 from fetalflex.generation import GenerationResult, Sample
 from fetalflex.io.dicom import edit_summary as dicom_edit_summary
 from fetalflex.model.config import DenoiserConfig
-from fetalflex.request import SEED_LIMIT, GenerationRequest, RepaintSettings
+from fetalflex.request import (
+    COUNT_MAX,
+    SEED_LIMIT,
+    STEPS_MAX,
+    GenerationRequest,
+    RepaintSettings,
+)
 from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api_enums import SAMPLER_NAME
@@ -260,11 +266,13 @@ def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, An
     count = req.count if req.HasField("count") else SCHEMA["n"].default
     if not 1 <= count <= settings.max_count:
         raise InvalidRequestError("count", f"must be within 1..{settings.max_count}, "
-                                           f"got {count}")
+                                           f"got {count} (this service's max_count; the "
+                                           f"request schema allows up to {COUNT_MAX})")
     steps = req.steps if req.HasField("steps") else SCHEMA["steps"].default
     if not 1 <= steps <= settings.max_steps:
         raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
-                                           f"got {steps}")
+                                           f"got {steps} (this service's max_steps; the "
+                                           f"request schema allows up to {STEPS_MAX})")
     if req.sampler not in SAMPLER_NAME:
         raise InvalidRequestError("sampler", f"unknown value {req.sampler}")
     if req.output_format not in FORMATS:

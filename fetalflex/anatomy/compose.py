@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fetalflex.anatomy.edits import Edit, apply_edits, parse_edits
+from fetalflex.anatomy.edits import EDIT_TYPES, Edit, apply_edits, parse_edits
 from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, LabelMap, Layout, StructureList, rasterize
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.templates import sample_template
@@ -105,6 +105,32 @@ def edit_json(field: str, text: str) -> Any:
     return data
 
 
+def edit_error(field: str, exc: Any, listed: bool) -> InvalidRequestError:
+    """One edit's validation error, named as the user wrote it: an unknown key first (with
+    the closest known one), else the first error; the path without pydantic's union tag."""
+    import difflib
+
+
+    errs = exc.errors()
+    err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])
+    loc = list(err["loc"])
+    index = loc.pop(0) if listed and loc and isinstance(loc[0], int) else None
+    if not listed and loc and isinstance(loc[0], int):
+        loc.pop(0)
+    op = loc.pop(0) if loc and loc[0] in EDIT_TYPES else None
+    where = field + (f"[{index}]" if index is not None else "")
+    if err["type"] == "extra_forbidden" and loc:
+        key = str(loc[-1])
+        known = sorted(EDIT_TYPES[str(op)].model_fields) if op else []
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else (
+            f" (known keys: {', '.join(known)})" if known else "")
+        return InvalidRequestError(where, f"unknown key {key!r} in a {op!r} edit{hint}")
+    path = ".".join(str(x) for x in loc)
+    return InvalidRequestError(f"{where}.{path}" if path else where,
+                               str(err["msg"]).removeprefix("Value error, "))
+
+
 def edits_from_json(field: str, texts: Sequence[str], text_key: str = "") -> list[Edit]:
     """Edit JSON texts (each one object or a list) -> edits. Errors name ``field[i]`` (and
     ``.text_key`` for JSON that does not parse) or, for a bad edit, ``field[i].key``."""
@@ -116,10 +142,7 @@ def edits_from_json(field: str, texts: Sequence[str], text_key: str = "") -> lis
         try:
             out += parse_edits(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise InvalidRequestError(f"{field}[{i}].{loc}" if loc else f"{field}[{i}]",
-                                      str(err["msg"]).removeprefix("Value error, ")) from None
+            raise edit_error(f"{field}[{i}]", exc, listed=isinstance(data, list)) from None
         if len(out) > MAX_EDITS:
             raise InvalidRequestError(field, f"at most {MAX_EDITS} edits in all")
     return out

@@ -322,6 +322,11 @@ Edit = Annotated[
 ]
 EDIT_ADAPTER: TypeAdapter[Edit] = TypeAdapter(Edit)
 EDIT_LIST_ADAPTER: TypeAdapter[list[Edit]] = TypeAdapter(list[Edit])
+_EDIT_CLASSES: tuple[type[_Edit], ...] = (Remove, Scale, Translate, Rotate, Dilate, Erode,
+                                          Insert, Cut)
+# op name -> edit class (the discriminator's values)
+EDIT_TYPES: dict[str, type[_Edit]] = {str(t.model_fields["op"].default): t
+                                      for t in _EDIT_CLASSES}
 
 
 def parse_edits(data: object) -> list[Edit]:
