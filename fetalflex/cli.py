@@ -54,7 +54,8 @@ def _cmd_layout(args: argparse.Namespace) -> int:
     write_image(out, colourize(layout.label_map),
                 {"Content": "FetalFlex layout (colour picture)", "Plane": args.plane})
     if args.label_map:
-        write_label_map(Path(args.label_map), layout.label_map)
+        write_label_map(Path(args.label_map), layout.label_map, layout.plane,
+                        layout.field_mm, layout.ga_weeks)
     if args.structures:
         Path(args.structures).write_text(extract(layout).model_dump_json(indent=2) + "\n")
     present = sorted(int(v) for v in np.unique(layout.label_map))
@@ -563,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", action="append",
                    help="edit JSON object or list (or @file.json); repeatable")
     p.add_argument("--layout", help="label-map PNG or structure-list JSON")
-    p.add_argument("--field-mm", type=float, default=DEFAULT_FIELD_MM,
-                   help="image side in mm for a label-map PNG layout")
+    p.add_argument("--field-mm", type=float, default=None,
+                   help="image side in mm for a label-map PNG layout (default: what the PNG "
+                        f"says, as `fetalflex layout` writes it, else {DEFAULT_FIELD_MM:g})")
     p.add_argument("--ga", type=float, default=None, help=GA_HELP)
     p.add_argument("--reference", help="reference image PNG to repaint")
     p.add_argument("--reference-layout", help="the reference image's layout")

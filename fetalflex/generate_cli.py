@@ -16,14 +16,20 @@ from tqdm import tqdm
 from fetalflex.about import SYNTHETIC_NOTICE, __version__
 from fetalflex.anatomy.compose import edits_from_json, label_map_layout, structures_layout
 from fetalflex.anatomy.edits import Edit
-from fetalflex.anatomy.layout import Layout, StructureList
+from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, Layout, StructureList
 from fetalflex.anatomy.render import colourize
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
 from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
 from fetalflex.io.dicom import SyntheticStudy, dicom_pair, edit_summary
 from fetalflex.io.output_dir import prepare_output_dir
-from fetalflex.io.png import read_gray, read_label_map, write_image, write_label_map
+from fetalflex.io.png import (
+    read_gray,
+    read_label_map,
+    read_layout_facts,
+    write_image,
+    write_label_map,
+)
 from fetalflex.request import require_one_of
 
 OUTPUT_FORMATS = ("png", "dicom")  # of the generated images; label maps are always PNG
@@ -50,16 +56,21 @@ def resample(field: str, path: Path, arr: NDArray[np.uint8], size: int, kind: st
     return out
 
 
-def read_layout(path: Path, plane: str, size: int, field_mm: float, ga: float | None,
+def read_layout(path: Path, plane: str, size: int, field_mm: float | None, ga: float | None,
                 notes: dict[str, Any] | None = None, field: str = "layout") -> Layout:
     """A label-map PNG or a structure-list JSON, as a layout at the model's size; a label
-    map of another size is resampled (nearest) and ``notes`` records it."""
+    map of another size is resampled (nearest) and ``notes`` records it. A label map's field
+    of view and GA: the ones given, else the ones its PNG says (``fetalflex layout`` and
+    ``generate`` write them), else the default field and no GA."""
     if path.suffix.lower() == ".json":
         sl = StructureList.model_validate_json(path.read_text())
         return structures_layout(field, sl, plane, size)
+    own_field, own_ga = read_layout_facts(path)
     lab = resample(field, path, read_label_map(path), size, "label_map",
                    {} if notes is None else notes)
-    return label_map_layout(field, lab, plane, size, field_mm, ga)
+    return label_map_layout(field, lab, plane, size,
+                            field_mm if field_mm is not None else own_field or DEFAULT_FIELD_MM,
+                            ga if ga is not None else own_ga)
 
 
 def _edits_arg(values: list[str] | None) -> list[Edit]:
@@ -69,7 +80,8 @@ def _edits_arg(values: list[str] | None) -> list[Edit]:
 
 
 def _layout_record(out: Path, name: str, layout: Layout) -> dict[str, Any]:
-    write_label_map(out / name, layout.label_map)
+    write_label_map(out / name, layout.label_map, layout.plane, layout.field_mm,
+                    layout.ga_weeks)
     return {"plane": layout.plane, "label_map": name, "field_mm": layout.field_mm,
             "ga_weeks": layout.ga_weeks}
 
@@ -126,7 +138,8 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
             atomic_write_bytes(out / rec["image"], dicom[0])
         else:
             write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)})
-        write_label_map(out / rec["label_map"], s.layout.label_map)
+        write_label_map(out / rec["label_map"], s.layout.label_map, s.layout.plane,
+                        s.layout.field_mm, s.layout.ga_weeks)
         write_image(out / rec["layout_picture"], colourize(s.layout.label_map), meta)
         if s.abnormal_image is not None and s.abnormal_layout is not None:
             rec.update(abnormal_image=f"{stem}_abnormal.{ext}",
@@ -139,7 +152,9 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
             else:
                 write_image(out / rec["abnormal_image"], s.abnormal_image,
                             {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"})
-            write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map)
+            write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map,
+                            s.abnormal_layout.plane, s.abnormal_layout.field_mm,
+                            s.abnormal_layout.ga_weeks)
             write_image(out / rec["abnormal_layout_picture"],
                         colourize(s.abnormal_layout.label_map), meta)
             assert s.region is not None

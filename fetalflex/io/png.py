@@ -13,6 +13,7 @@ from fetalflex.about import SYNTHETIC_NOTICE, __version__
 from fetalflex.io.atomic import atomic_write
 
 LABEL_MAP_CONTENT = "fetalflex label map: pixel value = global label id"
+PLANE_KEY, FIELD_KEY, GA_KEY = "Plane", "FieldMM", "GAWeeks"  # a label map's facts
 
 
 def _atomic_save(img: Image.Image, path: Path, pnginfo: PngImagePlugin.PngInfo) -> None:
@@ -38,13 +39,33 @@ def write_image(path: Path, image: NDArray[np.uint8], meta: dict[str, str] | Non
     _atomic_save(Image.fromarray(image), path, synthetic_info(meta))
 
 
-def write_label_map(path: Path, label_map: NDArray[np.uint8]) -> None:
-    """A label map as an 8-bit grayscale PNG whose pixel values are label ids."""
+def write_label_map(path: Path, label_map: NDArray[np.uint8], plane: str | None = None,
+                    field_mm: float | None = None, ga_weeks: float | None = None) -> None:
+    """A label map as an 8-bit grayscale PNG whose pixel values are label ids; the facts
+    that interpret it (plane, field of view, GA) ride along as text, so a label map written
+    here means the same when it is read back as a layout (``read_layout_facts``)."""
     if label_map.dtype != np.uint8 or label_map.ndim != 2:
         raise ValueError(f"label_map: expected uint8 (H, W), got {label_map.dtype} "
                          f"{label_map.shape}")
+    facts = {k: v for k, v in ((PLANE_KEY, plane),
+                               (FIELD_KEY, None if field_mm is None else repr(float(field_mm))),
+                               (GA_KEY, None if ga_weeks is None else repr(float(ga_weeks))))
+             if v is not None}
     _atomic_save(Image.fromarray(label_map, mode="L"), path,
-                 synthetic_info({"Content": LABEL_MAP_CONTENT}))
+                 synthetic_info({"Content": LABEL_MAP_CONTENT, **facts}))
+
+
+def read_layout_facts(path: Path) -> tuple[float | None, float | None]:
+    """(field of view mm, GA weeks) a label-map PNG says of itself (None where it does not)."""
+    text = read_text_chunks(path)
+
+    def num(key: str) -> float | None:
+        try:
+            return float(text[key]) if key in text else None
+        except ValueError:
+            return None
+
+    return num(FIELD_KEY), num(GA_KEY)
 
 
 def read_gray(path: Path) -> NDArray[np.uint8]:
