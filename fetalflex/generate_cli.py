@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from tqdm import tqdm
 
-from fetalflex.about import SYNTHETIC_NOTICE, __version__
+from fetalflex.about import SYNTHETIC_NOTICE, USER_PIXELS_NOTICE, __version__
 from fetalflex.anatomy.compose import edits_from_json, label_map_layout, structures_layout
 from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, Layout, StructureList
@@ -24,6 +24,8 @@ from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
 from fetalflex.io.dicom import SyntheticStudy, dicom_pair, edit_summary
 from fetalflex.io.output_dir import prepare_output_dir
 from fetalflex.io.png import (
+    SYNTHETIC,
+    Provenance,
     read_gray,
     read_label_map,
     read_layout_facts,
@@ -104,6 +106,10 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
     saved beside it at the model's size; ``resampled`` says which were resampled from
     what), so ``fetalflex reproduce`` can remake every output byte for byte."""
     require_one_of("format", image_format, OUTPUT_FORMATS)
+    if reference is not None and image_format == "dicom":
+        raise ValueError("format: a repaint of --reference holds your image's pixels; DICOM "
+                         "output marks images wholly synthetic, so it is refused here: use "
+                         "--format png (its text says which pixels were generated)")
     out.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
     inputs: dict[str, Any] = {}
@@ -114,7 +120,8 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
             inputs["layout"]["resampled"] = resampled["layout"]
     if reference is not None and reference_layout is not None:
         write_image(out / f"{prefix}_input_reference.png", reference,
-                    {"Content": "the reference image this request repainted"})
+                    {"Content": "the reference image this request repainted"},
+                    Provenance("user"))
         inputs["reference"] = {"image": f"{prefix}_input_reference.png",
                                "layout": _layout_record(out, f"{prefix}_input_reference_"
                                                         "labels.png", reference_layout)}
@@ -137,7 +144,8 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
         if dicom[0] is not None:
             atomic_write_bytes(out / rec["image"], dicom[0])
         else:
-            write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)})
+            write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)},
+                        Provenance("user") if reference is not None else SYNTHETIC)
         write_label_map(out / rec["label_map"], s.layout.label_map, s.layout.plane,
                         s.layout.field_mm, s.layout.ga_weeks)
         write_image(out / rec["layout_picture"], colourize(s.layout.label_map), meta)
@@ -150,8 +158,11 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
             if dicom[1] is not None:
                 atomic_write_bytes(out / rec["abnormal_image"], dicom[1])
             else:
+                twin = (Provenance("partial", rec["region_pixels"], rec["region"])
+                        if reference is not None else SYNTHETIC)
                 write_image(out / rec["abnormal_image"], s.abnormal_image,
-                            {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"})
+                            {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"},
+                            twin)
             write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map,
                             s.abnormal_layout.plane, s.abnormal_layout.field_mm,
                             s.abnormal_layout.ga_weeks)
@@ -160,8 +171,11 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
             assert s.region is not None
             write_image(out / rec["region"], (s.region * 255).astype(np.uint8), meta)
         files.append(rec)
+    user = reference is not None
     sidecar = {
-        "synthetic": True, "notice": SYNTHETIC_NOTICE, "software": f"fetalflex {__version__}",
+        "synthetic": "partial" if user else True,
+        "notice": USER_PIXELS_NOTICE if user else SYNTHETIC_NOTICE,
+        "software": f"fetalflex {__version__}",
         "model": {"id": backend.model_id, "sha256": backend.model_hash,
                   "backend": backend.name, "precision": backend.precision,
                   "config": backend.config.model_dump()},

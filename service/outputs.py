@@ -21,15 +21,17 @@ from fetalflex.io.dicom import (
     dicom_pair,
     new_uid,
 )
-from fetalflex.io.png import LABEL_MAP_CONTENT, synthetic_info
+from fetalflex.io.png import LABEL_MAP_CONTENT, SYNTHETIC, Provenance, synthetic_info
 
 __all__ = ["SECONDARY_CAPTURE", "SyntheticStudy", "dicom_bytes", "dicom_pair",
            "label_png_bytes", "new_uid", "png_bytes", "raw_float32"]
 
 
-def png_bytes(image: NDArray[np.uint8], meta: dict[str, str] | None = None) -> bytes:
+def png_bytes(image: NDArray[np.uint8], meta: dict[str, str] | None = None,
+              provenance: Provenance = SYNTHETIC) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", pnginfo=synthetic_info(meta))
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=synthetic_info(
+        meta, provenance, int(image.shape[0] * image.shape[1])))
     return buf.getvalue()
 
 

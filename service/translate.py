@@ -46,6 +46,7 @@ from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
 from fetalflex.errors import InvalidRequestError
 from fetalflex.generation import GenerationResult, Sample
 from fetalflex.io.dicom import edit_summary as dicom_edit_summary
+from fetalflex.io.png import SYNTHETIC, Provenance
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.request import (
     COUNT_MAX,
@@ -334,6 +335,11 @@ def _check_references(req: pb.GenerateRequest, domain: GenerationRequest) -> Non
         if not domain.edit_list():
             raise InvalidRequestError("edits", "a repaint of reference_png needs a preset "
                                                "or edits")
+    if req.reference_png and req.output_format == pb.OUTPUT_FORMAT_DICOM:
+        raise InvalidRequestError("output_format", "a repaint of reference_png holds the "
+                                  "caller's pixels; DICOM output marks images wholly "
+                                  "synthetic, so it is refused here: ask for PNG (its text "
+                                  "says which pixels were generated) or raw")
     if req.edit_region_png and not req.reference_png and not domain.pair:
         raise InvalidRequestError("edit_region_png", "only with reference_png or pair")
 
@@ -426,11 +432,11 @@ def edit_summary(req: GenerationRequest) -> str:
 
 
 def _image(img: np.ndarray, fmt: str, meta: dict[str, str], plane: str, seed: int,
-           data: bytes | None = None) -> pb.Image:
+           data: bytes | None = None, provenance: Provenance = SYNTHETIC) -> pb.Image:
     h, w = img.shape
     if data is None:
         data = raw_float32(img) if fmt == "raw_float32" else png_bytes(
-            img, {**meta, "Seed": str(seed), "Plane": plane})
+            img, {**meta, "Seed": str(seed), "Plane": plane}, provenance)
     return pb.Image(data=data, format=fmt, width=w, height=h)
 
 
@@ -441,11 +447,16 @@ def _sample(job: Job, s: Sample, meta: dict[str, str], model: dict[str, str]
     if fmt == "dicom":
         study = SyntheticStudy(model["name"], model["version"], plane, s.seed)
         dicom = dicom_pair(s.image, s.abnormal_image, study, edit_summary(job.request))
-    g = pb.GeneratedSample(seed=s.seed, image=_image(s.image, fmt, meta, plane, s.seed,
-                                                     dicom[0]))
+    # A repaint of the caller's image holds the caller's pixels: the image is theirs, the
+    # twin is theirs but for the edit region (edit_region_png says which pixels).
+    user = job.reference is not None
+    g = pb.GeneratedSample(seed=s.seed, image=_image(
+        s.image, fmt, meta, plane, s.seed, dicom[0], Provenance("user") if user else SYNTHETIC))
     if s.abnormal_image is not None:
+        twin = (Provenance("partial", int(s.region.sum()) if s.region is not None else 0,
+                           "edit_region_png") if user else SYNTHETIC)
         g.abnormal_image.CopyFrom(_image(s.abnormal_image, fmt, meta, plane, s.seed,
-                                         dicom[1]))
+                                         dicom[1], twin))
     if s.region is not None:
         g.edit_region_png = label_png_bytes((s.region * 255).astype(np.uint8))
     if job.return_layouts:

@@ -80,6 +80,24 @@ def test_a_reference_of_another_size_is_resampled_area_and_said(
     used = read_gray(out / inputs["image"]).astype(float)
     want = read_gray(ref).astype(float).reshape(32, 2, 32, 2).mean(axis=(1, 3))
     assert np.abs(used - want).max() <= 1  # the mean of each 2 x 2 block
+    # Provenance: the user's pixels are never stamped wholly synthetic.
+    from fetalflex.io.png import read_text_chunks
+
+    side = json.loads((out / "tv.json").read_text())
+    assert side["synthetic"] == "partial" and "user-supplied" in side["notice"]
+    sample = side["samples"][0]
+    assert read_text_chunks(out / inputs["image"])["Synthetic"] == "false"
+    assert read_text_chunks(out / sample["image"])["Synthetic"] == "false"
+    twin = read_text_chunks(out / sample["abnormal_image"])
+    assert twin["Synthetic"] == "partial" and twin["GeneratedRegion"] == sample["region"]
+    assert int(twin["GeneratedPixels"]) == sample["region_pixels"] > 0
+    assert f"{sample['region_pixels']} of 1024 pixels" in twin["Description"]
+    # DICOM would stamp the patient's pixels SYNTHETIC^PHANTOM: refused, saying why
+    assert _generate(tiny_weights, tmp_path / "d", "--plane", "TV", "--reference", str(ref),
+                     "--reference-layout", str(labels), "--preset", "hydrocephalus",
+                     "--format", "dicom") == 2
+    assert "format: a repaint of --reference holds your image's pixels" in \
+        capsys.readouterr().err
 
 
 def test_a_reference_and_its_layout_of_different_sizes_are_refused(

@@ -107,6 +107,26 @@ def test_planes_are_case_insensitive_and_partial_layouts_are_served(
     assert resp.appearance == "phantom" and len(resp.samples) == 1
 
 
+def test_a_repaint_of_the_callers_image_says_whose_pixels_it_holds(
+        stub: pb_grpc.FetalFlexStub) -> None:
+    first = stub.Generate(pb.GenerateRequest(plane="TV", steps=2, return_layouts=True))
+    ref = pb.GenerateRequest(plane="TV", preset="hydrocephalus", steps=2,
+                             reference_png=first.samples[0].image.data,
+                             reference_label_map_png=first.samples[0].label_map_png)
+    s = stub.Generate(ref).samples[0]
+    assert Image.open(io.BytesIO(s.image.data)).text["Synthetic"] == "false"
+    twin = Image.open(io.BytesIO(s.abnormal_image.data)).text
+    region = np.asarray(Image.open(io.BytesIO(s.edit_region_png))) > 0
+    assert twin["Synthetic"] == "partial" and twin["GeneratedRegion"] == "edit_region_png"
+    assert int(twin["GeneratedPixels"]) == int(region.sum()) > 0
+    ref.output_format = pb.OUTPUT_FORMAT_DICOM
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.Generate(ref)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "output_format: a repaint of reference_png holds the caller's pixels" in \
+        ei.value.details()
+
+
 def test_generate_dicom_and_raw(stub: pb_grpc.FetalFlexStub) -> None:
     r = stub.Generate(pb.GenerateRequest(plane="FL", steps=2, count=2,
                                          output_format=pb.OUTPUT_FORMAT_DICOM))
