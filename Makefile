@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install triton-env test lint demo phantom-demo contact-sheet bench-phantom bench downstream vocabulary triton repository stack stack-smoke
+.PHONY: install triton-env test test-fast lint demo phantom-demo contact-sheet bench-phantom bench downstream vocabulary triton repository stack stack-smoke
 
 install:
 	python3 -m venv .venv
@@ -38,8 +38,13 @@ lint:
 	$(PY) -m ruff check .
 	$(PY) -m mypy  # fetalflex/ service/ export/ bench/ ([tool.mypy] in pyproject.toml)
 
+# Everything (what CI runs): ruff, mypy, the Triton test server's venv, every test.
 test: lint triton-env
 	$(PY) -m pytest -q
+
+# The inner loop: every test not marked slow (tests/conftest.py SLOW_MODULES), no lint.
+test-fast:
+	$(PY) -m pytest -q -m "not slow"
 
 demo:
 	$(PY) -m fetalflex.cli gallery --out out/gallery --overwrite

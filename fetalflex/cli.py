@@ -104,15 +104,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     deadline = None
     dataset = None
     if args.budget_minutes is not None:
-        import time
-
+        from fetalflex.training import clock
         from fetalflex.training.budget import fit_to_budget
         from fetalflex.training.train import load_dataset
 
         if (out / "checkpoint.pt").exists() and not args.no_resume:
             raise ValueError(f"--budget-minutes: {out} has a checkpoint; a budget fits a fresh "
                              "run (resume it without --budget-minutes, or pass --no-resume)")
-        started = time.monotonic()
+        started = clock.now()
         deadline = started + args.budget_minutes * 60
         dataset = load_dataset(cfg, Path(args.data))  # once: the probe and training share it
         cfg, report = fit_to_budget(cfg, Path(args.data), args.budget_minutes * 60, stages,

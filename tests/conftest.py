@@ -62,3 +62,22 @@ def triton_env_path() -> Path:
             pytest.fail(f"the Triton test environment {env} is missing (make triton-env)")
         pytest.skip(f"no Triton environment at {env} (make triton-env)")
     return env
+
+
+# Modules whose tests start servers or processes, train, export or evaluate: `make test`
+# (CI) runs them, `make test-fast` (-m "not slow") leaves them out.
+SLOW_MODULES = (
+    "tests/backends/test_triton_backend.py", "tests/bench/", "tests/deploy/",
+    "tests/evaluation/", "tests/export/", "tests/model/test_training.py",
+    "tests/model/test_training_fast_path.py", "tests/service/test_process.py",
+    "tests/service/test_auth_and_health_port.py", "tests/service/test_fuzz.py",
+    "tests/dataset/test_service.py", "tests/test_gpu_scripts.py",
+    "tests/backends/test_quantize.py", "tests/sampling/test_convergence.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        if rel.startswith(SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)

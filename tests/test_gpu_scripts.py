@@ -63,7 +63,9 @@ def test_train_run_script_brings_weights_home_in_parts(tmp_path: Path) -> None:
         "control": {"steps": 60, "warmup_steps": 2}, "batch_size": 4, "log_every": 2,
         "checkpoint_every": 20, "box_prob": 0.3, "batching": "resident"}))
     out, work = tmp_path / "out", tmp_path / "work"
+    # the budget's clock ticks per reading (fetalflex/training/clock.py): no wall-clock race
     env = {**os.environ, "OUT": str(out), "WORK": str(work), "SIZE": "32", "BENCH": "0",
+           "FETALFLEX_CLOCK_TICK": "0.001",
            "WHEELS": str(tmp_path / "none"), "SITE": str(tmp_path / "site"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     res = subprocess.run(["bash", str(ROOT / "scripts/gpu/train_and_bench.sh"), "0.75", "40",

@@ -19,6 +19,7 @@ import torch
 from fetalflex.data.dataset import PhantomDataset
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import alphas_cumprod_for
+from fetalflex.training import clock
 from fetalflex.training.config import TrainConfig
 from fetalflex.training.ema import EMA
 from fetalflex.training.train import (
@@ -95,13 +96,13 @@ def fit_to_budget(cfg: TrainConfig, manifest: Path, seconds: float,
     """The recipe scaled to ``seconds`` of wall clock (probe included), and a report.
 
     ``dataset``: the set already loaded, to be reused by training (``train(dataset=)``);
-    ``started``: the ``time.monotonic()`` the budget counts from (default: now), so the
+    ``started``: the ``clock.now()`` the budget counts from (default: now), so the
     time spent loading it is charged to the budget."""
     if seconds <= 0:
         raise ValueError(f"budget: must be positive, got {seconds} s")
-    t0 = time.monotonic() if started is None else started
+    t0 = clock.now() if started is None else started
     rates = measure_step_rates(cfg, manifest, stages, dataset=dataset)
-    left = seconds - (time.monotonic() - t0)
+    left = seconds - (clock.now() - t0)
     if left <= 0:
         raise ValueError(f"budget: {seconds:.0f} s is spent by the step-rate probe alone")
     factor = PLAN_SHARE * left / planned_seconds(cfg, rates)

@@ -35,6 +35,7 @@ from fetalflex.data.dataset import PhantomDataset
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector, drop_condition
 from fetalflex.model.diffusion import add_noise, alphas_cumprod_for, loss_weight, target
 from fetalflex.model.hardware import autocast_bf16
+from fetalflex.training import clock
 from fetalflex.training.augment import joint_augment
 from fetalflex.training.batches import ResidentBatches
 from fetalflex.training.config import StageConfig, TrainConfig
@@ -264,7 +265,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
           dataset: PhantomDataset | None = None) -> Path:
     """Run the recipe; returns the directory of the final EMA weights (``out/final``).
 
-    ``deadline`` (a ``time.monotonic()`` value) stops training there, whatever stage it is
+    ``deadline`` (a ``training.clock.now()`` value) stops training there, whatever stage it is
     in, with a checkpoint and the final EMA weights written as usual; the weights' metadata
     then says ``"stopped_at_deadline": true`` and the steps done (a resumed run goes on).
     ``dataset``: the set already loaded (``load_dataset``), e.g. by the budget probe."""
@@ -322,7 +323,7 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
                    dynamic_ncols=True)
         t_last, n_last = time.perf_counter(), start
         for step in range(start, sc.steps):
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and clock.now() >= deadline:
                 stopped = True
                 if d.main and step > start:
                     _checkpoint(ckpt_path, model, ema, done, gen, stage, opt, sched)

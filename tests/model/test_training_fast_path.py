@@ -100,7 +100,13 @@ def test_budget_scales_every_stage_by_one_factor(tiny_data: Path) -> None:
     assert (half.base.warmup_steps, half.control.warmup_steps) == (3, 3)
     assert planned_seconds(half, rates) == pytest.approx(planned_seconds(cfg, rates) / 2)
     assert scaled(cfg, 1e-6, rates).control.steps == 1  # never a stage of zero steps
-    fitted, report = fit_to_budget(cfg, tiny_data, 60.0)
+    from fetalflex.training import clock
+
+    clock.use(clock.TickClock(0.001))
+    try:
+        fitted, report = fit_to_budget(cfg, tiny_data, 60.0)
+    finally:
+        clock.use(None)
     assert set(report["steps_per_s"]) == {"base", "prealign", "control"}
     assert 0 < report["planned_s"] <= 60.0
     assert fitted.control.steps == report["steps"]["control"] >= 1
@@ -123,11 +129,19 @@ def test_budgeted_training_loads_the_data_set_once(tiny_data: Path, tmp_path: Pa
             super().__init__(manifest, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tr, "PhantomDataset", Counted)
+    # The budget's clock ticks 0.1 s per reading: the test does not depend on machine load
+    # (a busy machine once spent the whole 15 s budget in the probe).
+    from fetalflex.training import clock
+
+    clock.use(clock.TickClock(0.1))
     cfg_path = tmp_path / "cfg.json"
     _cfg().save(cfg_path)
     run = tmp_path / "run"
-    assert main(["train", "--config", str(cfg_path), "--data", str(tiny_data), "--out",
-                 str(run), "--budget-minutes", "0.25", "--quiet"]) == 0
+    try:
+        assert main(["train", "--config", str(cfg_path), "--data", str(tiny_data), "--out",
+                     str(run), "--budget-minutes", "0.25", "--quiet"]) == 0
+    finally:
+        clock.use(None)
     assert loads == [tiny_data]
     budget = json.loads((run / "budget.json").read_text())
     assert budget["probe_s"] > 0 and budget["planned_s"] <= 0.25 * 60
