@@ -217,7 +217,9 @@ def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field
         except ValidationError as exc:
             raise _domain_error(exc, f"{field}.structures.shapes[{i}].") from None
     try:
-        sl = StructureList(plane=plane, field_mm=field_mm, structures=tuple(shapes))
+        sl = StructureList.model_validate({"plane": plane, "field_mm": field_mm,
+                                           "structures": tuple(shapes),
+                                           "fill": msg.fill or "amniotic_fluid"})
     except ValidationError as exc:
         raise InvalidRequestError(f"{field}.structures",
                                   str(exc.errors()[0]["msg"]).removeprefix("Value error, ")

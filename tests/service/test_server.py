@@ -105,6 +105,13 @@ def test_planes_are_case_insensitive_and_partial_layouts_are_served(
     resp = stub.Generate(pb.GenerateRequest(plane="tt", steps=2, appearance="Phantom",
                                             layout=pb.Layout(label_map_png=_png_label(lm))))
     assert resp.appearance == "phantom" and len(resp.samples) == 1
+    ring = pb.Shape(structure="skull", kind="ring", center_x=0.5, center_y=0.5, axis_x=0.3,
+                    axis_y=0.2)
+    resp = stub.Generate(pb.GenerateRequest(plane="TT", steps=2, return_layouts=True,
+                                            layout=pb.Layout(structures=pb.StructureList(
+                                                shapes=[ring], fill="unlabelled"))))
+    lab = np.asarray(Image.open(io.BytesIO(resp.samples[0].label_map_png)))
+    assert set(np.unique(lab).tolist()) == {3, 255}  # the ring, and nothing else said
 
 
 def test_a_repaint_of_the_callers_image_says_whose_pixels_it_holds(
