@@ -67,12 +67,14 @@ class TrainConfig(BaseModel):
     # (appearances added) keeps the old columns and starts the new ones at zero, so the
     # network computes exactly what the old weights did for the old appearance.
     init_weights: str | None = None
-    # Partial anatomy: the share of fully labelled samples (phantoms) whose layout keeps
-    # only a random subset of its structures (each kept with ``partial_keep_prob``), the rest
-    # set to "not labelled" (all-zero channels), so the model learns to fill in what a
-    # partial layout (a real scan's head outline, a request with few structures) leaves out.
+    # Partial anatomy: the share of samples whose layout keeps only a random subset of its
+    # structures, the rest set to "not labelled" (all-zero channels). Each such sample draws
+    # its keep probability uniformly from ``partial_keep`` (0 to 1: from nothing labelled to
+    # everything), so phantoms are also shown with as little anatomy as real scans have: the
+    # look must then come from the appearance condition, not from how much is labelled, and
+    # the model learns to fill in what a partial layout leaves out.
     partial_anatomy_prob: float = Field(default=0.0, ge=0, le=1)
-    partial_keep_prob: float = Field(default=0.5, ge=0, le=1)
+    partial_keep: tuple[float, float] = (0.0, 1.0)
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")

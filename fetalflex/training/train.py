@@ -126,7 +126,7 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
     n = x0.shape[0]
     dev = x0.device
     if cfg.partial_anatomy_prob > 0:
-        layout = partial_layouts(layout, cfg.partial_anatomy_prob, cfg.partial_keep_prob, gen)
+        layout = partial_layouts(layout, cfg.partial_anatomy_prob, cfg.partial_keep, gen)
     if stage == "prealign":
         with torch.no_grad():
             tgt = model.image_features(x0)
@@ -154,12 +154,15 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
     return per_sample.mean()
 
 
-def partial_layouts(layout: Tensor, prob: float, keep: float, gen: torch.Generator) -> Tensor:
-    """Make a share ``prob`` of the layouts partial: each structure channel kept with
-    probability ``keep``, the others' pixels set to "not labelled" (all-zero channels)."""
+def partial_layouts(layout: Tensor, prob: float, keep: tuple[float, float],
+                    gen: torch.Generator) -> Tensor:
+    """Make a share ``prob`` of the layouts partial: each sample draws a keep probability
+    uniformly from ``keep``, each structure channel is kept with it, the others' pixels are
+    set to "not labelled" (all-zero channels)."""
     n, k = layout.shape[:2]
     chosen = torch.rand(n, 1, generator=gen) < prob
-    kept = torch.rand(n, k, generator=gen) < keep
+    p = keep[0] + (keep[1] - keep[0]) * torch.rand(n, 1, generator=gen)
+    kept = torch.rand(n, k, generator=gen) < p
     mask = torch.where(chosen, kept, torch.ones_like(kept)).to(layout.device, layout.dtype)
     return layout * mask[:, :, None, None]
 

@@ -138,3 +138,15 @@ def test_requests_choose_an_appearance_the_weights_serve(tiny_weights: Path) -> 
                                                   r"weights \(they serve: phantom\)"):
         engine.run(GenerationRequest(plane="TT", appearance="REAL", steps=2))
     assert GenerationRequest(plane="TT", appearance=" Real ").appearance == "real"
+
+
+def test_partial_layouts_span_nothing_to_everything_labelled() -> None:
+    from fetalflex.training.train import partial_layouts
+
+    g = torch.Generator().manual_seed(0)
+    lay = torch.ones(4000, NUM_LABELS, 2, 2)
+    kept = partial_layouts(lay, 1.0, (0.0, 1.0), g)[:, :, 0, 0].mean(1)
+    assert float(kept.min()) == 0.0 and float(kept.max()) == 1.0  # empty and full layouts
+    assert 0.4 < float(kept.mean()) < 0.6
+    untouched = partial_layouts(lay[:10], 0.0, (0.0, 1.0), g)
+    assert torch.equal(untouched, lay[:10])
