@@ -18,6 +18,7 @@ from fetalflex.anatomy.compose import edits_from_json, label_map_layout, structu
 from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, Layout, StructureList
 from fetalflex.anatomy.render import colourize
+from fetalflex.appearance import appearance_index
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
 from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
@@ -32,7 +33,9 @@ from fetalflex.io.png import (
     write_image,
     write_label_map,
 )
-from fetalflex.request import require_one_of
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.request import IN_PROCESS_BACKENDS, require_one_of
+from fetalflex.weights import DEFAULT_WEIGHTS
 
 OUTPUT_FORMATS = ("png", "dicom")  # of the generated images; label maps are always PNG
 # How an input of another size reaches the model's: label ids must stay ids (nearest); an
@@ -235,6 +238,34 @@ def _read_reference(args: Any, plane: str, size: int, resampled: dict[str, Any]
     return resample("reference", path, image, size, "image", resampled), layout
 
 
+def _local_config(args: Any) -> DenoiserConfig | None:
+    """The in-process backends' weights config (read without loading the model), or None."""
+    if args.backend not in IN_PROCESS_BACKENDS:
+        return None
+    weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    path = weights / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"weights: {weights} must hold config.json and "
+                                f"model.safetensors")
+    config = DenoiserConfig.load(path)
+    appearance = args.appearance
+    if appearance is not None:
+        appearance_index(appearance, config.appearances)  # refused before the model loads
+    return config
+
+
+def _read_inputs(args: Any, req: GenerationRequest, config: DenoiserConfig,
+                 resampled: dict[str, Any]
+                 ) -> tuple[Layout | None, np.ndarray | None, Layout | None]:
+    size = config.image_size
+    layout = (read_layout(Path(args.layout), req.plane, size, args.field_mm, args.ga,
+                          resampled) if args.layout else None)
+    reference = ref_layout = None
+    if args.reference:
+        reference, ref_layout = _read_reference(args, req.plane, size, resampled)
+    return layout, reference, ref_layout
+
+
 def run_generate(args: Any) -> int:
     # The request, the flags and the output directory are checked before the model loads:
     # a bad flag fails in milliseconds.
@@ -247,17 +278,19 @@ def run_generate(args: Any) -> int:
     _check_inputs(args, req)
     out, prefix = Path(args.out), args.prefix or req.plane.lower()
     prepare_output_dir(out, prefix, args.overwrite)
+    # The inputs are read and checked against the weights' config before the model loads
+    # (Triton's model is known only once connected: its inputs are read after).
+    config = _local_config(args)
+    resampled: dict[str, Any] = {}
+    layout = reference = ref_layout = None
+    if config is not None:
+        layout, reference, ref_layout = _read_inputs(args, req, config, resampled)
     backend = backend_from_args(args)
     engine = Engine(backend)
     # The sidecar records the appearance the weights gave, so `reproduce` remakes it.
     req = req.model_copy(update={"appearance": engine.appearance(req.appearance)})
-    size = backend.config.image_size
-    resampled: dict[str, Any] = {}
-    layout = (read_layout(Path(args.layout), req.plane, size, args.field_mm, args.ga,
-                          resampled) if args.layout else None)
-    reference = ref_layout = None
-    if args.reference:
-        reference, ref_layout = _read_reference(args, req.plane, size, resampled)
+    if config is None:
+        layout, reference, ref_layout = _read_inputs(args, req, backend.config, resampled)
     t0 = time.perf_counter()
     res: GenerationResult | None = None
     with tqdm(desc=f"generate {args.plane}", unit="call", disable=args.quiet) as bar:

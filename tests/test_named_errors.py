@@ -51,3 +51,28 @@ def test_a_closed_pipe_is_not_a_traceback() -> None:
         os.close(write_end)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.returncode == 0
+
+
+def test_inputs_and_appearance_are_checked_before_the_model_loads(
+        tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each mistake used to cost the model's load (6-8 s) before it was reported."""
+    import numpy as np
+    from PIL import Image
+
+    import fetalflex.generate_cli as gen
+
+    def no_backend(args: object) -> None:
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(gen, "backend_from_args", no_backend)
+    bad = tmp_path / "bad.png"
+    Image.fromarray(np.full((32, 32), 30, dtype=np.uint8)).save(bad)  # femur id in a TV map
+    rc = main(["generate", "--plane", "TV", "--layout", str(bad), "--out", str(tmp_path / "o"),
+               "--backend", "torch", "--weights", str(tiny_weights)])
+    assert rc == 2 and "layout: label ids [30] (femur) are not part of plane TV" in \
+        capsys.readouterr().err
+    rc = main(["generate", "--plane", "TV", "--appearance", "real", "--out",
+               str(tmp_path / "o2"), "--backend", "torch", "--weights", str(tiny_weights)])
+    assert rc == 2 and "appearance: 'real' is not served by these weights" in \
+        capsys.readouterr().err
