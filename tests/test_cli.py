@@ -65,7 +65,8 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert f"--steps STEPS (default: {DEFAULT_STEPS})" in out and "--n N (default: 1)" in out
     assert f"(default: {DEFAULT_SAMPLER})" in out
-    assert "(default: 100.0)" in out  # options with a help text keep it, default appended
+    assert "(label maps: PNG) (default: png)" in out  # a help text keeps its default appended
+    assert "else 100)" in out  # --field-mm: the PNG's own field, else the default
 
 
 def test_load_exits_nonzero_when_requests_fail(capsys: pytest.CaptureFixture[str]) -> None:
