@@ -23,6 +23,7 @@ from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
 from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
 from fetalflex.io.dicom import SyntheticStudy, dicom_pair, edit_summary
+from fetalflex.io.naming import sample_file
 from fetalflex.io.output_dir import prepare_output_dir
 from fetalflex.io.png import (
     SYNTHETIC,
@@ -137,10 +138,12 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
             "Precision": backend.precision}
     ext = "dcm" if image_format == "dicom" else "png"
     for i, s in enumerate(res.samples):
-        stem = f"{prefix}_{i:03d}"
-        rec: dict[str, Any] = {"seed": s.seed, "image": f"{stem}.{ext}",
-                               "label_map": f"{stem}_labels.png",
-                               "layout_picture": f"{stem}_layout.png", "report": s.report}
+        def name(kind: str, i: int = i) -> str:
+            return sample_file(prefix, i, kind, ext)
+
+        rec: dict[str, Any] = {"seed": s.seed, "image": name("image"),
+                               "label_map": name("label_map"),
+                               "layout_picture": name("layout_picture"), "report": s.report}
         dicom: tuple[bytes | None, bytes | None] = (None, None)
         if image_format == "dicom":
             dicom = _dicom_images(req, backend, s.seed, s.image, s.abnormal_image)
@@ -153,10 +156,10 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
                         s.layout.field_mm, s.layout.ga_weeks)
         write_image(out / rec["layout_picture"], colourize(s.layout.label_map), meta)
         if s.abnormal_image is not None and s.abnormal_layout is not None:
-            rec.update(abnormal_image=f"{stem}_abnormal.{ext}",
-                       abnormal_label_map=f"{stem}_abnormal_labels.png",
-                       abnormal_layout_picture=f"{stem}_abnormal_layout.png",
-                       region=f"{stem}_region.png",
+            rec.update(abnormal_image=name("abnormal_image"),
+                       abnormal_label_map=name("abnormal_label_map"),
+                       abnormal_layout_picture=name("abnormal_layout_picture"),
+                       region=name("region"),
                        region_pixels=int(s.region.sum()) if s.region is not None else 0)
             if dicom[1] is not None:
                 atomic_write_bytes(out / rec["abnormal_image"], dicom[1])

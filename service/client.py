@@ -17,6 +17,7 @@ import grpc
 
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
+from fetalflex.io.naming import sample_file
 from fetalflex.io.output_dir import prepare_output_dir
 from fetalflex.request import DEFAULT_STEPS
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
@@ -83,24 +84,24 @@ def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for i, s in enumerate(resp.samples):
-        stem = f"{prefix}_{i:03d}"
         rec: dict[str, Any] = {"seed": s.seed}
         for key, img in (("image", s.image), ("abnormal_image", s.abnormal_image)):
             if img.data:
-                name = f"{stem}{'' if key == 'image' else '_abnormal'}.{EXT[img.format]}"
+                name = sample_file(prefix, i, key, EXT[img.format])
                 atomic_write_bytes(out / name, img.data)
                 rec[key] = name
         for key, data in (("label_map", s.label_map_png), ("abnormal_label_map",
                                                            s.abnormal_label_map_png),
                           ("region", s.edit_region_png)):
             if data:
-                name = f"{stem}_{key}.png"
+                name = sample_file(prefix, i, key)  # the same names as `generate` writes
                 atomic_write_bytes(out / name, data)
                 rec[key] = name
         files.append(rec)
     side = {"synthetic": resp.synthetic, "model": resp.model_name,
             "model_version": resp.model_version, "model_sha256": resp.model_sha256,
             "backend": resp.backend, "precision": resp.precision,
+            "appearance": resp.appearance,
             "denoiser_calls": resp.denoiser_calls,
             "seconds": resp.seconds, "timings": {t.stage: t.seconds for t in resp.timings},
             "samples": files}

@@ -99,6 +99,10 @@ def test_client_command_sigterm_drain_and_clean_logs(tiny_weights: Path, tmp_pat
                  "--format", "dicom", "--out", str(tmp_path / "c")]) == 0
     side = json.loads((tmp_path / "c" / "tv.json").read_text())
     assert side["synthetic"] and (tmp_path / "c" / side["samples"][0]["abnormal_image"]).exists()
+    # the client names files as `generate` does (fetalflex/io/naming.py)
+    assert side["samples"][0]["label_map"] == "tv_000_labels.png"
+    assert side["samples"][0]["region"] == "tv_000_region.png"
+    assert side["appearance"] == "phantom"
     # A long generation in flight when SIGTERM arrives still completes.
     result: dict[str, object] = {}
 
