@@ -62,7 +62,8 @@ def to_proto(req: GenerationRequest) -> pb.GenerateRequest:
         guidance_scale=_float32(SPEC_KEYS["guidance"], req.guidance),
         control_scale=_float32(SPEC_KEYS["control_scale"], req.control_scale),
         sampler=pb.Sampler.Name(SAMPLER_ENUM[req.sampler]), repaint=repaint, pair=req.pair,
-        output_format=pb.OUTPUT_FORMAT_PNG, return_layouts=True)
+        output_format=pb.OUTPUT_FORMAT_PNG, return_layouts=True,
+        appearance=req.appearance or "")
     if req.ga_weeks is not None:
         out.layout.template.CopyFrom(pb.Template(
             seed=req.seed, ga_weeks=_float32(SPEC_KEYS["ga_weeks"], req.ga_weeks)))

@@ -40,7 +40,8 @@ Format = Literal["png", "dicom", "npy"]
 FORMATS: Final[tuple[Format, ...]] = ("png", "dicom", "npy")
 # Request fields the spec's ``generation`` section may set; the others are per item (plane,
 # seed, preset, edits, pair, ga_weeks come from the spec's own keys; n is 1 per item).
-GENERATION_KEYS: Final = ("steps", "guidance", "control_scale", "sampler", "repaint")
+GENERATION_KEYS: Final = ("steps", "guidance", "control_scale", "sampler", "repaint",
+                          "appearance")
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_]{0,47}$"
 CONTACT_SHEET_MAX: Final = 120
 # DICOM files carry this study date unless the spec sets another: a fixed value, so that a

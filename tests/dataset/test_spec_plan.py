@@ -92,6 +92,15 @@ def test_requests_take_the_schema_defaults_for_what_the_spec_leaves_unset() -> N
     assert all(it.request.steps == 1 and it.request.repaint.steps == 2 for it in plan(spec))
 
 
+def test_a_spec_chooses_the_appearance() -> None:
+    items = plan(parse_spec({"planes": {"TT": {"count": 1}},
+                             "generation": {"appearance": "Real"}}))
+    assert items[0].request.appearance == "real"
+    assert plan(parse_spec({"planes": {"TT": {"count": 1}}}))[0].request.appearance is None
+    with pytest.raises(SpecError, match="appearance"):
+        parse_spec({"planes": {"TT": {"count": 1}}, "generation": {"appearance": "cartoon"}})
+
+
 def test_items_and_seeds_come_from_the_spec_alone() -> None:
     spec = parse_spec(SPEC)
     items = plan(spec)
