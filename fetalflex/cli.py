@@ -273,14 +273,17 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
                         "first use)")
 
 
+# Request fields each command takes as flags (the flags themselves: request_flags.py).
+SAMPLING_FIELDS = ("seed", "steps", "guidance", "sampler")
+GENERATE_FIELDS = ("preset", "ga_weeks", "pair", "n", "control_scale", "appearance")
+CLIENT_FIELDS = ("preset", "pair", "n", "appearance")
+
+
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     """The request schema's seed, steps, guidance and sampler (its defaults and names)."""
-    from fetalflex.request import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_NAMES
+    from fetalflex.request_flags import add_request_flags
 
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES)
+    add_request_flags(p, SAMPLING_FIELDS)
 
 
 
@@ -385,18 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     from fetalflex.request import (
         APPEARANCE_NAMES,
         DEFAULT_BACKEND,
-        DEFAULT_CONTROL_SCALE,
         DEFAULT_STEPS,
         IN_PROCESS_BACKENDS,
         SAMPLER_NAMES,
-        GenerationRequest,
     )
+    from fetalflex.request_flags import add_request_flags
     from fetalflex.weights import DEFAULT_WEIGHTS
 
     # Label maps and phantoms default to the shipped model's size (what generate needs).
     model_size = DenoiserConfig.load(DEFAULT_WEIGHTS / "config.json").image_size
     size_help = "side in pixels (default: the shipped model's image size, %(default)s)"
-    SCHEMA = GenerationRequest.model_fields
     GA_HELP = f"gestational age, weeks ({GA_MIN:g}-{GA_MAX:g})"
 
     ap = argparse.ArgumentParser(
@@ -559,22 +560,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate synthetic images (the main job)")
     p.add_argument("--plane", required=True, choices=PLANE_CODES, type=canonical_code)
-    p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
+    # The request's own fields: flags derived from the schema (fetalflex/request_flags.py).
+    add_request_flags(p, GENERATE_FIELDS, choices={"preset": sorted(PRESET_NAMES)})
     p.add_argument("--edit", action="append",
                    help="edit JSON object or list (or @file.json); repeatable")
     p.add_argument("--layout", help="label-map PNG or structure-list JSON")
     p.add_argument("--field-mm", type=float, default=None,
                    help="image side in mm for a label-map PNG layout (default: what the PNG "
                         f"says, as `fetalflex layout` writes it, else {DEFAULT_FIELD_MM:g})")
-    p.add_argument("--ga", type=float, default=None, help=GA_HELP)
     p.add_argument("--reference", help="reference image PNG to repaint")
     p.add_argument("--reference-layout", help="the reference image's layout")
-    p.add_argument("--pair", action="store_true", help="normal image + abnormal twin")
-    p.add_argument("--n", type=int, default=SCHEMA["n"].default)
-    p.add_argument("--control-scale", type=float, default=DEFAULT_CONTROL_SCALE)
-    p.add_argument("--appearance", choices=APPEARANCE_NAMES, type=str.lower, default=None,
-                   help="the look: real (clinical scans) or phantom (default: real where the "
-                        "weights serve it, else phantom)")
     p.add_argument("--out", required=True)
     p.add_argument("--prefix", help="file name prefix (default: the plane)")
     p.add_argument("--format", default="png", choices=("png", "dicom"),
@@ -633,14 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     connection_args(p, token=True)
     p.add_argument("--plane", choices=PLANE_CODES, type=canonical_code,
                    help="required for generate and stream, as for `fetalflex generate`")
-    p.add_argument("--preset", choices=sorted(PRESET_NAMES), type=str.lower)
+    add_request_flags(p, CLIENT_FIELDS, choices={"preset": sorted(PRESET_NAMES)})
     p.add_argument("--edit", action="append", help="edit JSON (repeatable)")
-    p.add_argument("--pair", action="store_true")
-    p.add_argument("--n", type=int, default=SCHEMA["n"].default,
-                   help="samples (the request's count)")
     _sampling_args(p)
-    p.add_argument("--appearance", choices=APPEARANCE_NAMES, type=str.lower, default=None,
-                   help="real or phantom (default: what the served weights prefer)")
     p.add_argument("--format", default="png", choices=["png", "dicom", "raw"])
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--out", default="out/client")

@@ -99,22 +99,27 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    plane: str
-    n: int = Field(default=1, ge=1, le=COUNT_MAX)
-    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT)
-    steps: int = Field(default=DEFAULT_STEPS, ge=1, le=STEPS_MAX)
-    guidance: float = Field(default=DEFAULT_GUIDANCE, ge=0.0, le=GUIDANCE_MAX)
-    control_scale: float = Field(default=DEFAULT_CONTROL_SCALE, ge=0.0, le=CONTROL_SCALE_MAX)
-    sampler: SamplerName = DEFAULT_SAMPLER
+    plane: str = Field(description="standard plane code (any case)")
+    n: int = Field(default=1, ge=1, le=COUNT_MAX, description="samples (sample i: seed + i)")
+    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT, description="seed of sample 0")
+    steps: int = Field(default=DEFAULT_STEPS, ge=1, le=STEPS_MAX, description="sampler steps")
+    guidance: float = Field(default=DEFAULT_GUIDANCE, ge=0.0, le=GUIDANCE_MAX,
+                            description="classifier-free guidance (1 = none)")
+    control_scale: float = Field(default=DEFAULT_CONTROL_SCALE, ge=0.0, le=CONTROL_SCALE_MAX,
+                                 description="strength of the anatomy control")
+    sampler: SamplerName = Field(default=DEFAULT_SAMPLER, description="sampler")
     # A template's gestational age: the range its biometry covers.
-    ga_weeks: float | None = Field(default=None, ge=GA_MIN, le=GA_MAX)
-    preset: str | None = None
+    ga_weeks: float | None = Field(default=None, ge=GA_MIN, le=GA_MAX,
+                                   description="gestational age of the template, weeks")
+    preset: str | None = Field(default=None, description="anomaly preset (any case)")
     edits: tuple[Edit, ...] = ()
-    pair: bool = False
+    pair: bool = Field(default=False, description="normal image + abnormal twin")
     repaint: RepaintSettings = RepaintSettings()
     # The look: "real" (clinical scans) or "phantom"; unset = real where the weights serve
     # it, else phantom (fetalflex/appearance.py).
-    appearance: Appearance | None = None
+    appearance: Appearance | None = Field(
+        default=None, description="the look: real or phantom (default: real where the "
+                                  "weights serve it, else phantom)")
 
     @field_validator("plane", mode="before")
     @classmethod

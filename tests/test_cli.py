@@ -63,7 +63,9 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     out = " ".join(capsys.readouterr().out.split())
     from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS
 
-    assert f"--steps STEPS (default: {DEFAULT_STEPS})" in out and "--n N (default: 1)" in out
+    # flags of request fields come from the schema: help, limits and default
+    assert f"--steps STEPS sampler steps; 1..1000 (default: {DEFAULT_STEPS})" in out
+    assert "--n N samples (sample i: seed + i); 1..64 (default: 1)" in out
     assert f"(default: {DEFAULT_SAMPLER})" in out
     assert "(label maps: PNG) (default: png)" in out  # a help text keeps its default appended
     assert "else 100)" in out  # --field-mm: the PNG's own field, else the default
@@ -135,3 +137,22 @@ def test_gallery_refuses_a_non_empty_out_unless_overwrite(
     monkeypatch.setattr(gen, "backend_from_args", real_backend)
     assert main([*run, "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted([*first, "notes.txt"])
+
+
+def test_request_flags_are_the_schema() -> None:
+    """generate's and client's request flags are derived from GenerationRequest: the
+    defaults parsed from no flags are the schema's, and its limits come with them."""
+    from fetalflex.cli import CLIENT_FIELDS, GENERATE_FIELDS, SAMPLING_FIELDS, build_parser
+    from fetalflex.request import GenerationRequest
+    from fetalflex.request_flags import dest_of
+
+    ap = build_parser()
+    gen = ap.parse_args(["generate", "--plane", "tv", "--out", "x"])
+    cli = ap.parse_args(["client", "generate"])
+    schema = GenerationRequest.model_fields
+    for args, names in ((gen, (*GENERATE_FIELDS, *SAMPLING_FIELDS)),
+                        (cli, (*CLIENT_FIELDS, *SAMPLING_FIELDS))):
+        for name in names:
+            assert getattr(args, dest_of(name)) == schema[name].default, name
+    assert ap.parse_args(["generate", "--plane", "TV", "--out", "x", "--appearance", "REAL",
+                          "--sampler", "DDIM"]).sampler == "ddim"
