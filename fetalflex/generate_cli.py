@@ -152,8 +152,9 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
         else:
             write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)},
                         Provenance("user") if reference is not None else SYNTHETIC)
-        write_label_map(out / rec["label_map"], s.layout.label_map, s.layout.plane,
-                        s.layout.field_mm, s.layout.ga_weeks)
+        # Sample label maps stay plain: a data set's item (dataset/writer.py) and a served
+        # one must reproduce to the same bytes; the facts are in the sidecar.
+        write_label_map(out / rec["label_map"], s.layout.label_map)
         write_image(out / rec["layout_picture"], colourize(s.layout.label_map), meta)
         if s.abnormal_image is not None and s.abnormal_layout is not None:
             rec.update(abnormal_image=name("abnormal_image"),
@@ -169,9 +170,7 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
                 write_image(out / rec["abnormal_image"], s.abnormal_image,
                             {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"},
                             twin)
-            write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map,
-                            s.abnormal_layout.plane, s.abnormal_layout.field_mm,
-                            s.abnormal_layout.ga_weeks)
+            write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map)
             write_image(out / rec["abnormal_layout_picture"],
                         colourize(s.abnormal_layout.label_map), meta)
             assert s.region is not None
