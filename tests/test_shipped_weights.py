@@ -43,3 +43,23 @@ def test_embedded_default_generates(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         lid = label_id(name)
         inter = np.logical_and(read[0] == lid, lab == lid).sum()
         assert 2 * inter / ((read[0] == lid).sum() + (lab == lid).sum()) > 0.5, name
+
+
+def test_real_appearance_weights_follow_a_head_outline(tmp_path: Path) -> None:
+    """The v4-wip weights serve both looks; a partial layout (a head ring, nothing else)
+    gives a TT scan whose head the outline bounds (brighter ring than its inside)."""
+    from fetalflex.anatomy.layout import Shape, StructureList, rasterize, shape_mask
+    from fetalflex.weights import REAL_WEIGHTS
+
+    torch.set_num_threads(2)
+    engine = Engine(load_backend("torch", REAL_WEIGHTS))
+    assert engine.cfg.appearances == ("phantom", "real")
+    assert engine.appearance(None) == "real"
+    head = Shape(structure="skull", kind="ring", center=(0.5, 0.5), axes=(0.3, 0.22))
+    layout = rasterize(StructureList(plane="TT", field_mm=150, fill="unlabelled",
+                                     structures=(head,)), engine.cfg.image_size)
+    img, _ = engine.sample_layouts([layout], [0], appearance="real")
+    ring = shape_mask(head, engine.cfg.image_size)
+    inside = shape_mask(head.model_copy(update={"axes": (0.2, 0.12), "kind": "ellipse"}),
+                        engine.cfg.image_size)
+    assert img[0][ring].mean() > img[0][inside].mean() + 10
