@@ -213,9 +213,8 @@ def _check_inputs(args: Any, req: GenerationRequest) -> None:
         raise ValueError("reference_layout: --reference needs --reference-layout")
     if args.reference_layout and not args.reference:
         raise ValueError("reference_layout: only with --reference")
-    if args.reference and not (req.preset or req.edits):
-        raise ValueError("reference: a reference is repainted where an edit changes its "
-                         "anatomy; give --preset or --edit")
+    if args.reference:
+        req.check_reference("--reference", "; give --preset or --edit")
     if args.reference and args.layout:
         raise ValueError("layout: with --reference the anatomy is --reference-layout's; "
                          "give --layout or --reference, not both")

@@ -181,9 +181,7 @@ class Engine:
             if reference.shape != (self.cfg.image_size, self.cfg.image_size):
                 raise InvalidRequestError("reference", f"size {reference.shape} does not match "
                                           f"the model's image size {self.cfg.image_size}")
-            if not (req.preset or req.edits):
-                raise InvalidRequestError("edits", "a repaint of the reference needs a preset "
-                                                   "or edits (it changes only what they edit)")
+            req.check_reference("the reference")
             anatomy = self.anatomy_for(req, reference_layout)
             images = np.stack([reference] * req.n)
         else:

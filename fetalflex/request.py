@@ -149,6 +149,14 @@ class GenerationRequest(BaseModel):
             raise ValueError("pair: a counterfactual pair needs a preset or edits")
         return self
 
+    def check_reference(self, reference: str, fix: str = "") -> None:
+        """The one rule of a repaint: it changes only what a preset or edits change, so a
+        reference image (named as the caller knows it: ``reference``) needs them; ``fix``
+        says how in the caller's words."""
+        if self.preset is None and not self.edits:
+            raise InvalidRequestError("edits", f"a repaint of {reference} needs a preset or "
+                                               f"edits: it changes only what they edit{fix}")
+
     def edit_list(self) -> list[Edit]:
         """The preset's edits, then the request's (``anatomy.compose.edit_list``)."""
         return edit_list(self.plane, self.preset, self.edits)

@@ -334,9 +334,7 @@ def _check_references(req: pb.GenerateRequest, domain: GenerationRequest) -> Non
     if req.reference_png:
         if not req.reference_label_map_png:
             raise InvalidRequestError("reference_label_map_png", "required with reference_png")
-        if not domain.edit_list():
-            raise InvalidRequestError("edits", "a repaint of reference_png needs a preset "
-                                               "or edits")
+        domain.check_reference("reference_png")
     if req.reference_png and req.output_format == pb.OUTPUT_FORMAT_DICOM:
         raise InvalidRequestError("output_format", "a repaint of reference_png holds the "
                                   "caller's pixels; DICOM output marks images wholly "

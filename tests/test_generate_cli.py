@@ -112,8 +112,8 @@ def test_a_reference_and_its_layout_of_different_sizes_are_refused(
 
 
 @pytest.mark.parametrize("flags, message", [
-    ([], "reference: a reference is repainted where an edit changes its anatomy; give "
-         "--preset or --edit"),
+    ([], "edits: a repaint of --reference needs a preset or edits: it changes only what "
+         "they edit; give --preset or --edit"),
     (["--preset", "hydrocephalus", "--layout", "l.png"],
      "layout: with --reference the anatomy is --reference-layout's"),
 ])
