@@ -87,6 +87,15 @@ class _Reader:
         return next(self._it, None)
 
 
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX-512 or AVX) dot-product instructions for int8."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # unknown: keep full-range weights
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
+
+
 def quantize_int8(fp32_onnx: Path, out: Path, cfg: DenoiserConfig) -> Path:
     """Write the int8 QDQ graph of ``fp32_onnx`` to ``out`` atomically."""
     import onnx
@@ -111,6 +120,10 @@ def quantize_int8(fp32_onnx: Path, out: Path, cfg: DenoiserConfig) -> Path:
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
+                        # Without VNNI, ONNX Runtime's u8s8 kernels can saturate their 16-bit
+                        # intermediate sums: 7-bit weights avoid it (its documented advice;
+                        # measured on an AVX2-only EPYC: fp32 correlation 0.979 -> above).
+                        reduce_range=not cpu_has_vnni(),
                         op_types_to_quantize=["Conv"], nodes_to_exclude=list(FP32_NODES))
         os.replace(q, out)
     return out
