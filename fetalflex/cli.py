@@ -206,8 +206,8 @@ def _cmd_evaluate_real(args: argparse.Namespace) -> int:
     (out / "real_eval.md").write_text(md)
     val = load_real(manifests, "val")
     gen = np.load(out / "cache" / "generated_latest.npy")
-    title = (f"FetalFlex {args.appearance}-appearance scans (SYNTHETIC), generated from "
-             f"validation layouts; model {res['model'][:12]}")
+    title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}\n"
+             f"generated from the validation layouts")
     examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
     examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,
                     real=val.images, title="left: real validation scans (data-set pixels: do "
