@@ -171,6 +171,10 @@ def model_appearances(batch: dict[str, Tensor], cfg: TrainConfig) -> Tensor | No
     """Each sample's appearance as an index into the model's appearances (None for a model
     without them, which must then see phantoms only)."""
     served = cfg.model.appearances
+    if "appearance" not in batch:  # a batch built without appearances: phantoms
+        if served:
+            raise ValueError("batch: this model's condition needs each sample's appearance")
+        return None
     names = [APPEARANCES[int(i)] for i in batch["appearance"].tolist()]
     if not served:
         if any(a != "phantom" for a in names):
