@@ -19,7 +19,7 @@ from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, Layout, StructureList
 from fetalflex.anatomy.render import colourize
 from fetalflex.appearance import appearance_index
-from fetalflex.backends.backends import Backend, load_backend
+from fetalflex.backends.backends import Backend, load_backend, weights_dir
 from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
 from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
 from fetalflex.io.dicom import SyntheticStudy, dicom_pair, edit_summary
@@ -36,7 +36,6 @@ from fetalflex.io.png import (
 )
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.request import IN_PROCESS_BACKENDS, require_one_of
-from fetalflex.weights import DEFAULT_WEIGHTS
 
 OUTPUT_FORMATS = ("png", "dicom")  # of the generated images; label maps are always PNG
 # How an input of another size reaches the model's: label ids must stay ids (nearest); an
@@ -243,12 +242,8 @@ def _local_config(args: Any) -> DenoiserConfig | None:
     """The in-process backends' weights config (read without loading the model), or None."""
     if args.backend not in IN_PROCESS_BACKENDS:
         return None
-    weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
-    path = weights / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"weights: {weights} must hold config.json and "
-                                f"model.safetensors")
-    config = DenoiserConfig.load(path)
+    config = DenoiserConfig.load(weights_dir(Path(args.weights) if args.weights else None)
+                                 / "config.json")
     appearance = args.appearance
     if appearance is not None:
         appearance_index(appearance, config.appearances)  # refused before the model loads

@@ -82,6 +82,14 @@ def int8_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def weights_dir(weights: Path | None) -> Path:
+    """The weights folder to load (None: the shipped default), or a named error."""
+    w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
+        raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
+    return w
+
+
 def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
                  threads: int | None = None, triton_url: str | None = None,
                  triton_model: str = DEFAULT_TRITON_MODEL,
@@ -92,9 +100,7 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
     the torch and triton backends run what they were given, fp32 only here. ``device``
     places the torch backend's module (``cuda``: the GPU path, fp32 weights with cuDNN's
     default TF32 convolutions); the other backends choose their own hardware."""
-    w = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not (w / "config.json").is_file() or not (w / "model.safetensors").is_file():
-        raise FileNotFoundError(f"weights: {w} must hold config.json and model.safetensors")
+    w = weights_dir(weights)
     cfg = DenoiserConfig.load(w / "config.json")
     digest = weights_hash(w)
     require_one_of("precision", precision, PRECISIONS)

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from fetalflex.anatomy.layout import Shape, StructureList, rasterize
 from fetalflex.anatomy.structures import BACKGROUND, UNLABELLED
 from fetalflex.data.importers.errors import DataImportError
-from fetalflex.data.importers.squaring import Square, square_image
+from fetalflex.data.importers.squaring import Square
 
 
 def read_scan(path: Path, where: Path, line: int | None) -> NDArray[np.uint8]:
@@ -73,6 +73,3 @@ def unlabelled_map(sq: Square, size: int) -> NDArray[np.uint8]:
     lm[~sq.inside(size)] = BACKGROUND
     return lm
 
-
-def squared(image: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uint8], Square]:
-    return square_image(image, size)
