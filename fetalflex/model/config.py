@@ -38,6 +38,11 @@ class DenoiserConfig(BaseModel):
     # Appearances the condition vector chooses between (one-hot after GA); empty: the model
     # knows one look, the phantom's (v1-v3 weights).
     appearances: tuple[Appearance, ...] = ()
+    # The condition vector (plane, GA, appearance) also enters the anatomy encoder as
+    # constant channels after the layout's: a plane or a look then acts through every
+    # skip connection of the control branch at full resolution, not only through the
+    # time embedding (where v3/v4 learned to all but ignore it: the layout said it all).
+    condition_channels: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> DenoiserConfig:
@@ -67,6 +72,11 @@ class DenoiserConfig(BaseModel):
         """One level per factor 2 of the patch: full resolution in, UNet resolution out."""
         levels = self.patch_size.bit_length()  # 1 -> 1 level, 2 -> 2, 4 -> 3
         return tuple(self.cond_embedding_channels * 2 ** i for i in range(levels))
+
+    @property
+    def control_input_channels(self) -> int:
+        """Channels the anatomy encoder reads: the layout's, then the condition's if fed."""
+        return self.num_labels + (self.cond_dim if self.condition_channels else 0)
 
     @property
     def cond_dim(self) -> int:

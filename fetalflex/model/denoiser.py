@@ -7,8 +7,9 @@ Implements the conditioned denoiser of FetalFlex (Duan et al., MedIA 2025) as we
   It has no cross-attention: ``encoder_hidden_states`` is a constant zero token.
 * ``control``: a diffusers ``ControlNetModel`` copied from the UNet's encoder. Its
   conditioning embedding (the *anatomy encoder*) reads the layout channels at full
-  resolution (one level, no downsampling) and its zero-initialised outputs are added to
-  the UNet's skip connections, scaled per sample by ``control_scale``.
+  resolution (and, with ``condition_channels``, the condition vector broadcast as constant
+  channels) and its zero-initialised outputs are added to the UNet's skip connections,
+  scaled per sample by ``control_scale``.
 
 Output: the **v-prediction** ``v = alpha_t * eps - sigma_t * x0`` (Salimans & Ho 2022).
 Why v and not eps: x0 = alpha_t x_t - sigma_t v is well conditioned at every noise
@@ -116,7 +117,7 @@ class FetalFlexDenoiser(nn.Module):
             projection_class_embeddings_input_dim=config.cond_dim,
         )
         self.control = ControlNetModel(
-            in_channels=config.unet_channels, conditioning_channels=config.num_labels,
+            in_channels=config.unet_channels, conditioning_channels=config.control_input_channels,
             down_block_types=down, mid_block_type="UNetMidBlock2D",
             block_out_channels=config.block_out_channels,
             layers_per_block=config.layers_per_block, norm_num_groups=config.norm_num_groups,
@@ -163,6 +164,10 @@ class FetalFlexDenoiser(nn.Module):
         n = x_t.shape[0]
         ehs = x_t.new_zeros((n, 1, 8))
         x_t = self.patchify(x_t)
+        if self.config.condition_channels:
+            h, w = layout.shape[-2:]
+            layout = torch.cat([layout, cond.to(layout.dtype)[:, :, None, None].expand(
+                -1, -1, h, w)], dim=1)
         down_res, mid_res = self.control(
             x_t, t, encoder_hidden_states=ehs, controlnet_cond=layout, class_labels=cond,
             return_dict=False,

@@ -32,7 +32,8 @@ class ResidentBatches:
     """Endless batches of ``image``, ``layout``, ``label_map``, ``plane``, ``ga``."""
 
     def __init__(self, ds: PhantomDataset, batch_size: int, device: torch.device,
-                 seed: int = 0, rank: int = 0, world: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world: int = 1,
+                 weights: torch.Tensor | None = None) -> None:
         items = ds.preloaded
         if items is None:
             raise ValueError("batching: 'resident' needs the data set preloaded (preload: true)")
@@ -58,11 +59,17 @@ class ResidentBatches:
         self.appearance = torch.tensor([APPEARANCES.index(r.appearance) for r in ds.records],
                                        dtype=torch.long, device=device)
         self.gen = torch.Generator().manual_seed(seed)
+        self.weights = weights
 
     def indices(self) -> Iterator[Tensor]:
-        """Index batches: one permutation per epoch, this rank's stride, partial batch dropped."""
+        """Index batches: one permutation per epoch, this rank's stride, partial batch dropped
+        (with ``weights``: an epoch's worth of draws with replacement by those weights)."""
         while True:
-            perm = torch.randperm(self.n, generator=self.gen)[self.rank::self.world]
+            if self.weights is not None:
+                perm = torch.multinomial(self.weights, self.n, replacement=True,
+                                         generator=self.gen)[self.rank::self.world]
+            else:
+                perm = torch.randperm(self.n, generator=self.gen)[self.rank::self.world]
             for i in range(0, len(perm) - self.batch_size + 1, self.batch_size):
                 yield perm[i:i + self.batch_size]
 

@@ -75,6 +75,13 @@ class TrainConfig(BaseModel):
     # the model learns to fill in what a partial layout leaves out.
     partial_anatomy_prob: float = Field(default=0.0, ge=0, le=1)
     partial_keep: tuple[float, float] = (0.0, 1.0)
+    # Draw weights per (appearance, plane) cell: count ** -plane_balance (training/balance.py;
+    # 0 = the data's own shares, 1 = every cell equally often).
+    plane_balance: float = Field(default=0.0, ge=0, le=1)
+    # Learning-rate factor for the tensors that read the condition vector (both class
+    # embeddings and the anatomy encoder's first convolution): a fine-tuned model must grow
+    # a dependence on a plane or look that its old weights had learned to ignore.
+    condition_lr_scale: float = Field(default=1.0, gt=0, le=100)
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")

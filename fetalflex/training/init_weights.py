@@ -3,9 +3,11 @@
 The shipped v3 denoiser has no appearance in its condition vector; a real-appearance model
 adds one-hot appearance columns after GA. The only tensors whose shape depends on the
 condition are the two class-embedding projections (UNet and ControlNet: ``linear_1`` of
-``class_embedding``). Their old columns are copied and the new ones start at zero, so the
-grown network computes exactly what the old weights did whatever appearance is asked, and
-training teaches the new columns what each appearance means.
+``class_embedding``) and, when the condition is also fed to the anatomy encoder as constant
+channels (``condition_channels``), that encoder's first convolution. Their old input
+columns / channels are copied and the new ones start at zero, so the grown network computes
+exactly what the old weights did whatever appearance is asked, and training teaches the new
+columns what each appearance (and, through the encoder, each plane) means.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from safetensors.torch import load_file
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 
-_GROWABLE = ("class_embedding.linear_1.weight",)
+# Tensors whose dim 1 (inputs) may grow; new inputs always come after the old ones.
+_GROWABLE = ("class_embedding.linear_1.weight", "controlnet_cond_embedding.conv_in.weight")
 
 
 def _compatible(old: DenoiserConfig, new: DenoiserConfig) -> None:
-    keep = {"appearances"}
+    keep = {"appearances", "condition_channels"}
     a = old.model_dump(exclude=keep)
     b = new.model_dump(exclude=keep)
     diff = sorted(k for k in a if a[k] != b[k])
@@ -30,6 +33,9 @@ def _compatible(old: DenoiserConfig, new: DenoiserConfig) -> None:
         raise ValueError(f"init_weights: the weights' architecture differs from the config's "
                          f"model in {', '.join(diff)}; fine-tuning keeps the architecture "
                          f"(only appearances may be added)")
+    if old.condition_channels and not new.condition_channels:
+        raise ValueError("init_weights: the weights feed the condition to the anatomy encoder "
+                         "(condition_channels); the config's model must too")
     if tuple(new.appearances[:len(old.appearances)]) != tuple(old.appearances):
         raise ValueError(f"init_weights: the config's appearances {list(new.appearances)} "
                          f"must start with the weights' {list(old.appearances)}")
@@ -57,7 +63,8 @@ def load_initial(model: FetalFlexDenoiser, directory: Path) -> dict[str, int]:
             if target.shape == value.shape:
                 target.copy_(value)
                 copied += 1
-            elif name.endswith(_GROWABLE) and target.shape[0] == value.shape[0]:
+            elif (name.endswith(_GROWABLE) and target.shape[0] == value.shape[0]
+                  and target.shape[2:] == value.shape[2:] and target.shape[1] > value.shape[1]):
                 target.zero_()
                 target[:, :value.shape[1]] = value
                 grown += 1

@@ -27,7 +27,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    WeightedRandomSampler,
+)
 from tqdm import tqdm
 
 from fetalflex.appearance import APPEARANCES
@@ -37,6 +43,7 @@ from fetalflex.model.diffusion import add_noise, alphas_cumprod_for, loss_weight
 from fetalflex.model.hardware import autocast_bf16
 from fetalflex.training import clock
 from fetalflex.training.augment import joint_augment
+from fetalflex.training.balance import cell_shares, record_weights
 from fetalflex.training.batches import ResidentBatches
 from fetalflex.training.config import StageConfig, TrainConfig
 from fetalflex.training.ema import EMA
@@ -102,6 +109,23 @@ def stage_params(model: FetalFlexDenoiser, stage: str, cfg: TrainConfig) -> list
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+_CONDITION_READERS = ("class_embedding.", "controlnet_cond_embedding.conv_in.")
+
+
+def param_groups(model: FetalFlexDenoiser, params: list[nn.Parameter], lr: float,
+                 cfg: TrainConfig) -> list[dict[str, Any]]:
+    """One group at ``lr``, or two when ``condition_lr_scale`` != 1: the tensors that read
+    the condition vector at ``lr * condition_lr_scale``, the rest at ``lr``."""
+    if cfg.condition_lr_scale == 1.0:
+        return [{"params": params, "lr": lr}]
+    fast_ids = {id(p) for n, p in model.named_parameters()
+                if any(k in n for k in _CONDITION_READERS)}
+    fast = [p for p in params if id(p) in fast_ids]
+    rest = [p for p in params if id(p) not in fast_ids]
+    return [{"params": rest, "lr": lr},
+            {"params": fast, "lr": lr * cfg.condition_lr_scale}]
 
 
 def optimizer_step(net: nn.Module, batch: dict[str, Tensor], gen: torch.Generator,
@@ -257,11 +281,20 @@ def data_batches(cfg: TrainConfig, manifest: Path, d: Dist, dev: torch.device,
     if size != cfg.model.image_size:
         raise ValueError(f"model.image_size: {cfg.model.image_size} but the data set's images "
                          f"are {size}x{size}")
+    weights = record_weights(ds.records, cfg.plane_balance)
     if cfg.batching == "resident":
         return ds, iter(ResidentBatches(ds, cfg.batch_size, dev, seed=cfg.seed, rank=d.rank,
-                                        world=d.world))
-    sampler = DistributedSampler(ds, seed=cfg.seed) if d.enabled else RandomSampler(
-        ds, generator=torch.Generator().manual_seed(cfg.seed))
+                                        world=d.world, weights=weights))
+    if weights is not None and d.enabled:
+        raise ValueError("plane_balance: with several processes use batching 'resident'")
+    sampler: Sampler[int]
+    if weights is not None:
+        sampler = WeightedRandomSampler(weights.tolist(), len(ds), replacement=True,
+                                        generator=torch.Generator().manual_seed(cfg.seed))
+    elif d.enabled:
+        sampler = DistributedSampler(ds, seed=cfg.seed)
+    else:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.num_workers)
     return ds, _batches(loader, sampler)
@@ -321,7 +354,8 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[dev.index] if dev.type == "cuda" else None,
                 find_unused_parameters=True)
-        opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(param_groups(model, params, sc.lr, cfg), lr=sc.lr,
+                                weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sc))
         if start and ck.get("stage") == stage:  # resume inside a stage: optimizer too
             opt.load_state_dict(ck["opt"])
@@ -362,7 +396,9 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
     if d.main:
         final = out / "final"
         meta: dict[str, Any] = {"steps": done, "pre_alignment": cfg.pre_alignment,
-                                "data": str(manifest), "data_description": data_description(ds)}
+                                "data": str(manifest), "data_description": data_description(ds),
+                                "batch_shares": cell_shares(
+                                    ds.records, record_weights(ds.records, cfg.plane_balance))}
         if cfg.init_weights is not None:
             meta["init_weights"] = cfg.init_weights
         if stopped:

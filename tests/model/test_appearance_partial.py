@@ -89,6 +89,38 @@ def test_fine_tuning_start_grows_the_condition_without_changing_the_output(
         load_initial(other, tiny_weights)
 
 
+def test_condition_channels_start_silent_and_then_carry_the_plane(
+        tmp_path: Path, tiny_weights: Path) -> None:
+    old = FetalFlexDenoiser.load(tiny_weights).eval()
+    cfg = DenoiserConfig(**TINY_MODEL, appearances=("phantom", "real"), condition_channels=True)
+    assert cfg.control_input_channels == NUM_LABELS + cfg.cond_dim
+    new = FetalFlexDenoiser(cfg)
+    # both class embeddings and the anatomy encoder's first convolution grow
+    assert load_initial(new, tiny_weights)["grown"] == 3
+    new.eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 32, 32, generator=g)
+    t = torch.tensor([300, 900])
+    lay = torch.zeros(2, NUM_LABELS, 32, 32)  # nothing labelled: only the condition speaks
+    plane, ga = torch.tensor([0, 5]), torch.tensor([22.0, float("nan")])
+    with torch.no_grad():
+        ref = old(x, t, lay, condition_vector(plane, ga, 7), torch.ones(2))
+        got = new(x, t, lay, condition_vector(plane, ga, 7, torch.ones(2, dtype=torch.long), 2),
+                  torch.ones(2))
+        torch.testing.assert_close(got, ref)
+        conv = new.anatomy_encoder.conv_in  # type: ignore[union-attr]
+        conv.weight[:, NUM_LABELS:].normal_(0, 0.5)  # as if trained: planes now differ
+        a = new(x, t, lay, condition_vector(plane, ga, 7, torch.ones(2, dtype=torch.long), 2),
+                torch.ones(2))
+        b = new(x, t, lay, condition_vector(plane + 1, ga, 7, torch.ones(2, dtype=torch.long),
+                                            2), torch.ones(2))
+    assert not torch.allclose(a, b)
+    back = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL, appearances=("phantom", "real")))
+    new.save(tmp_path / "with_channels")
+    with pytest.raises(ValueError, match="condition_channels"):
+        load_initial(back, tmp_path / "with_channels")
+
+
 def test_training_on_real_and_phantom_records_never_reads_validation(
         tmp_path: Path, tiny_weights: Path) -> None:
     from fetalflex.data.importers.hc18 import import_hc18
@@ -121,6 +153,20 @@ def test_training_on_real_and_phantom_records_never_reads_validation(
     assert w.config.appearances == ("phantom", "real")
     meta = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
     assert meta["stage"] == "control"
+    # fine-tuning into condition channels, balanced cells and a faster condition lr
+    grown = cfg.model_copy(update={
+        "model": DenoiserConfig(**TINY_MODEL, appearances=("phantom", "real"),
+                                condition_channels=True),
+        "plane_balance": 1.0, "condition_lr_scale": 5.0})
+    final3 = train(grown, merged, tmp_path / "run3", stages=("control",), progress=False)
+    from safetensors import safe_open
+
+    with safe_open(str(final3 / "model.safetensors"), "pt") as f:
+        shares = json.loads(f.metadata()["fetalflex"])["batch_shares"]
+    cells = {" ".join(c) for c in {(r.appearance, r.plane) for r in ds.records}}
+    assert set(shares) == cells
+    assert all(v == pytest.approx(1 / len(cells), abs=1e-3) for v in shares.values())
+    assert FetalFlexDenoiser.load(final3).config.condition_channels
     # a model without appearances refuses real records instead of mislearning them
     plain = cfg.model_copy(update={"model": DenoiserConfig(**TINY_MODEL)})
     with pytest.raises(ValueError, match="model.appearances"):
