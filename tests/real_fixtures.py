@@ -73,13 +73,16 @@ FPDB_ROWS = [
 ]
 
 
-def write_fpdb(root: Path, seed: int = 0, png_every: int = 2) -> None:
+def write_fpdb(root: Path, seed: int = 0, png_every: int = 2, copies: int = 1) -> None:
     """``Images/`` (JPEG 64 x 64 like the re-export, every ``png_every``-th a non-square PNG
-    like the official release) + the semicolon CSV."""
+    like the official release) + the semicolon CSV; ``copies`` > 1 repeats the rows for
+    further patients (patient numbers + 10 per copy)."""
     rng = np.random.default_rng(seed)
     (root / "Images").mkdir(parents=True)
     lines = ["Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train"]
-    for k, (name, pat, plane, brain) in enumerate(FPDB_ROWS):
+    rows = [(name.replace(f"Patient{pat:05d}", f"Patient{pat + 10 * c:05d}"), pat + 10 * c,
+             plane, brain) for c in range(copies) for name, pat, plane, brain in FPDB_ROWS]
+    for k, (name, pat, plane, brain) in enumerate(rows):
         if k % png_every == 0:
             Image.fromarray(_scan(rng, 96, 64, None)).save(root / "Images" / f"{name}.png")
         else:

@@ -49,9 +49,9 @@ from fetalflex.evaluation.classifier import (
     train_classifier,
 )
 from fetalflex.evaluation.options import DownstreamOptions
+from fetalflex.evaluation.parts import PartCheckpoint
 from fetalflex.evaluation.twins import PhantomPool, cached_twins, planes_of
 from fetalflex.generation import Engine
-from fetalflex.io.atomic import atomic_write_text
 from fetalflex.request import GenerationRequest, RepaintSettings
 
 # Disjoint seed ranges per role (x 1e6), plane offset x 1e5.
@@ -98,7 +98,7 @@ def run_downstream(backend: Backend, opts: DownstreamOptions, out: Path,
     # they finish, one line each, so an interrupted run resumes where it stopped and a run
     # asking for more presets, regimes or sizes trains only those: the classifiers cost
     # more than an hour at 128 x 128 on two cores.
-    done = _Checkpoint(out / "downstream_parts.jsonl", _identity(backend, opts, size))
+    done = PartCheckpoint(out / "downstream_parts.jsonl", _identity(backend, opts, size))
     detectors: list[tuple[Any, dict[str, GaussianScore]]] = []
 
     def detector(s_i: int) -> tuple[Any, dict[str, GaussianScore]]:
@@ -214,36 +214,6 @@ def _identity(backend: Backend, opts: DownstreamOptions, size: int) -> str:
                        "repaint": RepaintSettings().model_dump()}, sort_keys=True)
 
 
-class _Checkpoint:
-    """Finished parts of one run, one JSON line each; lines of another model or other
-    options are ignored (and dropped on the next write)."""
-
-    def __init__(self, path: Path, identity: str) -> None:
-        self.path, self.identity = path, identity
-        self.parts: dict[str, Any] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by an interruption
-                    continue
-                if isinstance(rec, dict) and rec.get("identity") == identity:
-                    self.parts[rec["part"]] = rec["value"]
-        self._rewrite()
-
-    def get(self, part: str) -> Any:
-        return self.parts.get(part)
-
-    def put(self, part: str, value: Any) -> None:
-        self.parts[part] = value
-        self._rewrite()
-
-    def _rewrite(self) -> None:
-        lines = [json.dumps({"identity": self.identity, "part": k, "value": v})
-                 for k, v in self.parts.items()]
-        atomic_write_text(self.path, "".join(f"{x}\n" for x in lines))
-
-
 def _split(planes: list[str], n: int) -> list[tuple[str, int]]:
     """n items over planes as evenly as possible: [(plane, count)]."""
     base, extra = divmod(n, len(planes))
@@ -251,7 +221,7 @@ def _split(planes: list[str], n: int) -> list[tuple[str, int]]:
 
 
 def plane_augmentation(engine: Engine, normals: dict[str, PhantomPool], opts: DownstreamOptions,
-                       size: int, done: _Checkpoint, progress: Callable[[str], None] = print
+                       size: int, done: PartCheckpoint, progress: Callable[[str], None] = print
                        ) -> list[dict[str, Any]]:
     """7-plane accuracy vs real images per plane, with and without synthetic normals; each
     size (and the synthetic-only row) is a part of ``done``."""

@@ -41,13 +41,23 @@ def head_targets(data: RealSet) -> NDArray[np.uint8]:
 def train_head_segmenter(data: RealSet, steps: int = 1200, batch_size: int = 16,
                          lr: float = 2e-3, seed: int = 0) -> Segmenter:
     """Train on ``data`` (the training split's scans with a head outline)."""
+    return train_mask_segmenter(data.images, head_targets(data), steps, batch_size, lr, seed)
+
+
+def train_mask_segmenter(images: NDArray[np.uint8], masks: NDArray[np.uint8], steps: int = 1200,
+                         batch_size: int = 16, lr: float = 2e-3, seed: int = 0) -> Segmenter:
+    """Train on (N, H, W) scans and their (N, H, W) head masks (1 inside): real scans with
+    the sonographer's outline, generated scans with the requested one, or both."""
+    if images.shape != masks.shape or images.ndim != 3 or not len(images):
+        raise ValueError(f"images: expected (N, H, W) matching the masks, got {images.shape} "
+                         f"and {masks.shape}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    size = int(data.images.shape[-1])
+    size = int(images.shape[-1])
     model = Segmenter(SegmenterConfig(channels=(16, 32, 64, 128), num_labels=2,
                                       image_size=size))
-    x_all = torch.from_numpy(pixels.to_unit(data.images))[:, None]
-    y_all = torch.from_numpy(head_targets(data).astype(np.int64))
+    x_all = torch.from_numpy(pixels.to_unit(images))[:, None]
+    y_all = torch.from_numpy(masks.astype(np.int64))
     aug = AugmentConfig(prob=0.7)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)

@@ -82,6 +82,9 @@ class DownstreamOptions:
                 raise ValueError(f"{name}: must be within [0, {top}], got {v}")
 
 
+REAL_DOWNSTREAM_PARTS: tuple[str, ...] = ("heads", "planes", "brain_planes", "microcephaly")
+
+
 @dataclass(frozen=True)
 class RealEvalOptions:
     """``fetalflex evaluate-real`` (``evaluation/real.py``): instruments' training steps, the
@@ -95,3 +98,44 @@ class RealEvalOptions:
     bootstrap: int = 1000
     appearance: str = "real"
     twins_per_plane: int = 4  # template layouts per plane for the anomaly twins (0: skip)
+
+
+@dataclass(frozen=True)
+class RealDownstreamOptions:
+    """``fetalflex evaluate-downstream-real`` (``evaluation/real_downstream.py``).
+
+    ``head_sizes`` / ``plane_sizes``: real training scans per cell (heads: scans; planes:
+    scans per class); 0 = all of the training split. ``seeds``: training seeds per cell
+    (different real subsets and initialisations)."""
+
+    head_sizes: tuple[int, ...] = (25, 50, 100, 0)
+    plane_sizes: tuple[int, ...] = (10, 25, 100, 0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    segmenter_steps: int = 600
+    reader_steps: int = 600
+    synth_heads: int = 200          # generated head scans (requested outlines)
+    synth_per_class: int = 100      # generated scans per plane class
+    microcephaly_heads: int = 40    # small requested outlines read back (the anomaly part)
+    microcephaly_scale: float = 0.75  # their size against real outlines of the same scans
+    bootstrap: int = 1000
+    batch: int = 16
+    seed: int = 0
+    appearance: str = "real"
+    parts: tuple[str, ...] = ("heads", "planes", "brain_planes", "microcephaly")
+
+    def __post_init__(self) -> None:
+        for name, sizes in (("head_sizes", self.head_sizes), ("plane_sizes", self.plane_sizes)):
+            if not sizes or any(n < 0 for n in sizes):
+                raise ValueError(f"{name}: give one or more sizes >= 0 (0 = all)")
+        if not self.seeds:
+            raise ValueError("seeds: give at least one training seed")
+        for name, v in (("segmenter_steps", self.segmenter_steps),
+                        ("reader_steps", self.reader_steps), ("synth_heads", self.synth_heads),
+                        ("synth_per_class", self.synth_per_class)):
+            if v < 1:
+                raise ValueError(f"{name}: must be >= 1, got {v}")
+        if not 0.3 <= self.microcephaly_scale < 1.0:
+            raise ValueError(f"microcephaly_scale: must be within [0.3, 1), got "
+                             f"{self.microcephaly_scale}")
+        for part in self.parts:
+            require_one_of("parts", part, REAL_DOWNSTREAM_PARTS)

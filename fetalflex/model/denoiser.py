@@ -144,6 +144,15 @@ class FetalFlexDenoiser(nn.Module):
         """Layout channels (full resolution) -> features at the resolution of ``unet.conv_in``."""
         return self.control.controlnet_cond_embedding
 
+    def anatomy_input(self, layout: Tensor, cond: Tensor) -> Tensor:
+        """What the anatomy encoder reads: the layout, then (``condition_channels``) the
+        condition vector broadcast as constant channels."""
+        if not self.config.condition_channels:
+            return layout
+        h, w = layout.shape[-2:]
+        return torch.cat([layout, cond.to(layout.dtype)[:, :, None, None].expand(-1, -1, h, w)],
+                         dim=1)
+
     def patchify(self, x: Tensor) -> Tensor:
         """Space-to-depth: (N,C,H,W) -> (N,C*p*p,H/p,W/p); identity when p = 1."""
         p = self.config.patch_size
@@ -164,10 +173,7 @@ class FetalFlexDenoiser(nn.Module):
         n = x_t.shape[0]
         ehs = x_t.new_zeros((n, 1, 8))
         x_t = self.patchify(x_t)
-        if self.config.condition_channels:
-            h, w = layout.shape[-2:]
-            layout = torch.cat([layout, cond.to(layout.dtype)[:, :, None, None].expand(
-                -1, -1, h, w)], dim=1)
+        layout = self.anatomy_input(layout, cond)
         down_res, mid_res = self.control(
             x_t, t, encoder_hidden_states=ehs, controlnet_cond=layout, class_labels=cond,
             return_dict=False,

@@ -57,8 +57,8 @@ def measure_step_rates(cfg: TrainConfig, manifest: Path, stages: tuple[str, ...]
     gen = torch.Generator().manual_seed(cfg.seed)
     rates: dict[str, float] = {}
     for stage in stages:
-        if stage == "prealign" and not cfg.pre_alignment:
-            continue
+        if (stage == "prealign" and not cfg.pre_alignment) or getattr(cfg, stage).steps == 0:
+            continue  # a stage the recipe skips (fine-tuning: control only) costs nothing
         params = stage_params(model, stage, cfg)
         net = StageLoss(model, stage, cfg, ac)
         opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=cfg.weight_decay)
@@ -79,7 +79,8 @@ def planned_seconds(cfg: TrainConfig, rates: dict[str, float]) -> float:
 
 
 def scaled(cfg: TrainConfig, factor: float, rates: dict[str, float]) -> TrainConfig:
-    """Every measured stage's steps and warm-up times ``factor`` (at least one step)."""
+    """Every measured stage's steps and warm-up times ``factor`` (at least one step; a stage
+    the recipe skips is not measured and stays skipped)."""
     update: dict[str, Any] = {}
     for s in rates:
         sc = getattr(cfg, s)

@@ -151,12 +151,13 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
     dev = x0.device
     if cfg.partial_anatomy_prob > 0:
         layout = partial_layouts(layout, cfg.partial_anatomy_prob, cfg.partial_keep, gen)
+    cond = condition_vector(batch["plane"], batch["ga"], cfg.model.num_planes,
+                            model_appearances(batch, cfg), len(cfg.model.appearances))
     if stage == "prealign":
         with torch.no_grad():
             tgt = model.image_features(x0)
-        return nn.functional.mse_loss(model.anatomy_encoder(layout), tgt)
-    cond = condition_vector(batch["plane"], batch["ga"], cfg.model.num_planes,
-                            model_appearances(batch, cfg), len(cfg.model.appearances))
+        return nn.functional.mse_loss(model.anatomy_encoder(model.anatomy_input(layout, cond)),
+                                      tgt)
     t = torch.randint(0, cfg.model.num_train_timesteps, (n,), generator=gen).to(dev)
     # The noise is drawn where it is used: on a GPU, one core drawing 4 M normals a step
     # (batch 256 at 128^2) would take longer than the step (the CUDA stream is seeded by

@@ -125,7 +125,7 @@ def test_training_on_real_and_phantom_records_never_reads_validation(
         tmp_path: Path, tiny_weights: Path) -> None:
     from fetalflex.data.importers.hc18 import import_hc18
     from fetalflex.data.phantom_set import write_phantom_set
-    from fetalflex.training.config import TrainConfig
+    from fetalflex.training.config import StageConfig, TrainConfig
     from fetalflex.training.train import load_dataset, train
     from tests.real_fixtures import write_hc18
 
@@ -157,8 +157,10 @@ def test_training_on_real_and_phantom_records_never_reads_validation(
     grown = cfg.model_copy(update={
         "model": DenoiserConfig(**TINY_MODEL, appearances=("phantom", "real"),
                                 condition_channels=True),
-        "plane_balance": 1.0, "condition_lr_scale": 5.0})
-    final3 = train(grown, merged, tmp_path / "run3", stages=("control",), progress=False)
+        "plane_balance": 1.0, "condition_lr_scale": 5.0,
+        "prealign": StageConfig(steps=2, warmup_steps=1)})
+    final3 = train(grown, merged, tmp_path / "run3", stages=("prealign", "control"),
+                   progress=False)
     from safetensors import safe_open
 
     with safe_open(str(final3 / "model.safetensors"), "pt") as f:

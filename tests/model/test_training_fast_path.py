@@ -112,6 +112,17 @@ def test_budget_scales_every_stage_by_one_factor(tiny_data: Path) -> None:
     assert fitted.control.steps == report["steps"]["control"] >= 1
     with pytest.raises(ValueError, match="budget"):
         fit_to_budget(cfg, tiny_data, 0)
+    # fine-tuning skips base and pre-alignment: they are neither probed nor run
+    control_only = cfg.model_copy(update={"base": cfg.base.model_copy(update={"steps": 0}),
+                                          "prealign": cfg.prealign.model_copy(
+                                              update={"steps": 0})})
+    clock.use(clock.TickClock(0.001))
+    try:
+        fitted, report = fit_to_budget(control_only, tiny_data, 60.0)
+    finally:
+        clock.use(None)
+    assert set(report["steps_per_s"]) == {"control"}
+    assert (fitted.base.steps, fitted.prealign.steps) == (0, 0)
 
 
 def test_budgeted_training_loads_the_data_set_once(tiny_data: Path, tmp_path: Path,
