@@ -27,7 +27,6 @@ from pydantic import ValidationError
 from fetalflex.anatomy.layout import Layout
 from fetalflex.backends.backends import Backend, load_backend
 from fetalflex.generation import Engine, GenerationResult, Sample
-from fetalflex.io.png import read_gray, read_label_map
 from fetalflex.request import DEFAULT_PRECISION, GenerationRequest, Precision, request_error
 
 
@@ -71,8 +70,8 @@ class Output:
         The sidecar holds everything :meth:`FetalFlex.reproduce` needs. A non-empty ``out``
         is refused unless ``overwrite`` (then the earlier files of ``prefix`` are removed
         first), as ``fetalflex generate`` does: two requests' files never mix."""
-        from fetalflex.generate_cli import write_result
         from fetalflex.io.output_dir import prepare_output_dir
+        from fetalflex.outputs import write_result
 
         prefix = prefix or self.request.plane.lower()
         prepare_output_dir(Path(out), prefix, overwrite)
@@ -122,33 +121,23 @@ class FetalFlex:
     def reproduce(self, sidecar: str | Path) -> Output:
         """Regenerate the outputs of a sidecar written by ``Output.save`` / ``fetalflex
         generate``, byte for byte (same weights required: checked by content hash)."""
+        from fetalflex.outputs import read_inputs
+        from fetalflex.record import read_record
+
         path = Path(sidecar)
-        data = json.loads(path.read_text())
-        want = data.get("model", {}).get("sha256")
+        record = read_record(path)
+        want = record.model.sha256
         if want != self.backend.model_hash:
-            model_id = data.get("model", {}).get("id", "?")
-            hint = f"load the weights it was made with ({model_id}): --weights DIR"
-            raise ValueError(f"sidecar: made with model {str(want)[:12]}, but the loaded "
+            hint = f"load the weights it was made with ({record.model.id}): --weights DIR"
+            raise ValueError(f"sidecar: made with model {want[:12]}, but the loaded "
                              f"weights are {self.backend.model_hash[:12]}; {hint}")
-        made = data.get("model", {}).get("precision", DEFAULT_PRECISION)
+        made = record.model.precision
         if made != self.backend.precision:
             raise ValueError(f"sidecar: made with precision {made}, but the loaded backend "
                              f"runs {self.backend.precision} (load with precision={made!r})")
-        req = GenerationRequest.model_validate(data["request"])
-        inputs = data.get("inputs", {})
-        root = path.parent
-        layout = ref_layout = None
-        reference = None
-        if "layout" in inputs:
-            layout = _layout(root, inputs["layout"])
-        if "reference" in inputs:
-            reference = read_gray(root / inputs["reference"]["image"])
-            ref_layout = _layout(root, inputs["reference"]["layout"])
+        req = record.request
+        layout, reference, ref_layout = read_inputs(record, path.parent)
         res = self.engine.run(req, layout=layout, reference=reference,
                               reference_layout=ref_layout)
         return Output(req, res, self.backend, layout, reference, ref_layout)
 
-
-def _layout(root: Path, rec: dict[str, Any]) -> Layout:
-    return Layout(rec["plane"], read_label_map(root / rec["label_map"]), float(rec["field_mm"]),
-                  rec.get("ga_weeks"))

@@ -257,17 +257,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from fetalflex.api import FetalFlex
     from fetalflex.io.output_dir import prepare_output_dir
+    from fetalflex.record import read_record
 
-    if args.prefix:  # else the sidecar's plane, known once it is read
-        prepare_output_dir(Path(args.out), args.prefix, args.overwrite)
-    else:
-        plane = json.loads(Path(args.sidecar).read_text())["request"]["plane"]
-        prepare_output_dir(Path(args.out), str(plane).lower(), args.overwrite)
-    from fetalflex.request import DEFAULT_PRECISION
-
-    side = json.loads(Path(args.sidecar).read_text())
+    record = read_record(Path(args.sidecar))  # a clear error before any model loads
+    prepare_output_dir(Path(args.out), args.prefix or record.request.plane.lower(),
+                       args.overwrite)
     ff = FetalFlex.load(args.weights, backend=args.backend, threads=args.threads,
-                        precision=side.get("model", {}).get("precision", DEFAULT_PRECISION))
+                        precision=record.model.precision)
     out = ff.reproduce(Path(args.sidecar))
     path = out.save(Path(args.out), args.prefix, overwrite=args.overwrite)
     print(f"reproduced {len(out.images)} sample(s) from {args.sidecar} into {path}")
@@ -420,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from fetalflex.model.config import DenoiserConfig
     from fetalflex.model.signature import TRITON_MODEL_NAMES
+    from fetalflex.record import OUTPUT_FORMATS
     from fetalflex.request import (
         APPEARANCE_NAMES,
         DEFAULT_BACKEND,
@@ -631,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-layout", help="the reference image's layout")
     p.add_argument("--out", required=True)
     p.add_argument("--prefix", help="file name prefix (default: the plane)")
-    p.add_argument("--format", default="png", choices=("png", "dicom"),
+    p.add_argument("--format", default=OUTPUT_FORMATS[0], choices=OUTPUT_FORMATS,
                    help="image files: PNG or DICOM Secondary Capture (label maps: PNG)")
     _overwrite_arg(p)
     _backend_args(p)
@@ -690,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_request_flags(p, CLIENT_FIELDS, choices={"preset": sorted(PRESET_NAMES)})
     p.add_argument("--edit", action="append", help="edit JSON (repeatable)")
     _sampling_args(p)
-    p.add_argument("--format", default="png", choices=["png", "dicom", "raw"])
+    p.add_argument("--format", default=OUTPUT_FORMATS[0], choices=[*OUTPUT_FORMATS, "raw"])
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--out", default="out/client")
     _overwrite_arg(p)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -13,31 +12,22 @@ from numpy.typing import NDArray
 from PIL import Image
 from tqdm import tqdm
 
-from fetalflex.about import SYNTHETIC_NOTICE, USER_PIXELS_NOTICE, __version__
 from fetalflex.anatomy.compose import edits_from_json, label_map_layout, structures_layout
 from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, Layout, StructureList
-from fetalflex.anatomy.render import colourize
 from fetalflex.appearance import appearance_index
 from fetalflex.backends.backends import Backend, load_backend, weights_dir
 from fetalflex.generation import Done, Engine, GenerationRequest, GenerationResult
-from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
-from fetalflex.io.dicom import SyntheticStudy, dicom_pair, edit_summary
-from fetalflex.io.naming import sample_file
 from fetalflex.io.output_dir import prepare_output_dir
 from fetalflex.io.png import (
-    SYNTHETIC,
-    Provenance,
     read_gray,
     read_label_map,
     read_layout_facts,
-    write_image,
-    write_label_map,
 )
 from fetalflex.model.config import DenoiserConfig
-from fetalflex.request import IN_PROCESS_BACKENDS, require_one_of
+from fetalflex.outputs import write_result
+from fetalflex.request import IN_PROCESS_BACKENDS
 
-OUTPUT_FORMATS = ("png", "dicom")  # of the generated images; label maps are always PNG
 # How an input of another size reaches the model's: label ids must stay ids (nearest); an
 # image is averaged over the input pixels each output pixel covers (area).
 RESAMPLING = {"label_map": ("nearest", Image.Resampling.NEAREST),
@@ -82,120 +72,6 @@ def _edits_arg(values: list[str] | None) -> list[Edit]:
     """``--edit`` values (JSON, or @file.json) -> edits, as the API parses them."""
     texts = [Path(v[1:]).read_text() if v.startswith("@") else v for v in values or []]
     return edits_from_json("edit", texts)
-
-
-def _layout_record(out: Path, name: str, layout: Layout) -> dict[str, Any]:
-    write_label_map(out / name, layout.label_map, layout.plane, layout.field_mm,
-                    layout.ga_weeks)
-    return {"plane": layout.plane, "label_map": name, "field_mm": layout.field_mm,
-            "ga_weeks": layout.ga_weeks}
-
-
-def _dicom_images(req: GenerationRequest, backend: Backend, seed: int, image: np.ndarray,
-                  twin: np.ndarray | None) -> tuple[bytes, bytes | None]:
-    """DICOM Secondary Capture (the service's writer too): one synthetic patient, study and
-    series per sample; the twin is instance 2 and references its source."""
-    study = SyntheticStudy(backend.model_id, backend.model_hash[:12], req.plane, seed)
-    return dicom_pair(image, twin, study, edit_summary(req.preset, req.edits))
-
-
-def write_result(out: Path, prefix: str, req: GenerationRequest, res: GenerationResult,
-                 backend: Backend, layout: Layout | None = None,
-                 reference: np.ndarray | None = None,
-                 reference_layout: Layout | None = None, image_format: str = "png",
-                 resampled: dict[str, Any] | None = None) -> Path:
-    """Images (PNG or DICOM), label maps and a JSON sidecar. The sidecar carries the full
-    request and the inputs that are not in it (a given layout, a reference and its layout,
-    saved beside it at the model's size; ``resampled`` says which were resampled from
-    what), so ``fetalflex reproduce`` can remake every output byte for byte."""
-    require_one_of("format", image_format, OUTPUT_FORMATS)
-    if reference is not None and image_format == "dicom":
-        raise ValueError("format: a repaint of --reference holds your image's pixels; DICOM "
-                         "output marks images wholly synthetic, so it is refused here: use "
-                         "--format png (its text says which pixels were generated)")
-    out.mkdir(parents=True, exist_ok=True)
-    files: list[dict[str, Any]] = []
-    inputs: dict[str, Any] = {}
-    resampled = resampled or {}
-    if layout is not None:
-        inputs["layout"] = _layout_record(out, f"{prefix}_input_layout.png", layout)
-        if "layout" in resampled:
-            inputs["layout"]["resampled"] = resampled["layout"]
-    if reference is not None and reference_layout is not None:
-        write_image(out / f"{prefix}_input_reference.png", reference,
-                    {"Content": "the reference image this request repainted"},
-                    Provenance("user"))
-        inputs["reference"] = {"image": f"{prefix}_input_reference.png",
-                               "layout": _layout_record(out, f"{prefix}_input_reference_"
-                                                        "labels.png", reference_layout)}
-        if "reference" in resampled:
-            inputs["reference"]["resampled"] = resampled["reference"]
-        if "reference_layout" in resampled:
-            inputs["reference"]["layout"]["resampled"] = resampled["reference_layout"]
-    meta = {"Plane": req.plane, "Model": backend.model_id,
-            "ModelSHA256": backend.model_hash[:16], "Backend": backend.name,
-            "Precision": backend.precision}
-    ext = "dcm" if image_format == "dicom" else "png"
-    for i, s in enumerate(res.samples):
-        def name(kind: str, i: int = i) -> str:
-            return sample_file(prefix, i, kind, ext)
-
-        rec: dict[str, Any] = {"seed": s.seed, "image": name("image"),
-                               "label_map": name("label_map"),
-                               "layout_picture": name("layout_picture"), "report": s.report}
-        dicom: tuple[bytes | None, bytes | None] = (None, None)
-        if image_format == "dicom":
-            dicom = _dicom_images(req, backend, s.seed, s.image, s.abnormal_image)
-        if dicom[0] is not None:
-            atomic_write_bytes(out / rec["image"], dicom[0])
-        else:
-            write_image(out / rec["image"], s.image, {**meta, "Seed": str(s.seed)},
-                        Provenance("user") if reference is not None else SYNTHETIC)
-        # Sample label maps stay plain: a data set's item (dataset/writer.py) and a served
-        # one must reproduce to the same bytes; the facts are in the sidecar.
-        write_label_map(out / rec["label_map"], s.layout.label_map)
-        write_image(out / rec["layout_picture"], colourize(s.layout.label_map), meta)
-        if s.abnormal_image is not None and s.abnormal_layout is not None:
-            rec.update(abnormal_image=name("abnormal_image"),
-                       abnormal_label_map=name("abnormal_label_map"),
-                       abnormal_layout_picture=name("abnormal_layout_picture"),
-                       region=name("region"),
-                       region_pixels=int(s.region.sum()) if s.region is not None else 0)
-            if dicom[1] is not None:
-                atomic_write_bytes(out / rec["abnormal_image"], dicom[1])
-            else:
-                twin = (Provenance("partial", rec["region_pixels"], rec["region"])
-                        if reference is not None else SYNTHETIC)
-                write_image(out / rec["abnormal_image"], s.abnormal_image,
-                            {**meta, "Seed": str(s.seed), "Preset": req.preset or "edits"},
-                            twin)
-            write_label_map(out / rec["abnormal_label_map"], s.abnormal_layout.label_map)
-            write_image(out / rec["abnormal_layout_picture"],
-                        colourize(s.abnormal_layout.label_map), meta)
-            assert s.region is not None
-            write_image(out / rec["region"], (s.region * 255).astype(np.uint8), meta)
-        files.append(rec)
-    user = reference is not None
-    sidecar = {
-        "synthetic": "partial" if user else True,
-        "notice": USER_PIXELS_NOTICE if user else SYNTHETIC_NOTICE,
-        "software": f"fetalflex {__version__}",
-        "model": {"id": backend.model_id, "sha256": backend.model_hash,
-                  "backend": backend.name, "precision": backend.precision,
-                  "config": backend.config.model_dump()},
-        "request": json.loads(req.model_dump_json()),
-        "inputs": inputs,
-        "denoiser_calls": res.denoiser_calls,
-        "denoiser_calls_per_sample": res.denoiser_calls / max(len(res.samples), 1),
-        "seconds": round(res.seconds, 3), "timings": {k: round(v, 3) for k, v in
-                                                      res.timings.items()},
-        "samples": files,
-    }
-    if image_format != "png":
-        sidecar["image_format"] = image_format
-    path = out / f"{prefix}.json"
-    atomic_write_text(path, json.dumps(sidecar, indent=2) + "\n")
-    return path
 
 
 def backend_from_args(args: Any) -> Backend:

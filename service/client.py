@@ -1,12 +1,13 @@
 """``fetalflex client``: a command-line client for people (and the load script).
 
-Writes files like ``fetalflex generate`` does: images, label maps, regions and a JSON
-sidecar per request. Exits non-zero with the server's status on failure.
+Writes files like ``fetalflex generate`` does: images, label maps, regions and the output
+record (``fetalflex.record``: the same sidecar, with the request as the server ran it, so
+``fetalflex reproduce`` remakes a served result). Exits non-zero with the server's status
+on failure.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -16,15 +17,24 @@ from typing import Any
 import grpc
 
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.io.atomic import atomic_write_bytes, atomic_write_text
+from fetalflex.io.atomic import atomic_write_bytes
 from fetalflex.io.naming import sample_file
 from fetalflex.io.output_dir import prepare_output_dir
-from fetalflex.request import DEFAULT_STEPS
+from fetalflex.record import (
+    ModelFacts,
+    OutputRecord,
+    RecordFormat,
+    SampleFiles,
+    Served,
+    write_record,
+)
+from fetalflex.request import DEFAULT_PRECISION, DEFAULT_STEPS, GenerationRequest
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.api_enums import SAMPLER_ENUM
 
 EXT = {"png": "png", "dicom": "dcm", "raw_float32": "f32"}
+RECORD_FORMAT: dict[str, RecordFormat] = {"png": "png", "dicom": "dicom", "raw_float32": "raw"}
 FORMATS = {"png": pb.OUTPUT_FORMAT_PNG, "dicom": pb.OUTPUT_FORMAT_DICOM,
            "raw": pb.OUTPUT_FORMAT_RAW_FLOAT32}
 
@@ -79,14 +89,18 @@ def request_from(args: Any) -> pb.GenerateRequest:
     return req
 
 
-def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
-    """The response's files and a sidecar, written atomically (mode ``FILE_MODE``)."""
+def save_response(out: Path, prefix: str, resp: pb.GenerateResponse, target: str = ""
+                  ) -> Path:
+    """The response's files and its output record, written atomically (mode
+    ``FILE_MODE``)."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
+    image_format: RecordFormat = "png"
     for i, s in enumerate(resp.samples):
         rec: dict[str, Any] = {"seed": s.seed}
         for key, img in (("image", s.image), ("abnormal_image", s.abnormal_image)):
             if img.data:
+                image_format = RECORD_FORMAT[img.format]
                 name = sample_file(prefix, i, key, EXT[img.format])
                 atomic_write_bytes(out / name, img.data)
                 rec[key] = name
@@ -98,16 +112,23 @@ def save_response(out: Path, prefix: str, resp: pb.GenerateResponse) -> Path:
                 atomic_write_bytes(out / name, data)
                 rec[key] = name
         files.append(rec)
-    side = {"synthetic": resp.synthetic, "model": resp.model_name,
-            "model_version": resp.model_version, "model_sha256": resp.model_sha256,
-            "backend": resp.backend, "precision": resp.precision,
-            "appearance": resp.appearance,
-            "denoiser_calls": resp.denoiser_calls,
-            "seconds": resp.seconds, "timings": {t.stage: t.seconds for t in resp.timings},
-            "samples": files}
-    p = out / f"{prefix}.json"
-    atomic_write_text(p, json.dumps(side, indent=2) + "\n")
-    return p
+    if not resp.request_json:
+        raise ValueError("response: the server did not return the request it ran "
+                         "(request_json; a server older than this client): no output record "
+                         "can be written; update the server")
+    record = OutputRecord(
+        **OutputRecord.provenance(False),
+        model=ModelFacts.model_validate({
+            "id": resp.model_name, "sha256": resp.model_sha256, "backend": resp.backend,
+            "precision": resp.precision or DEFAULT_PRECISION, "version": resp.model_version}),
+        request=GenerationRequest.model_validate_json(resp.request_json),
+        denoiser_calls=resp.denoiser_calls,
+        denoiser_calls_per_sample=resp.denoiser_calls / max(len(resp.samples), 1),
+        seconds=round(resp.seconds, 3), timings={t.stage: t.seconds for t in resp.timings},
+        samples=[SampleFiles.model_validate(f) for f in files],
+        image_format=image_format,
+        served=Served(target=target, client_request_id=resp.client_request_id))
+    return write_record(out, prefix, record)
 
 
 def run_client(args: Any) -> int:
@@ -141,7 +162,7 @@ def run_client(args: Any) -> int:
         except grpc.RpcError as exc:
             print(f"fetalflex client: {exc.code().name}: {exc.details()}")
             return 1
-    p = save_response(Path(args.out), args.plane.lower(), resp)
+    p = save_response(Path(args.out), args.plane.lower(), resp, args.target)
     print(f"wrote {len(resp.samples)} sample(s), sidecar {p} ({resp.denoiser_calls} calls, "
           f"{resp.seconds:.2f} s server time)")
     return 0

@@ -474,7 +474,9 @@ def to_response(job: Job, res: GenerationResult, model: dict[str, str]) -> pb.Ge
                               precision=model.get("precision", ""),
                               denoiser_calls=res.denoiser_calls, seconds=res.seconds,
                               appearance=res.appearance,
-                              client_request_id=job.client_request_id, synthetic=True)
+                              client_request_id=job.client_request_id, synthetic=True,
+                              request_json=job.request.model_copy(update={
+                                  "appearance": res.appearance}).model_dump_json())
     out.samples.extend(_sample(job, s, meta, model) for s in res.samples)
     for k, v in res.timings.items():
         out.timings.append(pb.StageTiming(stage=k.removesuffix("_s"), seconds=v))

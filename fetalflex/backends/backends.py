@@ -44,7 +44,7 @@ class Backend:
     call: ModelCall
     model_id: str
     model_hash: str
-    precision: str = DEFAULT_PRECISION  # arithmetic of the served graph (sidecars, metrics)
+    precision: Precision = DEFAULT_PRECISION  # arithmetic of the served graph (sidecars, metrics)
     device: str = DEFAULT_DEVICE
 
 

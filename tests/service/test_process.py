@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from export.triton_server import free_port
 from fetalflex.cli import main
+from fetalflex.io.png import read_gray
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 
@@ -102,7 +104,16 @@ def test_client_command_sigterm_drain_and_clean_logs(tiny_weights: Path, tmp_pat
     # the client names files as `generate` does (fetalflex/io/naming.py)
     assert side["samples"][0]["label_map"] == "tv_000_labels.png"
     assert side["samples"][0]["region"] == "tv_000_region.png"
-    assert side["appearance"] == "phantom"
+    assert side["request"]["appearance"] == "phantom" and side["image_format"] == "dicom"
+    assert side["served"]["target"] == target and side["model"]["version"]
+    # a served result is reproducible from its output record: same pixels, made locally
+    assert main(["client", "generate", "--target", target, "--token-file", str(token),
+                 "--plane", "ac", "--seed", "5", "--steps", "3", "--out",
+                 str(tmp_path / "png")]) == 0
+    assert main(["reproduce", str(tmp_path / "png" / "ac.json"), "--weights",
+                 str(tiny_weights), "--out", str(tmp_path / "again")]) == 0
+    served = read_gray(tmp_path / "png" / "ac_000.png")
+    assert np.array_equal(served, read_gray(tmp_path / "again" / "ac_000.png"))
     # A long generation in flight when SIGTERM arrives still completes.
     result: dict[str, object] = {}
 

@@ -176,7 +176,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("samples", "model_name", "model_version", "model_sha256", "backend", "denoiser_calls", "timings", "seconds", "client_request_id", "synthetic", "precision", "appearance")
+    __slots__ = ("samples", "model_name", "model_version", "model_sha256", "backend", "denoiser_calls", "timings", "seconds", "client_request_id", "synthetic", "precision", "appearance", "request_json")
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,7 @@ class GenerateResponse(_message.Message):
     SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     APPEARANCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
     samples: _containers.RepeatedCompositeFieldContainer[GeneratedSample]
     model_name: str
     model_version: str
@@ -201,7 +202,8 @@ class GenerateResponse(_message.Message):
     synthetic: bool
     precision: str
     appearance: str
-    def __init__(self, samples: _Optional[_Iterable[_Union[GeneratedSample, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., denoiser_calls: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., seconds: _Optional[float] = ..., client_request_id: _Optional[str] = ..., synthetic: _Optional[bool] = ..., precision: _Optional[str] = ..., appearance: _Optional[str] = ...) -> None: ...
+    request_json: str
+    def __init__(self, samples: _Optional[_Iterable[_Union[GeneratedSample, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., backend: _Optional[str] = ..., denoiser_calls: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., seconds: _Optional[float] = ..., client_request_id: _Optional[str] = ..., synthetic: _Optional[bool] = ..., precision: _Optional[str] = ..., appearance: _Optional[str] = ..., request_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("step", "phase", "stage", "timestep", "preview_png")
