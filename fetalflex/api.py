@@ -122,10 +122,10 @@ class FetalFlex:
         """Regenerate the outputs of a sidecar written by ``Output.save`` / ``fetalflex
         generate``, byte for byte (same weights required: checked by content hash)."""
         from fetalflex.outputs import read_inputs
-        from fetalflex.record import read_record
+        from fetalflex.record import read_recipe
 
         path = Path(sidecar)
-        record = read_record(path)
+        record = read_recipe(path)
         want = record.model.sha256
         if want != self.backend.model_hash:
             hint = f"load the weights it was made with ({record.model.id}): --weights DIR"

@@ -257,9 +257,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from fetalflex.api import FetalFlex
     from fetalflex.io.output_dir import prepare_output_dir
-    from fetalflex.record import read_record
+    from fetalflex.record import read_recipe
 
-    record = read_record(Path(args.sidecar))  # a clear error before any model loads
+    record = read_recipe(Path(args.sidecar))  # a clear error before any model loads
     prepare_output_dir(Path(args.out), args.prefix or record.request.plane.lower(),
                        args.overwrite)
     ff = FetalFlex.load(args.weights, backend=args.backend, threads=args.threads,

@@ -29,6 +29,7 @@ from fetalflex.record import (
     OUTPUT_FORMATS,
     ModelFacts,
     OutputRecord,
+    Recipe,
     SampleFiles,
     write_record,
 )
@@ -139,7 +140,7 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
     return write_record(out, prefix, record)
 
 
-def read_inputs(record: OutputRecord, root: Path
+def read_inputs(record: Recipe, root: Path
                 ) -> tuple[Layout | None, np.ndarray | None, Layout | None]:
     """The given layout, reference image and reference layout a record saved beside it."""
     inputs = record.inputs

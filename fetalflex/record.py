@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,7 +67,19 @@ class Served(BaseModel):
     client_request_id: str = ""
 
 
-class OutputRecord(BaseModel):
+class Recipe(BaseModel):
+    """What remakes a result: the model, the request and the inputs not in it. Every record
+    holds one: output records and the data-set item records (``dataset/writer.py``), which
+    ``fetalflex reproduce`` reads alike."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: ModelFacts
+    request: GenerationRequest
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputRecord(Recipe):
     """The sidecar. ``synthetic`` is ``"partial"`` when the images hold a user's pixels
     (a repaint of ``--reference``); ``inputs`` names the given layout / reference files
     saved beside the record (``fetalflex reproduce`` reads them back)."""
@@ -77,9 +89,6 @@ class OutputRecord(BaseModel):
     synthetic: bool | Literal["partial"] = True
     notice: str = SYNTHETIC_NOTICE
     software: str = f"fetalflex {__version__}"
-    model: ModelFacts
-    request: GenerationRequest
-    inputs: dict[str, Any] = Field(default_factory=dict)
     denoiser_calls: int = Field(ge=0)
     denoiser_calls_per_sample: float = Field(ge=0)
     seconds: float = Field(ge=0)
@@ -103,6 +112,9 @@ class OutputRecord(BaseModel):
         return json.dumps(data, indent=2) + "\n"
 
 
+R = TypeVar("R", bound=Recipe)
+
+
 def record_path(out: Path, prefix: str) -> Path:
     return out / f"{prefix}.json"
 
@@ -115,8 +127,17 @@ def write_record(out: Path, prefix: str, record: OutputRecord) -> Path:
 
 
 def read_record(path: Path) -> OutputRecord:
-    """A record written by any of the writers; a clear error naming the file and the field
-    when it is not one."""
+    """An output record written by any of the writers; a clear error naming the file and
+    the field when it is not one."""
+    return _read(path, OutputRecord)
+
+
+def read_recipe(path: Path) -> Recipe:
+    """The recipe of an output record or of a data-set item record."""
+    return _read(path, Recipe)
+
+
+def _read(path: Path, kind: type[R]) -> R:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -125,10 +146,10 @@ def read_record(path: Path) -> OutputRecord:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"sidecar: {path} is not JSON ({exc})") from None
     try:
-        return OutputRecord.model_validate(data)
+        return kind.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise ValueError(f"sidecar: {path} is not a FetalFlex output record: {where}: "
-                         f"{first['msg']} (records are written by generate, the Python API "
-                         f"and `fetalflex client` of this version)") from None
+                         f"{first['msg']} (records are written by generate, the Python API, "
+                         f"`fetalflex client` and `fetalflex dataset` of this version)") from None

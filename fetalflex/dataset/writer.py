@@ -122,7 +122,7 @@ def _manifest_line(item: Item, image: str, label_map: str, label: np.ndarray,
 def write_item(out: Path, spec: DatasetSpec, item: Item, made: Made) -> dict[str, Any]:
     """Every file of ``item`` (atomically), then its record; returns the record."""
     req, seed = item.request, str(item.seed)
-    # The PNG metadata of ``fetalflex generate``/``reproduce`` (generate_cli.write_result),
+    # The PNG metadata of ``fetalflex generate``/``reproduce`` (outputs.write_result),
     # so that reproducing an item's record remakes its files byte for byte.
     meta = {"Plane": req.plane, "Model": made.model.id,
             "ModelSHA256": made.model.sha256[:16], "Backend": made.model.backend,

@@ -3,6 +3,7 @@ label maps, pictures), and written atomically with mode ``FILE_MODE``."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -12,15 +13,10 @@ from numpy.typing import NDArray
 from PIL import Image, PngImagePlugin
 
 from fetalflex.about import NOT_FOR_USE, SYNTHETIC_NOTICE, __version__
-from fetalflex.io.atomic import atomic_write
+from fetalflex.io.atomic import atomic_write_bytes
 
 LABEL_MAP_CONTENT = "fetalflex label map: pixel value = global label id"
 PLANE_KEY, FIELD_KEY, GA_KEY = "Plane", "FieldMM", "GAWeeks"  # a label map's facts
-
-
-def _atomic_save(img: Image.Image, path: Path, pnginfo: PngImagePlugin.PngInfo) -> None:
-    """Write to a temporary file beside ``path`` and rename: never a half-written file."""
-    atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=pnginfo))
 
 
 @dataclass(frozen=True)
@@ -63,22 +59,24 @@ def synthetic_info(extra: dict[str, str] | None = None,
     return info
 
 
-def write_image(path: Path, image: NDArray[np.uint8], meta: dict[str, str] | None = None,
-                provenance: Provenance = SYNTHETIC) -> None:
-    """A grayscale or RGB image with text chunks saying whose pixels it holds (synthetic by
-    default)."""
+def png_bytes(image: NDArray[np.uint8], meta: dict[str, str] | None = None,
+              provenance: Provenance = SYNTHETIC) -> bytes:
+    """The one PNG encoding of an image (files and service responses): a grayscale or RGB
+    image with text chunks saying whose pixels it holds (synthetic by default)."""
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"image: expected uint8 (H, W) or (H, W, 3), got {image.dtype} "
                          f"{image.shape}")
-    _atomic_save(Image.fromarray(image), path,
-                 synthetic_info(meta, provenance, int(image.shape[0] * image.shape[1])))
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=synthetic_info(
+        meta, provenance, int(image.shape[0] * image.shape[1])))
+    return buf.getvalue()
 
 
-def write_label_map(path: Path, label_map: NDArray[np.uint8], plane: str | None = None,
-                    field_mm: float | None = None, ga_weeks: float | None = None) -> None:
-    """A label map as an 8-bit grayscale PNG whose pixel values are label ids; the facts
-    that interpret it (plane, field of view, GA) ride along as text, so a label map written
-    here means the same when it is read back as a layout (``read_layout_facts``)."""
+def label_png_bytes(label_map: NDArray[np.uint8], plane: str | None = None,
+                    field_mm: float | None = None, ga_weeks: float | None = None) -> bytes:
+    """The one PNG encoding of a label map: 8-bit grayscale, pixel values are label ids; the
+    facts that interpret it (plane, field of view, GA) ride along as text, so a label map
+    means the same when it is read back as a layout (``read_layout_facts``)."""
     if label_map.dtype != np.uint8 or label_map.ndim != 2:
         raise ValueError(f"label_map: expected uint8 (H, W), got {label_map.dtype} "
                          f"{label_map.shape}")
@@ -86,8 +84,22 @@ def write_label_map(path: Path, label_map: NDArray[np.uint8], plane: str | None 
                                (FIELD_KEY, None if field_mm is None else repr(float(field_mm))),
                                (GA_KEY, None if ga_weeks is None else repr(float(ga_weeks))))
              if v is not None}
-    _atomic_save(Image.fromarray(label_map, mode="L"), path,
-                 synthetic_info({"Content": LABEL_MAP_CONTENT, **facts}))
+    buf = io.BytesIO()
+    Image.fromarray(label_map, mode="L").save(buf, format="PNG", pnginfo=synthetic_info(
+        {"Content": LABEL_MAP_CONTENT, **facts}))
+    return buf.getvalue()
+
+
+def write_image(path: Path, image: NDArray[np.uint8], meta: dict[str, str] | None = None,
+                provenance: Provenance = SYNTHETIC) -> None:
+    """``png_bytes`` written atomically (mode ``FILE_MODE``)."""
+    atomic_write_bytes(path, png_bytes(image, meta, provenance))
+
+
+def write_label_map(path: Path, label_map: NDArray[np.uint8], plane: str | None = None,
+                    field_mm: float | None = None, ga_weeks: float | None = None) -> None:
+    """``label_png_bytes`` written atomically (mode ``FILE_MODE``)."""
+    atomic_write_bytes(path, label_png_bytes(label_map, plane, field_mm, ga_weeks))
 
 
 def read_layout_facts(path: Path) -> tuple[float | None, float | None]:
