@@ -33,8 +33,9 @@ from fetalflex.backends.onnx_model import example_inputs
 from fetalflex.generation import Engine
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.config import ServiceSettings
+from service.decoding import add_health_to_server
 from service.metrics import BATCH_ROWS, DENOISER_CALL_SECONDS, MODEL_INFO, REGISTRY
-from service.servicer import FetalFlexServicer, add_health_to_server, add_to_server
+from service.servicer import FetalFlexServicer, add_to_server
 
 log = logging.getLogger("fetalflex.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FetalFlex"].full_name

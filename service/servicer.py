@@ -9,10 +9,10 @@ is always retrieved (no "Task exception was never retrieved"). Each RPC ends wit
 access-log line: method, status code, duration and, for internal errors, the error id;
 never payloads or identifiers.
 
-Requests are decoded by deserializers that never raise (``add_to_server``): bytes that are
-not a valid protobuf of the method's request type arrive as an ``Undecodable`` marker, and
-the one guard every handler runs under (``_Guard``) answers them INVALID_ARGUMENT like any
-other bad input, where grpc would answer UNKNOWN and log a traceback per request.
+What it delegates: request decoding that never raises (``decoding``: bytes that are not a
+valid protobuf arrive as an ``Undecodable`` marker), the one guard every handler runs under
+and the RPC's record (``guard``), proto <-> domain translation (``translate``), admission
+(``admission``), and the work itself to the library (``Engine``, the layout renderer).
 """
 
 from __future__ import annotations
@@ -20,143 +20,35 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import aclosing, nullcontext
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Generic, NoReturn, TypeVar, cast
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from google.protobuf import message_factory
-from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from PIL import Image
 
-from fetalflex.anatomy.vocabulary import vocabulary, vocabulary_json
-from fetalflex.errors import InvalidRequestError, SamplingCancelledError
+from fetalflex.errors import SamplingCancelledError
 from fetalflex.generation import Done, Engine, GenerationResult, Progress
 from fetalflex.io import pixels
 from service.admission import Admission
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.config import ServiceSettings
-from service.errors import CancelledError, DeadlineError, Status, status_for
-from service.metrics import IMAGES_TOTAL, REJECTED_TOTAL, REQUEST_SECONDS, STAGE_SECONDS
+from service.decoding import Undecodable, tolerant_handlers
+from service.errors import CancelledError, DeadlineError
+from service.guard import CallRecord, Guard, Stop, abandon
+from service.metrics import IMAGES_TOTAL, STAGE_SECONDS
 from service.outputs import png_bytes
-from service.translate import Job, render_layout, to_job, to_response
+from service.translate import Job, planes_response, render_layout, to_job, to_response
 
 ACCESS_LOG = logging.getLogger("fetalflex.service.access")
 SERVICE = pb.DESCRIPTOR.services_by_name["FetalFlex"]
 T = TypeVar("T")
 Req = TypeVar("Req", bound=Message)
-
-
-class _Stop:
-    """Set by cancellation or a passed deadline; checked between denoiser steps."""
-
-    def __init__(self, deadline: float | None) -> None:
-        self.event = threading.Event()
-        self.deadline = deadline
-        self.reason = "cancelled"
-
-    def __call__(self) -> bool:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            self.reason = "deadline"
-            return True
-        return self.event.is_set()
-
-
-@dataclass
-class _Call:
-    """One RPC's outcome: the duration metric, the rejection counter, the access log."""
-
-    method: str
-    t0: float = field(default_factory=time.perf_counter)
-    code: grpc.StatusCode = grpc.StatusCode.OK
-    error_id: str | None = None
-    on_finish: Callable[[], None] | None = None
-
-    def failed(self, exc: BaseException) -> Status:
-        st = status_for(exc)
-        self.code, self.error_id = st.code, st.error_id
-        if st.reason != "internal":
-            REJECTED_TOTAL.labels(st.reason).inc()
-        return st
-
-    def finish(self) -> None:
-        seconds = time.perf_counter() - self.t0
-        REQUEST_SECONDS.labels(self.method, self.code.name).observe(seconds)
-        ACCESS_LOG.info("rpc method=%s code=%s duration_ms=%.1f%s", self.method,
-                        self.code.name, seconds * 1000,
-                        f" error_id={self.error_id}" if self.error_id else "")
-        if self.on_finish is not None:
-            self.on_finish()
-
-
-class Undecodable:
-    """A request body that is not a valid protobuf of the method's request type (what the
-    tolerant deserializer hands the handler instead of raising)."""
-
-    __slots__ = ("type_name",)
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
-
-    def error(self) -> InvalidRequestError:
-        return InvalidRequestError("request", f"not a valid {self.type_name} protobuf")
-
-
-class _Guard(Generic[Req]):
-    """The one guard around every handler, unary and streaming: an undecodable request
-    is refused, an exception becomes its status (``status_for``), cancellation is
-    recorded, and the RPC's record finishes once (metrics and the access-log line).
-
-    ``async with guard as request`` gives the decoded request; ``__aexit__`` never
-    swallows an exception (it re-raises, or aborts the RPC with the mapped status)."""
-
-    def __init__(self, call: _Call, request: Req | Undecodable,
-                 context: grpc.aio.ServicerContext) -> None:
-        self.call, self.request, self.context = call, request, context
-
-    async def _fail(self, exc: Exception) -> NoReturn:
-        st = self.call.failed(exc)
-        try:
-            await self.context.abort(st.code, st.message)  # raises
-        finally:
-            self.call.finish()
-
-    async def __aenter__(self) -> Req:
-        request = self.request
-        if isinstance(request, Undecodable):
-            await self._fail(request.error())
-        return request
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            self.call.code = grpc.StatusCode.CANCELLED
-        elif isinstance(exc, Exception):
-            await self._fail(exc)
-            return
-        self.call.finish()
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _abandon(fut: asyncio.Future[Any], stop: _Stop | None) -> None:
-    """The RPC is gone (cancelled): ask the worker to stop, and retrieve its outcome when
-    it comes, so that nothing is logged as never retrieved. Nothing here waits: the
-    handler ends at once (grpc and asyncio.run cancel handlers that outlive the server)."""
-    if stop is not None:
-        stop.event.set()
-    fut.add_done_callback(_retrieve)
 
 
 def _preview(x0: Any, size: int = 32) -> bytes:
@@ -199,7 +91,7 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
             fut.add_done_callback(lambda _f: done())
         return fut
 
-    async def _threaded(self, fn: Callable[..., T], *args: Any, stop: _Stop | None = None,
+    async def _threaded(self, fn: Callable[..., T], *args: Any, stop: Stop | None = None,
                         executor: Executor | None = None,
                         done: Callable[[], None] | None = None) -> T:
         """Await ``fn(*args)`` run in a worker thread. Cancellation reaches the worker
@@ -208,16 +100,16 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
-            _abandon(fut, stop)
+            abandon(fut, stop)
             raise
 
-    def _call(self, method: str) -> _Call:
+    def _call(self, method: str) -> CallRecord:
         """An RPC's record; its handler task counts as busy until the record finishes."""
         task = asyncio.current_task()
         if task is None:
-            return _Call(method)
+            return CallRecord(method)
         self._busy.add(task)
-        return _Call(method, on_finish=functools.partial(self._busy.discard, task))
+        return CallRecord(method, on_finish=functools.partial(self._busy.discard, task))
 
     async def drained(self, timeout_s: float = 10.0) -> bool:
         """After the gRPC server's stop: wait until every handler and worker thread has
@@ -233,25 +125,25 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
         return not pending
 
     def _guard(self, method: str, request: Req | Undecodable,
-               context: grpc.aio.ServicerContext) -> _Guard[Req]:
-        return _Guard(self._call(method), request, context)
+               context: grpc.aio.ServicerContext) -> Guard[Req]:
+        return Guard(self._call(method), request, context)
 
-    def _stop_for(self, context: grpc.aio.ServicerContext) -> _Stop:
+    def _stop_for(self, context: grpc.aio.ServicerContext) -> Stop:
         remaining = context.time_remaining()
         budget = self.settings.default_deadline_s if remaining is None else remaining
-        stop = _Stop(time.monotonic() + budget)
+        stop = Stop(time.monotonic() + budget)
         # grpc-stubs type the callback as a class, not a protocol: no function matches it.
         context.add_done_callback(lambda _ctx: stop.event.set())  # type: ignore[arg-type]
         return stop
 
-    def _run(self, job: Job, stop: _Stop, on_event: Callable[[Progress], None] | None
+    def _run(self, job: Job, stop: Stop, on_event: Callable[[Progress], None] | None
              ) -> GenerationResult:
         # A batching backend learns how many generations are in flight (no idle window).
         session = getattr(self.engine.backend.call, "session", None)
         with session() if session is not None else nullcontext():
             return self._run_steps(job, stop, on_event)
 
-    def _run_steps(self, job: Job, stop: _Stop, on_event: Callable[[Progress], None] | None
+    def _run_steps(self, job: Job, stop: Stop, on_event: Callable[[Progress], None] | None
                    ) -> GenerationResult:
         try:
             for ev in self.engine.run_progressive(
@@ -293,7 +185,7 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
 
         return on_event
 
-    async def _events(self, job: Job, stop: _Stop) -> AsyncGenerator[pb.GenerateEvent, None]:
+    async def _events(self, job: Job, stop: Stop) -> AsyncGenerator[pb.GenerateEvent, None]:
         """Progress events while the worker runs, then the result event. The slot is
         held until the worker ends."""
         queue: asyncio.Queue[pb.GenerateEvent | None] = asyncio.Queue()
@@ -309,7 +201,7 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
                 yield item
             res = await fut
         except BaseException:
-            _abandon(fut, stop)
+            abandon(fut, stop)
             raise
         self._account(job, res)
         yield pb.GenerateEvent(result=await self._threaded(to_response, job, res, self.model))
@@ -337,17 +229,7 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
     async def ListPlanes(self, request: pb.ListPlanesRequest | Undecodable,
                          context: grpc.aio.ServicerContext) -> pb.ListPlanesResponse:
         async with self._guard("ListPlanes", request, context):
-            v = vocabulary()
-            return pb.ListPlanesResponse(
-                structures=[pb.StructureInfo(id=s["id"], name=s["name"], display=s["display"])
-                            for s in v["structures"]],
-                planes=[pb.PlaneInfo(code=p["code"], name=p["name"],
-                                     description=p["description"], structures=p["structures"],
-                                     presets=p["presets"]) for p in v["planes"]],
-                presets=[pb.PresetInfo(name=p["name"], meaning=p["meaning"],
-                                       planes=p["planes"], changes=p["changes"])
-                         for p in v["presets"]],
-                vocabulary_json=vocabulary_json())
+            return planes_response()
 
     async def RenderLayout(self, request: pb.RenderLayoutRequest | Undecodable,
                            context: grpc.aio.ServicerContext) -> pb.RenderLayoutResponse:
@@ -358,38 +240,6 @@ class FetalFlexServicer(pb_grpc.FetalFlexServicer):
 
 
 # ---------------------------------------------------------------- registration
-
-def tolerant_deserializer(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
-    """``message.FromString`` that never raises: bad bytes give an ``Undecodable``."""
-    bad = Undecodable(message.DESCRIPTOR.full_name)
-
-    def deserialize(data: bytes) -> Message | Undecodable:
-        try:
-            return message.FromString(data)
-        except Exception:  # noqa: BLE001 - whatever the parser says, the bytes are bad
-            return bad
-
-    return deserialize
-
-
-def tolerant_handlers(service: ServiceDescriptor, implementation: Callable[[str], Any]
-                      ) -> dict[str, grpc.RpcMethodHandler]:
-    """Handlers for ``service``'s methods (``implementation(name)`` serves each), made from
-    the proto's service descriptor as the generated ``add_*_to_server`` makes them, but with
-    tolerant deserializers."""
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
-    for m in service.methods:
-        if m.client_streaming:
-            raise TypeError(f"{m.name}: client-streaming methods are not supported here")
-        request = message_factory.GetMessageClass(m.input_type)
-        response = message_factory.GetMessageClass(m.output_type)
-        make = (grpc.unary_stream_rpc_method_handler if m.server_streaming
-                else grpc.unary_unary_rpc_method_handler)
-        handlers[m.name] = make(implementation(m.name),
-                                request_deserializer=tolerant_deserializer(request),
-                                response_serializer=response.SerializeToString)
-    return handlers
-
 
 def method_handlers(servicer: FetalFlexServicer) -> dict[str, grpc.RpcMethodHandler]:
     """The FetalFlex service's handlers (each runs under the servicer's guard)."""
@@ -403,26 +253,3 @@ def add_to_server(servicer: FetalFlexServicer, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
-
-
-def add_health_to_server(health: Any, server: grpc.aio.Server) -> None:
-    """Register grpc's standard health servicer (``Check``, ``List``, ``Watch``) with tolerant
-    deserializers: bytes that are not a valid request get INVALID_ARGUMENT, not UNKNOWN and
-    a traceback (the generated ``add_HealthServicer_to_server`` raises in the parser)."""
-    from grpc_health.v1 import health_pb2
-
-    def guarded(name: str) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]:
-        method = getattr(health, name)
-
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if isinstance(request, Undecodable):
-                st = status_for(request.error())
-                await context.abort(st.code, st.message)
-            return await method(request, context)
-        return call
-
-    # The stubs type the generated module's descriptor as upb's class (the same object).
-    service = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
-    handlers = tolerant_handlers(service, guarded)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -23,11 +23,11 @@ from scipy import ndimage
 from fetalflex.anatomy.biometry import GA_MAX, GA_MIN
 from fetalflex.anatomy.compose import (
     MAX_EDITS,
-    compose,
     edit_list,
     edits_from_json,
     label_map_layout,
     normal_layout,
+    render_anatomy,
     structures_layout,
 )
 from fetalflex.anatomy.edits import Edit
@@ -37,12 +37,12 @@ from fetalflex.anatomy.layout import (
     Layout,
     Shape,
     StructureList,
-    extract,
 )
 from fetalflex.anatomy.planes import canonical_code
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.render import colourize
 from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
+from fetalflex.anatomy.vocabulary import vocabulary, vocabulary_json
 from fetalflex.errors import InvalidRequestError
 from fetalflex.generation import GenerationResult, Sample
 from fetalflex.io.dicom import edit_summary as dicom_edit_summary
@@ -405,12 +405,11 @@ def render_layout(req: pb.RenderLayoutRequest, default_size: int) -> pb.RenderLa
     layout = _layout("layout", req.layout, plane, size, seed, needs="the request's size is"
                      ) if req.HasField("layout") else None
     where = "layout" if req.HasField("layout") else "size"
-    anatomy = compose(plane, size, layout=layout, seed=seed, preset=preset, edits=edits,
-                      # edits, too, work per component: bounded before they run
-                      bound=lambda normal: _check_extract_cost(where, normal.label_map))
-    out = anatomy.abnormal or anatomy.normal
-    _check_extract_cost(where, out.label_map)
-    sl = extract(out)
+    # edits, too, work per component: bounded before they run, and the result before the
+    # shapes are extracted from it
+    out, sl = render_anatomy(plane, size, layout=layout, seed=seed, preset=preset,
+                             edits=edits,
+                             bound=lambda lay: _check_extract_cost(where, lay.label_map))
     resp = pb.RenderLayoutResponse(label_map_png=label_png_bytes(out.label_map),
                                    colour_png=_colour_png(out.label_map), field_mm=out.field_mm)
     for s in sl.structures:
@@ -425,6 +424,20 @@ def _colour_png(label_map: np.ndarray) -> bytes:
 
 
 # ---------------------------------------------------------------- responses
+
+def planes_response() -> pb.ListPlanesResponse:
+    """The vocabulary (planes, structures, presets) as ListPlanes answers it."""
+    v = vocabulary()
+    return pb.ListPlanesResponse(
+        structures=[pb.StructureInfo(id=s["id"], name=s["name"], display=s["display"])
+                    for s in v["structures"]],
+        planes=[pb.PlaneInfo(code=p["code"], name=p["name"], description=p["description"],
+                             structures=p["structures"], presets=p["presets"])
+                for p in v["planes"]],
+        presets=[pb.PresetInfo(name=p["name"], meaning=p["meaning"], planes=p["planes"],
+                               changes=p["changes"]) for p in v["presets"]],
+        vocabulary_json=vocabulary_json())
+
 
 def edit_summary(req: GenerationRequest) -> str:
     """The preset and edits that make a twin, for its DICOM DerivationDescription."""

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fetalflex.anatomy.edits import EDIT_TYPES, Edit, apply_edits, parse_edits
-from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, LabelMap, Layout, StructureList, rasterize
+from fetalflex.anatomy.layout import (
+    DEFAULT_FIELD_MM,
+    LabelMap,
+    Layout,
+    StructureList,
+    extract,
+    rasterize,
+)
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.anatomy.templates import sample_template
 from fetalflex.errors import InvalidRequestError
@@ -66,6 +73,23 @@ def compose(plane: str, size: int, *, layout: Layout | None = None, seed: int = 
     if bound is not None:
         bound(normal)
     return Anatomy(normal, apply_edits(normal, todo) if todo else None)
+
+
+def render_anatomy(plane: str, size: int, *, layout: Layout | None = None, seed: int = 0,
+                   ga_weeks: float | None = None, preset: str | None = None,
+                   edits: Sequence[Edit] = (), bound: Callable[[Layout], None] | None = None,
+                   ) -> tuple[Layout, StructureList]:
+    """What the service's RenderLayout and ``fetalflex layout`` answer: the layout a request
+    describes (template or given), edited by its preset and edits, and its shapes as a
+    structure list (``extract``). ``bound`` sees the normal layout before any edit and the
+    result before the shapes are extracted (the service refuses maps too costly to edit or
+    to extract)."""
+    anatomy = compose(plane, size, layout=layout, seed=seed, ga_weeks=ga_weeks,
+                      preset=preset, edits=edits, bound=bound)
+    out = anatomy.abnormal or anatomy.normal
+    if bound is not None and anatomy.abnormal is not None:
+        bound(out)
+    return out, extract(out)
 
 
 # ---------------------------------------------------------------- inputs

@@ -307,7 +307,7 @@ def test_a_value_error_from_our_code_is_internal_not_invalid_argument(
         raise ValueError("layout: secret-internal-detail")
 
     monkeypatch.setattr(server.server.servicer.engine, "run_progressive", broken_sampler)
-    monkeypatch.setattr("service.translate.extract", broken_layout)
+    monkeypatch.setattr("fetalflex.anatomy.compose.extract", broken_layout)
     calls = [(server.stub.Generate, pb.GenerateRequest(plane="TV", steps=2)),
              (lambda r, timeout: list(server.stub.GenerateStream(r, timeout=timeout)),
               pb.GenerateRequest(plane="TV", steps=2)),
