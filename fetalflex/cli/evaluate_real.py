@@ -1,0 +1,71 @@
+"""``fetalflex evaluate-real``: realism, outline control and copying on real validation scans
+(imported manifests)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fetalflex.cli.args import Subcommands
+
+
+def register(sub: Subcommands) -> None:
+    from fetalflex.evaluation.options import RealEvalOptions
+    from fetalflex.request import APPEARANCE_NAMES
+
+    p = sub.add_parser("evaluate-real", help="realism, outline control and copying on real "
+                                             "validation scans (imported manifests)")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="manifest(s) written by `fetalflex import` (their val split is measured)")
+    p.add_argument("--out", default="out/real_eval")
+    p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--baseline-weights", default=None,
+                   help="also measure these weights (phantom appearance) on the same requests")
+    p.add_argument("--appearance", default="real", choices=APPEARANCE_NAMES, type=str.lower)
+    p.add_argument("--frd-python", default=None,
+                   help="a Python interpreter with frd-score + pyradiomics, for the FRD rows "
+                        "(default: this one, if it has them)")
+    p.add_argument("--reader-steps", type=int, default=RealEvalOptions().reader_steps)
+    p.add_argument("--segmenter-steps", type=int, default=RealEvalOptions().segmenter_steps)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fetalflex.backends.backends import load_backend
+    from fetalflex.evaluation.real import REAL_PLANES, RealEvalOptions, evaluate_real
+    from fetalflex.evaluation.real_data import load_real
+    from fetalflex.generation import Engine
+    from fetalflex.reports.real_report import examples_figure, markdown
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    engine = Engine(load_backend("embedded", Path(args.weights) if args.weights else None,
+                                 threads=args.threads))
+    baseline = (Engine(load_backend("embedded", Path(args.baseline_weights),
+                                    threads=args.threads)) if args.baseline_weights else None)
+    opts = RealEvalOptions(reader_steps=args.reader_steps, segmenter_steps=args.segmenter_steps,
+                           seed=args.seed, appearance=args.appearance)
+    out = Path(args.out)
+    manifests = [Path(m) for m in args.data]
+    res = evaluate_real(engine, manifests, out, opts, baseline=baseline,
+                        frd_python=args.frd_python,
+                        log=lambda m: print(m, flush=True))
+    md = markdown(res)
+    (out / "real_eval.md").write_text(md)
+    val = load_real(manifests, "val")
+    gen = np.load(out / "cache" / "generated_latest.npy")
+    title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}\n"
+             f"generated from the validation layouts")
+    examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
+    examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,
+                    real=val.images, title="left: real validation scans (data-set pixels: do "
+                    "not publish); right: generated (SYNTHETIC)")
+    print(md)
+    print(f"wrote {out / 'real_eval.json'}, {out / 'real_eval.md'} and figures")
+    return 0
