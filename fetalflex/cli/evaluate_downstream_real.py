@@ -23,6 +23,8 @@ def register(sub: Subcommands) -> None:
                    help="manifest(s) written by `fetalflex import` (their val split is measured)")
     p.add_argument("--out", default="out/real_downstream")
     p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--guidance", type=float, default=d.guidance,
+                   help="classifier-free guidance of every generated scan")
     p.add_argument("--appearance", default=d.appearance, choices=APPEARANCE_NAMES,
                    type=str.lower)
     p.add_argument("--head-sizes", type=int, nargs="+", default=list(d.head_sizes),
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=tuple(args.seeds), segmenter_steps=args.segmenter_steps,
         reader_steps=args.reader_steps, synth_heads=args.synth_heads,
         synth_per_class=args.synth_per_class, appearance=args.appearance,
+        guidance=args.guidance,
         parts=tuple(args.parts))
     engine = Engine(load_backend("embedded", Path(args.weights) if args.weights else None,
                                  threads=args.threads))

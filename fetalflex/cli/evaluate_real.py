@@ -27,6 +27,10 @@ def register(sub: Subcommands) -> None:
                         "(default: this one, if it has them)")
     p.add_argument("--reader-steps", type=int, default=RealEvalOptions().reader_steps)
     p.add_argument("--segmenter-steps", type=int, default=RealEvalOptions().segmenter_steps)
+    p.add_argument("--guidance", type=float, default=RealEvalOptions().guidance,
+                   help="classifier-free guidance of every generated scan")
+    p.add_argument("--twins-per-plane", type=int, default=RealEvalOptions().twins_per_plane,
+                   help="template layouts per plane for the anomaly twins (0: skip them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
@@ -50,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     baseline = (Engine(load_backend("embedded", Path(args.baseline_weights),
                                     threads=args.threads)) if args.baseline_weights else None)
     opts = RealEvalOptions(reader_steps=args.reader_steps, segmenter_steps=args.segmenter_steps,
-                           seed=args.seed, appearance=args.appearance)
+                           seed=args.seed, appearance=args.appearance,
+                           guidance=args.guidance, twins_per_plane=args.twins_per_plane)
     out = Path(args.out)
     manifests = [Path(m) for m in args.data]
     res = evaluate_real(engine, manifests, out, opts, baseline=baseline,
@@ -60,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "real_eval.md").write_text(md)
     val = load_real(manifests, "val")
     gen = np.load(out / "cache" / "generated_latest.npy")
-    title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}\n"
-             f"generated from the validation layouts")
+    title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}, "
+             f"guidance {args.guidance:g}\ngenerated from the validation layouts")
     examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
     examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,
                     real=val.images, title="left: real validation scans (data-set pixels: do "

@@ -27,16 +27,13 @@ def register(sub: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from fetalflex.anatomy.layout import extract, rasterize
-    from fetalflex.anatomy.presets import apply_preset
+    from fetalflex.anatomy.compose import render_anatomy
     from fetalflex.anatomy.render import colourize
-    from fetalflex.anatomy.templates import sample_template
     from fetalflex.io.png import write_image, write_label_map
 
-    sl = sample_template(args.plane, args.seed, args.ga)
-    layout = rasterize(sl, args.size)
-    if args.preset:
-        layout = apply_preset(layout, args.preset)
+    # the composition the service's RenderLayout answers (one path for both)
+    layout, shapes = render_anatomy(args.plane, args.size, seed=args.seed, ga_weeks=args.ga,
+                                    preset=args.preset)
     out = Path(args.out)
     write_image(out, colourize(layout.label_map),
                 {"Content": "FetalFlex layout (colour picture)", "Plane": args.plane})
@@ -44,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
         write_label_map(Path(args.label_map), layout.label_map, layout.plane,
                         layout.field_mm, layout.ga_weeks)
     if args.structures:
-        Path(args.structures).write_text(extract(layout).model_dump_json(indent=2) + "\n")
+        Path(args.structures).write_text(shapes.model_dump_json(indent=2) + "\n")
     present = sorted(int(v) for v in np.unique(layout.label_map))
-    print(f"wrote {out} (plane {args.plane}, GA {sl.ga_weeks:.1f} w, field {sl.field_mm:.1f} mm, "
+    ga = "unknown" if layout.ga_weeks is None else f"{layout.ga_weeks:.1f} w"
+    print(f"wrote {out} (plane {args.plane}, GA {ga}, field {layout.field_mm:.1f} mm, "
           f"label ids {present})")
     return 0

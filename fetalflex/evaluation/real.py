@@ -127,7 +127,7 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
                  log: Any) -> NDArray[np.uint8]:
     """One generated scan per validation record, from its layout and GA (seed = index);
     kept in ``cache`` (keyed by the model and the layouts)."""
-    key = _key(engine.backend.model_hash, opts.appearance,
+    key = _key(engine.backend.model_hash, opts.appearance, opts.guidance,
                hashlib.sha256(val.label_maps.tobytes()).hexdigest(),
                [r.ga_weeks for r in val.records])
     path = cache / f"generated-{key}.npz"
@@ -143,7 +143,8 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
             chunk = idx[s:s + opts.batch]
             imgs, _ = engine.sample_layouts([val.layout(int(i)) for i in chunk],
                                             [int(i) for i in chunk],
-                                            appearance=opts.appearance)
+                                            appearance=opts.appearance,
+                                            guidance=opts.guidance)
             out[chunk] = imgs
         log(f"generated {len(idx)} {plane} scans ({time.perf_counter() - t0:.0f} s)")
     cache.mkdir(parents=True, exist_ok=True)
@@ -255,7 +256,7 @@ def _head_rows(seg: Segmenter, val: RealSet, gen: NDArray[np.uint8],
 
 
 def twin_rows(engine: Engine, per_plane: int, appearance: str, seed: int,
-              log: Any) -> dict[str, Any]:
+              log: Any, guidance: float | None = None) -> dict[str, Any]:
     """Every anomaly preset in ``appearance``: normal scans generated from full template
     layouts (the phantom world's anatomy: real scans label no inner structures), each edited
     by the preset and repainted in the edited region; the edited pixels' mean grey change
@@ -271,8 +272,9 @@ def twin_rows(engine: Engine, per_plane: int, appearance: str, seed: int,
     for plane in PLANE_CODES:
         seeds = [seed + 1000 + i for i in range(per_plane)]
         layouts = [rasterize(sample_template(plane, s), size) for s in seeds]
-        normal, _ = engine.sample_layouts(layouts, seeds, appearance=appearance)
-        signs, _ = twin_signs(engine, layouts, seeds, normal, DEFAULT_GUIDANCE, per_plane,
+        g = DEFAULT_GUIDANCE if guidance is None else guidance
+        normal, _ = engine.sample_layouts(layouts, seeds, appearance=appearance, guidance=g)
+        signs, _ = twin_signs(engine, layouts, seeds, normal, g, per_plane,
                               appearance=appearance)
         done = {name: r for name, r in signs.items() if r.get("n")}
         rows.update({f"{plane} {name}": r for name, r in done.items()})
@@ -310,7 +312,8 @@ def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
                     "generated_max": float(nn_gen.max()), "real_val_max": float(nn_real.max())},
         "instrument_training_s": trained,
         "frd": _frd_rows(val, gen, out, opts, frd_python, log),
-        "twins": twin_rows(engine, opts.twins_per_plane, opts.appearance, opts.seed, log)
+        "twins": twin_rows(engine, opts.twins_per_plane, opts.appearance, opts.seed, log,
+                           opts.guidance)
         if opts.twins_per_plane else {},
     }
     if baseline is not None:

@@ -178,7 +178,7 @@ def _generate(engine: Engine, layouts: list[Layout], seeds: list[int],
               opts: RealDownstreamOptions, cache: Path, name: str, log: Log
               ) -> NDArray[np.uint8]:
     """One generated scan per layout (batched per plane), kept in ``cache``."""
-    key = _key(engine.backend.model_hash, opts.appearance, seeds,
+    key = _key(engine.backend.model_hash, opts.appearance, opts.guidance, seeds,
                [hashlib.sha256(x.label_map.tobytes()).hexdigest() for x in layouts],
                [(x.plane, x.field_mm, x.ga_weeks) for x in layouts])
     path = cache / f"{name}-{key}.npz"
@@ -196,7 +196,8 @@ def _generate(engine: Engine, layouts: list[Layout], seeds: list[int],
             chunk = idx[s:s + opts.batch]
             imgs, _ = engine.sample_layouts([layouts[i] for i in chunk],
                                             [seeds[i] for i in chunk],
-                                            appearance=opts.appearance)
+                                            appearance=opts.appearance,
+                                            guidance=opts.guidance)
             images[chunk] = imgs
         log(f"{name}: generated {len(idx)} {plane} scans ({time.perf_counter() - t0:.0f} s)")
     cache.mkdir(parents=True, exist_ok=True)
