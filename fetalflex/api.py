@@ -113,7 +113,7 @@ class FetalFlex:
             req = GenerationRequest(plane=plane, **options)
         except ValidationError as exc:
             raise request_error(exc) from None
-        req = req.model_copy(update={"appearance": self.engine.appearance(req.appearance)})
+        req = self.engine.resolve(req)
         res = self.engine.run(req, layout=layout, reference=reference,
                               reference_layout=reference_layout)
         return Output(req, res, self.backend, layout, reference, reference_layout)

@@ -27,6 +27,7 @@ from fetalflex.io.png import (
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.outputs import write_result
 from fetalflex.request import IN_PROCESS_BACKENDS
+from fetalflex.request_flags import sampling_given
 
 # How an input of another size reaches the model's: label ids must stay ids (nearest); an
 # image is averaged over the input pixels each output pixel covers (area).
@@ -142,10 +143,9 @@ def run_generate(args: Any) -> int:
     # The request, the flags and the output directory are checked before the model loads:
     # a bad flag fails in milliseconds.
     req = GenerationRequest(
-        plane=args.plane, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-        control_scale=args.control_scale, sampler=args.sampler, ga_weeks=args.ga,
-        preset=args.preset, edits=tuple(_edits_arg(args.edit)), pair=args.pair,
-        appearance=args.appearance,
+        plane=args.plane, n=args.n, seed=args.seed, control_scale=args.control_scale,
+        ga_weeks=args.ga, preset=args.preset, edits=tuple(_edits_arg(args.edit)),
+        pair=args.pair, appearance=args.appearance, **sampling_given(args),
     )
     _check_inputs(args, req)
     out, prefix = Path(args.out), args.prefix or req.plane.lower()
@@ -159,8 +159,9 @@ def run_generate(args: Any) -> int:
         layout, reference, ref_layout = _read_inputs(args, req, config, resampled)
     backend = backend_from_args(args)
     engine = Engine(backend)
-    # The sidecar records the appearance the weights gave, so `reproduce` remakes it.
-    req = req.model_copy(update={"appearance": engine.appearance(req.appearance)})
+    # The sidecar records the request as it runs (the appearance and the sampling the
+    # weights gave where the flags left them unset), so `reproduce` remakes it.
+    req = engine.resolve(req)
     if config is None:
         layout, reference, ref_layout = _read_inputs(args, req, backend.config, resampled)
     t0 = time.perf_counter()
@@ -218,8 +219,7 @@ def run_gallery(args: Any) -> int:
     calls = 0
     t0 = time.perf_counter()
     for code in tqdm(PLANE_CODES, desc="gallery: planes", disable=args.quiet):
-        req = GenerationRequest(plane=code, seed=args.seed, steps=args.steps,
-                                guidance=args.guidance, sampler=args.sampler)
+        req = GenerationRequest(plane=code, seed=args.seed, **sampling_given(args))
         res = engine.run(req)
         calls += res.denoiser_calls
         write_result(out, _normal_prefix(code), req, res, backend)
@@ -227,9 +227,8 @@ def run_gallery(args: Any) -> int:
         tiles.append({"plane": code, "layout": s.layout.label_map, "image": s.image})
     pairs: list[dict[str, Any]] = []
     for code, preset in tqdm(GALLERY_PAIRS, desc="gallery: pairs", disable=args.quiet):
-        req = GenerationRequest(plane=code, seed=args.seed, steps=args.steps,
-                                guidance=args.guidance, sampler=args.sampler, preset=preset,
-                                pair=True)
+        req = GenerationRequest(plane=code, seed=args.seed, preset=preset, pair=True,
+                                **sampling_given(args))
         res = engine.run(req)
         calls += res.denoiser_calls
         write_result(out, _pair_prefix(code, preset), req, res, backend)

@@ -35,7 +35,6 @@ from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.request import (
     DEFAULT_CONTROL_SCALE,
     DEFAULT_GUIDANCE,
-    DEFAULT_SAMPLER,
     GenerationRequest,
     RepaintSettings,
     SamplerName,
@@ -65,6 +64,9 @@ class GenerationResult:
     seconds: float
     timings: dict[str, float]
     appearance: str = "phantom"  # the look the weights drew (the request's, or their default)
+    # The request as it ran (``Engine.resolve``: appearance and the weights' sampling
+    # defaults filled in): what a record of this result must say.
+    request: GenerationRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,25 @@ class Engine:
         appearance_index(requested, served)
         return cast(Appearance, requested.strip().lower())
 
+    def resolve(self, req: GenerationRequest) -> GenerationRequest:
+        """The request as these weights run it: the appearance settled (or refused by name)
+        and, for ``steps``, ``guidance`` and ``sampler`` the request left unset, the weights'
+        recommended sampling (``DenoiserConfig.sampling``; the schema's defaults where the
+        weights say nothing). A field the request sets is never changed."""
+        look = self.appearance(req.appearance)
+        rec = self.cfg.sampling
+        update: dict[str, Any] = {"appearance": look}
+        given = req.model_fields_set
+        if "steps" not in given and rec.steps is not None:
+            update["steps"] = rec.steps
+        if "sampler" not in given and rec.sampler is not None:
+            update["sampler"] = rec.sampler
+        if "guidance" not in given:
+            g = rec.guidance_by_appearance.get(look, rec.guidance)
+            if g is not None:
+                update["guidance"] = g
+        return req.model_copy(update=update)
+
     def _conds(self, plane: str, ga: list[float | None], appearance: str | None) -> Tensor:
         served = self.cfg.appearances
         idx = appearance_index(self.appearance(appearance), served)
@@ -169,8 +190,9 @@ class Engine:
         then :class:`Done` with the result. ``should_stop`` is asked before every call
         (:class:`~fetalflex.errors.SamplingCancelledError` when it says stop)."""
         t0 = time.perf_counter()
-        # The appearance is settled (or refused by name) before any work.
-        req = req.model_copy(update={"appearance": self.appearance(req.appearance)})
+        # The appearance is settled (or refused by name) and the weights' sampling defaults
+        # filled in before any work.
+        req = self.resolve(req)
         call = CountingCall(self.backend.call)
         timings: dict[str, float] = {}
         seeds = [req.seed + i for i in range(req.n)]
@@ -204,7 +226,7 @@ class Engine:
                                   report=dict(sampled.reports[i]) if sampled.reports else {})
                            for i in range(req.n)]
                 yield Done(GenerationResult(samples, call.calls, time.perf_counter() - t0,
-                                            timings, str(req.appearance)))
+                                            timings, str(req.appearance), req))
                 return
         assert abnormal is not None, "repaint needs a preset or edits"
         if region is not None:
@@ -225,7 +247,7 @@ class Engine:
         samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
                    for i in range(req.n)]
         yield Done(GenerationResult(samples, call.calls, time.perf_counter() - t0, timings,
-                                    str(req.appearance)))
+                                    str(req.appearance), req))
 
     def _repaint(self, call: CountingCall, images: np.ndarray, layouts: list[Layout],
                  regions: list[np.ndarray], seeds: list[int], guidance: float, control: float,
@@ -258,19 +280,20 @@ class Engine:
     def sample_layouts(self, layouts: list[Layout], seeds: list[int], *,
                        steps: int | None = None, guidance: float | None = None,
                        control_scale: float | None = None,
-                       sampler: SamplerName = DEFAULT_SAMPLER,
+                       sampler: SamplerName | None = None,
                        appearance: str | None = None) -> tuple[np.ndarray, int]:
         """Generate one image per layout (one plane) in one batch, sample i from seed i's
         noise stream (so the images do not depend on the batch); unset options take the
-        request schema's defaults. Returns uint8 images and the denoiser calls made."""
+        weights' recommended sampling, else the request schema's defaults (``resolve``).
+        Returns uint8 images and the denoiser calls made."""
         if not layouts or len({x.plane for x in layouts}) != 1:
             raise InvalidRequestError("layouts", "one batch must hold one plane")
         if len(seeds) != len(layouts):
             raise InvalidRequestError("seeds", f"{len(seeds)} given for {len(layouts)} layouts")
-        opts = {k: v for k, v in {"steps": steps, "guidance": guidance,
+        opts = {k: v for k, v in {"steps": steps, "guidance": guidance, "sampler": sampler,
                                   "control_scale": control_scale}.items() if v is not None}
-        req = GenerationRequest.model_validate({"plane": layouts[0].plane, "sampler": sampler,
-                                                "appearance": appearance, **opts})
+        req = self.resolve(GenerationRequest.model_validate(
+            {"plane": layouts[0].plane, "appearance": appearance, **opts}))
         call = CountingCall(self.backend.call)
         sampled = final(self._sample(req, layouts, SampleNoise(seeds), call, None))
         return to_uint8(sampled.x), call.calls

@@ -131,7 +131,7 @@ def write_result(out: Path, prefix: str, req: GenerationRequest, res: Generation
         **OutputRecord.provenance(reference is not None),
         model=ModelFacts(id=backend.model_id, sha256=backend.model_hash, backend=backend.name,
                          precision=backend.precision, config=backend.config.model_dump()),
-        request=req, inputs=inputs, denoiser_calls=res.denoiser_calls,
+        request=res.request or req, inputs=inputs, denoiser_calls=res.denoiser_calls,
         denoiser_calls_per_sample=res.denoiser_calls / max(len(res.samples), 1),
         seconds=round(res.seconds, 3),
         timings={k: round(v, 3) for k, v in res.timings.items()},

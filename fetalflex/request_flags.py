@@ -19,6 +19,15 @@ from fetalflex.request import GenerationRequest
 # Schema field -> (flag, argparse dest) where the flag's name differs from the field's.
 FLAG_NAMES: Final[dict[str, str]] = {"ga_weeks": "--ga"}
 SCHEMA = GenerationRequest.model_fields
+# Fields whose unset value is the weights' recommended sampling (``Engine.resolve``): their
+# flags default to unset, and only a given flag reaches the request.
+WEIGHTS_DEFAULTED: Final[tuple[str, ...]] = ("steps", "guidance", "sampler")
+
+
+def sampling_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The weights-defaulted fields the command line set (unset ones left to the weights)."""
+    return {name: getattr(args, dest_of(name)) for name in WEIGHTS_DEFAULTED
+            if getattr(args, dest_of(name), None) is not None}
 
 
 def flag_of(name: str) -> str:
@@ -61,6 +70,10 @@ def add_request_flags(p: argparse.ArgumentParser, names: Sequence[str],
         base = _base(field.annotation)
         kw: dict[str, Any] = {"default": field.default,
                               "help": (field.description or name) + _limits(name)}
+        if name in WEIGHTS_DEFAULTED:
+            kw["default"] = None
+            kw["help"] += (f" (default: what the weights recommend, else the schema's "
+                           f"{field.default})")
         if base is bool:
             p.add_argument(flag_of(name), action="store_true", help=kw["help"])
             continue

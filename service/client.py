@@ -29,6 +29,7 @@ from fetalflex.record import (
     write_record,
 )
 from fetalflex.request import DEFAULT_PRECISION, DEFAULT_STEPS, GenerationRequest
+from fetalflex.request_flags import sampling_given
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.api_enums import SAMPLER_ENUM
@@ -80,10 +81,17 @@ def _metadata(token_file: str | None) -> list[tuple[str, str]]:
 
 def request_from(args: Any) -> pb.GenerateRequest:
     req = pb.GenerateRequest(plane=args.plane, preset=args.preset or "", count=args.n,
-                             seed=args.seed, steps=args.steps, guidance_scale=args.guidance,
-                             sampler=SAMPLER_ENUM[args.sampler], pair=args.pair,
+                             seed=args.seed, pair=args.pair,
                              output_format=FORMATS[args.format], return_layouts=True,
                              appearance=getattr(args, "appearance", None) or "")
+    # unset sampling flags stay unset: the server's weights recommend (Engine.resolve)
+    given = sampling_given(args)
+    if "steps" in given:
+        req.steps = given["steps"]
+    if "guidance" in given:
+        req.guidance_scale = given["guidance"]
+    if "sampler" in given:
+        req.sampler = SAMPLER_ENUM[given["sampler"]]
     for e in args.edit or []:
         req.edits.append(pb.Edit(json=e))
     return req

@@ -44,8 +44,10 @@ def _float32(key: str, v: float) -> float:
 
 
 def to_proto(req: GenerationRequest) -> pb.GenerateRequest:
-    """The gRPC request that makes exactly ``req`` (n = 1): every option sent explicitly,
-    the gestational age as the template's, floats checked to survive float32."""
+    """The gRPC request that makes exactly ``req`` (n = 1): every option the request sets
+    sent explicitly (an unset steps / guidance / sampler stays unset: the service's weights
+    fill it as the embedded engine fills it, ``Engine.resolve``), the gestational age as the
+    template's, floats checked to survive float32."""
     if req.n != 1:
         raise ValueError(f"n: one item per request, got {req.n}")
     rp = req.repaint
@@ -57,13 +59,18 @@ def to_proto(req: GenerationRequest) -> pb.GenerateRequest:
         if v == 0:  # the service reads 0 as "unset" (the schema's default)
             raise ValueError(f"generation.repaint.{name}: 0 cannot be sent to the service "
                              f"(it means the default there)")
+    given = req.model_fields_set
     out = pb.GenerateRequest(
-        plane=req.plane, preset=req.preset or "", count=1, seed=req.seed, steps=req.steps,
-        guidance_scale=_float32(SPEC_KEYS["guidance"], req.guidance),
+        plane=req.plane, preset=req.preset or "", count=1, seed=req.seed,
         control_scale=_float32(SPEC_KEYS["control_scale"], req.control_scale),
-        sampler=pb.Sampler.Name(SAMPLER_ENUM[req.sampler]), repaint=repaint, pair=req.pair,
-        output_format=pb.OUTPUT_FORMAT_PNG, return_layouts=True,
-        appearance=req.appearance or "")
+        repaint=repaint, pair=req.pair, output_format=pb.OUTPUT_FORMAT_PNG,
+        return_layouts=True, appearance=req.appearance or "")
+    if "steps" in given:
+        out.steps = req.steps
+    if "guidance" in given:
+        out.guidance_scale = _float32(SPEC_KEYS["guidance"], req.guidance)
+    if "sampler" in given:
+        out.sampler = SAMPLER_ENUM[req.sampler]
     if req.ga_weeks is not None:
         out.layout.template.CopyFrom(pb.Template(
             seed=req.seed, ga_weeks=_float32(SPEC_KEYS["ga_weeks"], req.ga_weeks)))
@@ -135,13 +142,15 @@ class ServiceMaker:
         # a service older than the precision field ran the default precision
         model = ModelInfo(resp.model_name, resp.model_sha256, resp.backend,
                           resp.precision or DEFAULT_PRECISION)
+        ran = (GenerationRequest.model_validate_json(resp.request_json)
+               if resp.request_json else None)
         image, labels = _png(s.image.data, "image", item), _png(s.label_map_png, "label map",
                                                                  item)
         if not item.pair:
-            return Made(image, labels, model)
+            return Made(image, labels, model, request=ran)
         return Made(image, labels, model, _png(s.abnormal_image.data, "twin", item),
                     _png(s.abnormal_label_map_png, "twin label map", item),
-                    _png(s.edit_region_png, "region", item) > 0)
+                    _png(s.edit_region_png, "region", item) > 0, request=ran)
 
     def close(self) -> None:
         with self._lock:

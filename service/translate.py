@@ -281,8 +281,10 @@ def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, An
     if req.output_format not in FORMATS:
         raise InvalidRequestError("output_format", f"unknown value {req.output_format}")
     out: dict[str, Any] = {"plane": _plane(req.plane), "n": count,
-                           "seed": _seed("seed", req.seed), "sampler": SAMPLER_NAME[req.sampler],
+                           "seed": _seed("seed", req.seed),
                            "preset": _name("preset", req.preset) or None, "pair": req.pair}
+    if req.sampler != pb.SAMPLER_UNSPECIFIED:  # unset: the weights' (Engine.resolve)
+        out["sampler"] = SAMPLER_NAME[req.sampler]
     if req.HasField("steps"):
         out["steps"] = req.steps
     if req.HasField("guidance_scale"):
@@ -488,8 +490,7 @@ def to_response(job: Job, res: GenerationResult, model: dict[str, str]) -> pb.Ge
                               denoiser_calls=res.denoiser_calls, seconds=res.seconds,
                               appearance=res.appearance,
                               client_request_id=job.client_request_id, synthetic=True,
-                              request_json=job.request.model_copy(update={
-                                  "appearance": res.appearance}).model_dump_json())
+                              request_json=(res.request or job.request).model_dump_json())
     out.samples.extend(_sample(job, s, meta, model) for s in res.samples)
     for k, v in res.timings.items():
         out.timings.append(pb.StageTiming(stage=k.removesuffix("_s"), seconds=v))

@@ -64,9 +64,10 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS
 
     # flags of request fields come from the schema: help, limits and default
-    assert f"--steps STEPS sampler steps; 1..1000 (default: {DEFAULT_STEPS})" in out
+    assert (f"--steps STEPS sampler steps; 1..1000 (default: what the weights recommend, "
+            f"else the schema's {DEFAULT_STEPS})") in out
     assert "--n N samples (sample i: seed + i); 1..64 (default: 1)" in out
-    assert f"(default: {DEFAULT_SAMPLER})" in out
+    assert f"else the schema's {DEFAULT_SAMPLER})" in out
     assert "(label maps: PNG) (default: png)" in out  # a help text keeps its default appended
     assert "else 100)" in out  # --field-mm: the PNG's own field, else the default
 
@@ -141,10 +142,11 @@ def test_gallery_refuses_a_non_empty_out_unless_overwrite(
 
 def test_request_flags_are_the_schema() -> None:
     """generate's and client's request flags are derived from GenerationRequest: the
-    defaults parsed from no flags are the schema's, and its limits come with them."""
+    defaults parsed from no flags are the schema's (the sampling a set of weights may
+    recommend stays unset: Engine.resolve fills it), and its limits come with them."""
     from fetalflex.cli import CLIENT_FIELDS, GENERATE_FIELDS, SAMPLING_FIELDS, build_parser
     from fetalflex.request import GenerationRequest
-    from fetalflex.request_flags import dest_of
+    from fetalflex.request_flags import WEIGHTS_DEFAULTED, dest_of, sampling_given
 
     ap = build_parser()
     gen = ap.parse_args(["generate", "--plane", "tv", "--out", "x"])
@@ -153,6 +155,8 @@ def test_request_flags_are_the_schema() -> None:
     for args, names in ((gen, (*GENERATE_FIELDS, *SAMPLING_FIELDS)),
                         (cli, (*CLIENT_FIELDS, *SAMPLING_FIELDS))):
         for name in names:
-            assert getattr(args, dest_of(name)) == schema[name].default, name
+            want = None if name in WEIGHTS_DEFAULTED else schema[name].default
+            assert getattr(args, dest_of(name)) == want, name
+        assert sampling_given(args) == {}
     assert ap.parse_args(["generate", "--plane", "TV", "--out", "x", "--appearance", "REAL",
                           "--sampler", "DDIM"]).sampler == "ddim"

@@ -42,9 +42,11 @@ def test_cli_defaults_and_choices_come_from_the_schema(command: str) -> None:
     ap = build_parser()
     sub = next(a for a in ap._actions if a.dest == "command").choices[command]  # type: ignore[union-attr]
     by_dest = {a.dest: a for a in sub._actions}
-    assert by_dest["steps"].default == DEFAULT_STEPS
-    assert by_dest["guidance"].default == DEFAULT_GUIDANCE
-    assert by_dest["sampler"].default == DEFAULT_SAMPLER
+    # unset by default (the weights' recommendation, else the schema's), and said so
+    for dest, default in (("steps", DEFAULT_STEPS), ("guidance", DEFAULT_GUIDANCE),
+                          ("sampler", DEFAULT_SAMPLER)):
+        assert by_dest[dest].default is None
+        assert f"else the schema's {default})" in str(by_dest[dest].help)
     assert tuple(by_dest["sampler"].choices) == SAMPLER_NAMES
     if "backend" in by_dest:
         assert tuple(by_dest["backend"].choices) == BACKEND_NAMES

@@ -24,7 +24,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--out", default="out/real_downstream")
     p.add_argument("--weights", default=None, help="denoiser weights (default: shipped)")
     p.add_argument("--guidance", type=float, default=d.guidance,
-                   help="classifier-free guidance of every generated scan")
+                   help="classifier-free guidance of every generated scan (default: what the "
+                        "weights recommend for the appearance)")
     p.add_argument("--appearance", default=d.appearance, choices=APPEARANCE_NAMES,
                    type=str.lower)
     p.add_argument("--head-sizes", type=int, nargs="+", default=list(d.head_sizes),

@@ -28,7 +28,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--reader-steps", type=int, default=RealEvalOptions().reader_steps)
     p.add_argument("--segmenter-steps", type=int, default=RealEvalOptions().segmenter_steps)
     p.add_argument("--guidance", type=float, default=RealEvalOptions().guidance,
-                   help="classifier-free guidance of every generated scan")
+                   help="classifier-free guidance of every generated scan (default: what the "
+                        "weights recommend for the appearance)")
     p.add_argument("--twins-per-plane", type=int, default=RealEvalOptions().twins_per_plane,
                    help="template layouts per plane for the anomaly twins (0: skip them)")
     p.add_argument("--seed", type=int, default=0)
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     val = load_real(manifests, "val")
     gen = np.load(out / "cache" / "generated_latest.npy")
     title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}, "
-             f"guidance {args.guidance:g}\ngenerated from the validation layouts")
+             f"guidance {res['guidance']:g}\ngenerated from the validation layouts")
     examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
     examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,
                     real=val.images, title="left: real validation scans (data-set pixels: do "

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fetalflex.dataset.plan import Item
-from fetalflex.request import DEFAULT_PRECISION, Precision
+from fetalflex.request import DEFAULT_PRECISION, GenerationRequest, Precision
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Made:
     twin: NDArray[np.uint8] | None = None
     twin_label_map: NDArray[np.uint8] | None = None
     region: NDArray[np.bool_] | None = None
+    request: GenerationRequest | None = None  # as it ran (the weights' defaults filled in)
 
 
 class Maker(Protocol):
@@ -63,12 +64,13 @@ class LocalMaker:
                                self.backend.name, self.backend.precision)
 
     def make(self, item: Item) -> Made:
-        (s,) = self.engine.run(item.request).samples
+        res = self.engine.run(item.request)
+        (s,) = res.samples
         if s.abnormal_image is None:
-            return Made(s.image, s.layout.label_map, self.model)
+            return Made(s.image, s.layout.label_map, self.model, request=res.request)
         assert s.abnormal_layout is not None and s.region is not None
         return Made(s.image, s.layout.label_map, self.model, s.abnormal_image,
-                    s.abnormal_layout.label_map, s.region)
+                    s.abnormal_layout.label_map, s.region, request=res.request)
 
     def close(self) -> None:
         pass

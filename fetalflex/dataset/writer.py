@@ -63,15 +63,27 @@ def read_record(out: Path, item: Item) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable record ({exc}); delete it to remake the "
                          f"item") from None
-    want = json.loads(item.request.model_dump_json())
-    if rec.get("request") != want:
-        diff = sorted(k for k in set(want) | set(rec.get("request") or {})
-                      if (rec.get("request") or {}).get(k) != want.get(k))
+    # The record holds the request as it ran (the weights' sampling defaults filled in);
+    # the item's own request must agree on every field it sets.
+    want = json.loads(item.request.model_dump_json(exclude_unset=True))
+    got = rec.get("request") or {}
+    diff = sorted(k for k in want if not _agrees(want[k], got.get(k)))
+    if diff:
         raise ValueError(f"{path}: made with another request (fields {', '.join(diff)} "
                          f"differ); write this spec to a new --out")
     if all((out / f["path"]).is_file() for f in rec["files"].values()):
         return rec
     return None
+
+
+def _agrees(want: Any, got: Any) -> bool:
+    """``got`` has every value ``want`` sets (nested settings field by field)."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and all(_agrees(v, got.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(got, list) and len(got) == len(want)
+                and all(_agrees(w, g) for w, g in zip(want, got, strict=True)))
+    return bool(want == got)
 
 
 def _dicom(out: Path, item: Item, made: Made, spec_sha: str, when: Any) -> dict[str, Path]:
@@ -165,7 +177,7 @@ def write_item(out: Path, spec: DatasetSpec, item: Item, made: Made) -> dict[str
                   "backend": made.model.backend, "precision": made.model.precision},
         "item": {"plane": item.plane, "group": item.group, "number": item.number,
                  "seed": item.seed},
-        "request": json.loads(req.model_dump_json()),
+        "request": json.loads((made.request or req).model_dump_json()),
         "inputs": {},  # the template comes from the request's seed and ga_weeks
         "files": {k: {"path": p.relative_to(out).as_posix(), "sha256": sha256(p)}
                   for k, p in files.items()},

@@ -98,7 +98,8 @@ class RealEvalOptions:
     bootstrap: int = 1000
     appearance: str = "real"
     twins_per_plane: int = 4  # template layouts per plane for the anomaly twins (0: skip)
-    guidance: float = DEFAULT_GUIDANCE  # of every generated scan (the request's default)
+    # of every generated scan; None: what the weights recommend (``Engine.resolve``)
+    guidance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class RealDownstreamOptions:
     batch: int = 16
     seed: int = 0
     appearance: str = "real"
-    guidance: float = DEFAULT_GUIDANCE  # of every generated scan (the request's default)
+    # of every generated scan; None: what the weights recommend (``Engine.resolve``)
+    guidance: float | None = None
     parts: tuple[str, ...] = ("heads", "planes", "brain_planes", "microcephaly")
 
     def __post_init__(self) -> None:

@@ -78,6 +78,16 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def effective_guidance(engine: Engine, appearance: str, guidance: float | None) -> float:
+    """The guidance a generated scan gets: the one asked, else the weights' recommended."""
+    from fetalflex.request import GenerationRequest
+
+    if guidance is not None:
+        return guidance
+    req = GenerationRequest.model_validate({"plane": "TT", "appearance": appearance})
+    return engine.resolve(req).guidance
+
+
 def reader_planes(train: RealSet) -> tuple[str, ...]:
     """The reader's classes: the planes of ``REAL_PLANES`` the training split has."""
     have = set(train.planes.tolist())
@@ -127,7 +137,8 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
                  log: Any) -> NDArray[np.uint8]:
     """One generated scan per validation record, from its layout and GA (seed = index);
     kept in ``cache`` (keyed by the model and the layouts)."""
-    key = _key(engine.backend.model_hash, opts.appearance, opts.guidance,
+    key = _key(engine.backend.model_hash, opts.appearance,
+               effective_guidance(engine, opts.appearance, opts.guidance),
                hashlib.sha256(val.label_maps.tobytes()).hexdigest(),
                [r.ga_weeks for r in val.records])
     path = cache / f"generated-{key}.npz"
@@ -265,14 +276,13 @@ def twin_rows(engine: Engine, per_plane: int, appearance: str, seed: int,
     from fetalflex.anatomy.planes import PLANE_CODES
     from fetalflex.anatomy.templates import sample_template
     from fetalflex.evaluation.evaluate import twin_signs
-    from fetalflex.request import DEFAULT_GUIDANCE
 
     rows: dict[str, Any] = {}
     size = engine.cfg.image_size
     for plane in PLANE_CODES:
         seeds = [seed + 1000 + i for i in range(per_plane)]
         layouts = [rasterize(sample_template(plane, s), size) for s in seeds]
-        g = DEFAULT_GUIDANCE if guidance is None else guidance
+        g = effective_guidance(engine, appearance, guidance)
         normal, _ = engine.sample_layouts(layouts, seeds, appearance=appearance, guidance=g)
         signs, _ = twin_signs(engine, layouts, seeds, normal, g, per_plane,
                               appearance=appearance)
@@ -301,6 +311,7 @@ def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
     nn_real = nearest_correlation(val.images, train.images)
     result: dict[str, Any] = {
         "model": engine.backend.model_hash, "appearance": opts.appearance,
+        "guidance": effective_guidance(engine, opts.appearance, opts.guidance),
         "options": asdict(opts), "world": "real scans: validation split (by subject) of the "
         "imported HC18 and FETAL_PLANES_DB parts; instruments trained on the training split",
         "n_train": len(train.records), "n_val": len(val.records),

@@ -61,6 +61,7 @@ from fetalflex.evaluation.head import (
 )
 from fetalflex.evaluation.options import RealDownstreamOptions
 from fetalflex.evaluation.parts import PartCheckpoint
+from fetalflex.evaluation.real import effective_guidance
 from fetalflex.evaluation.real_data import RealSet, head_mask, head_shape, load_real
 from fetalflex.generation import Engine
 
@@ -178,7 +179,8 @@ def _generate(engine: Engine, layouts: list[Layout], seeds: list[int],
               opts: RealDownstreamOptions, cache: Path, name: str, log: Log
               ) -> NDArray[np.uint8]:
     """One generated scan per layout (batched per plane), kept in ``cache``."""
-    key = _key(engine.backend.model_hash, opts.appearance, opts.guidance, seeds,
+    key = _key(engine.backend.model_hash, opts.appearance,
+               effective_guidance(engine, opts.appearance, opts.guidance), seeds,
                [hashlib.sha256(x.label_map.tobytes()).hexdigest() for x in layouts],
                [(x.plane, x.field_mm, x.ga_weeks) for x in layouts])
     path = cache / f"{name}-{key}.npz"
@@ -466,6 +468,7 @@ def evaluate_downstream_real(engine: Engine, manifests: list[Path], out: Path,
     done = PartCheckpoint(out / "real_downstream_parts.jsonl", ident)
     result: dict[str, Any] = {
         "model": engine.backend.model_hash, "appearance": opts.appearance,
+        "guidance": effective_guidance(engine, opts.appearance, opts.guidance),
         "options": asdict(opts),
         "world": "real scans: validation split (by subject / patient) of the imported HC18 "
                  "and FETAL_PLANES_DB parts; models trained on the training split and / or "

@@ -11,6 +11,29 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.appearance import Appearance
+from fetalflex.request import GUIDANCE_MAX, STEPS_MAX, SamplerName
+
+
+class SamplingDefaults(BaseModel):
+    """The sampling a set of weights recommends: what a request that leaves ``steps``,
+    ``guidance`` or ``sampler`` unset gets (``Engine.resolve``). Unset here: the request
+    schema's defaults. ``guidance_by_appearance`` overrides ``guidance`` per look (a real
+    appearance may need less guidance than the phantom one: guidance brightens it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1, le=STEPS_MAX)
+    guidance: float | None = Field(default=None, ge=0.0, le=GUIDANCE_MAX)
+    sampler: SamplerName | None = None
+    guidance_by_appearance: dict[Appearance, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SamplingDefaults:
+        for look, g in self.guidance_by_appearance.items():
+            if not 0.0 <= g <= GUIDANCE_MAX:
+                raise ValueError(f"guidance_by_appearance.{look}: must be within "
+                                 f"[0, {GUIDANCE_MAX}], got {g}")
+        return self
 
 
 class DenoiserConfig(BaseModel):
@@ -43,6 +66,8 @@ class DenoiserConfig(BaseModel):
     # skip connection of the control branch at full resolution, not only through the
     # time embedding (where v3/v4 learned to all but ignore it: the layout said it all).
     condition_channels: bool = False
+    # What requests that leave steps / guidance / sampler unset get from these weights.
+    sampling: SamplingDefaults = SamplingDefaults()
 
     @model_validator(mode="after")
     def _consistent(self) -> DenoiserConfig:

@@ -25,7 +25,7 @@ def _iv(iv: list[float], nd: int = 3) -> str:
 def markdown(res: dict[str, Any]) -> str:
     o = res["options"]
     lines = [f"# evaluate-downstream-real: model `{res['model'][:12]}`, appearance "
-             f"{res['appearance']}, guidance {o['guidance']:g}", "",
+             f"{res['appearance']}, guidance {res['guidance']:g}", "",
              f"World: {res['world']}. {res['n_train']} training / "
              f"{res['n_val']} validation scans. Seeds per cell: {len(o['seeds'])}; intervals: "
              "95 % bootstrap over validation scans of the seed-averaged figure.", ""]

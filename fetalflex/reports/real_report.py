@@ -27,7 +27,7 @@ def _iv(iv: list[float], nd: int = 3) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    g = res.get("options", {}).get("guidance")
+    g = res.get("guidance")
     lines = [f"# evaluate-real: model `{res['model'][:12]}`, appearance {res['appearance']}"
              + (f", guidance {g:g}" if g is not None else ""),
              "", f"World: {res['world']}. {res['n_train']} training / {res['n_val']} validation "

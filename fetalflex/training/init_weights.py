@@ -25,7 +25,7 @@ _GROWABLE = ("class_embedding.linear_1.weight", "controlnet_cond_embedding.conv_
 
 
 def _compatible(old: DenoiserConfig, new: DenoiserConfig) -> None:
-    keep = {"appearances", "condition_channels"}
+    keep = {"appearances", "condition_channels", "sampling"}
     a = old.model_dump(exclude=keep)
     b = new.model_dump(exclude=keep)
     diff = sorted(k for k in a if a[k] != b[k])
