@@ -298,6 +298,33 @@ class Engine:
         sampled = final(self._sample(req, layouts, SampleNoise(seeds), call, None))
         return to_uint8(sampled.x), call.calls
 
+    def sample_states(self, layouts: list[Layout], seeds: list[int], *, steps: int,
+                      every: int, guidance: float | None = None,
+                      appearance: str | None = None) -> np.ndarray:
+        """The DDIM trajectory of one batch (one plane), deterministic: float32 (N, 1 +
+        steps / every, H, W) holding the start noise (seed i's stream, as generation draws
+        it) and the state after every ``every``-th call (the last: the image, in [-1, 1]).
+        What a few-step student learns to jump between (``fetalflex.distill``)."""
+        if steps % every:
+            raise InvalidRequestError("steps", f"{steps} is not a multiple of every={every}")
+        opts: dict[str, Any] = {"plane": layouts[0].plane, "appearance": appearance,
+                                "steps": steps, "sampler": "ddim"}
+        if guidance is not None:
+            opts["guidance"] = guidance
+        req = self.resolve(GenerationRequest.model_validate(opts))
+        noise = SampleNoise(seeds)
+        call = CountingCall(self.backend.call)
+        s = self.cfg.image_size
+        start = noise((len(layouts), 1, s, s))
+        states = [start[:, 0]]
+        job = SamplingJob(self._conditioning(call, layouts, req.appearance), start.clone(),
+                          noise, self.cfg, self.ac, req.steps, req.guidance, req.control_scale,
+                          None)
+        for ev in SAMPLERS["ddim"](job):
+            if isinstance(ev, Step) and (ev.i + 1) % every == 0:
+                states.append(ev.x[:, 0])
+        return torch.stack(states, dim=1).float().numpy()
+
     def run(self, req: GenerationRequest, **kw: Any) -> GenerationResult:
         for ev in self.run_progressive(req, **kw):
             if isinstance(ev, Done):

@@ -72,7 +72,7 @@ SLOW_MODULES = (
     "tests/model/test_training_fast_path.py", "tests/service/test_process.py",
     "tests/service/test_auth_and_health_port.py", "tests/service/test_fuzz.py",
     "tests/dataset/test_service.py", "tests/test_gpu_scripts.py",
-    "tests/backends/test_quantize.py", "tests/sampling/test_convergence.py",
+    "tests/backends/test_quantize.py", "tests/sampling/test_convergence.py", "tests/distill/",
 )
 
 

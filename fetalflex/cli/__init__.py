@@ -19,6 +19,7 @@ from fetalflex.about import __version__
 from fetalflex.cli import (
     client,
     contact_sheet,
+    distill,
     evaluate,
     evaluate_downstream,
     evaluate_downstream_real,
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_parser(sub, model_size())
     train.register(sub)
     train_segmenter.register(sub)
+    distill.register(sub)
     evaluate.register(sub)
     evaluate_downstream.register(sub)
     evaluate_real.register(sub)

@@ -1,0 +1,70 @@
+"""``fetalflex distill``: a few-step student of trained weights (``fetalflex.distill``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fetalflex.cli.args import Subcommands
+
+
+def register(sub: Subcommands) -> None:
+    p = sub.add_parser("distill", help="distill weights into a few-step student (guidance "
+                                       "folded in: student-steps denoiser rows per image)")
+    p.add_argument("--teacher", default=None,
+                   help="the weights to distill (default: the shipped ones)")
+    p.add_argument("--data", required=True,
+                   help="manifest whose training layouts the teacher samples (phantoms, "
+                        "imported real scans, or both)")
+    p.add_argument("--out", required=True, help="run folder (resumed); weights: OUT/final")
+    p.add_argument("--student-steps", type=int, default=4)
+    p.add_argument("--substeps", type=int, default=5,
+                   help="teacher DDIM steps per student step (guided: two rows each)")
+    p.add_argument("--trajectories", type=int, default=2000,
+                   help="teacher trajectories cached in OUT (the training set)")
+    p.add_argument("--train-steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="stop training at this wall-clock budget (checkpointed; rerun resumes)")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from fetalflex.backends.backends import load_backend, weights_dir
+    from fetalflex.distill.student import train_student
+    from fetalflex.distill.trajectories import (
+        Trajectories,
+        make_trajectories,
+        trajectories_key,
+    )
+    from fetalflex.generation import Engine
+
+    deadline = (time.monotonic() + 60 * args.budget_minutes
+                if args.budget_minutes is not None else None)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    teacher = weights_dir(Path(args.teacher) if args.teacher else None)
+    engine = Engine(load_backend("embedded", teacher, threads=args.threads))
+    out, data = Path(args.out), Path(args.data)
+    key = trajectories_key(engine.backend.model_hash, data, args.trajectories,
+                           args.student_steps, args.substeps, args.seed)
+    path = out / f"trajectories-{key}.npz"
+    if path.is_file():
+        traj = Trajectories.load(path)
+    else:
+        traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
+                                 args.substeps, args.seed, log=lambda m: print(m, flush=True))
+        traj.save(path)
+    final = train_student(teacher, traj, out, args.train_steps, batch=args.batch_size,
+                          lr=args.lr, seed=args.seed, deadline=deadline,
+                          log=lambda m: print(m, flush=True))
+    print(f"student weights: {final} ({args.student_steps} denoiser rows per image by "
+          f"default); measure it beside the teacher with `fetalflex evaluate --weights`")
+    return 0

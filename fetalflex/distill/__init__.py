@@ -1,0 +1,1 @@
+"""A few-step student distilled from a trained generator (``fetalflex distill``)."""

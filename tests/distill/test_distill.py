@@ -1,0 +1,82 @@
+"""``fetalflex distill``: teacher trajectories, the student's targets, training, and the
+student served with its own sampling (K denoiser rows per image)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fetalflex.backends.backends import load_backend
+from fetalflex.distill.student import x0_targets
+from fetalflex.distill.trajectories import Trajectories, make_trajectories, student_timesteps
+from fetalflex.generation import Engine
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.diffusion import alphas_cumprod_for
+from fetalflex.request import GenerationRequest
+from tests.conftest import TINY_MODEL
+
+
+def test_targets_land_a_ddim_step_on_the_teacher_state() -> None:
+    """Stepping DDIM (eta 0) from x with the target's x0 reaches the teacher's next state."""
+    ac = alphas_cumprod_for(DenoiserConfig(**TINY_MODEL))
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(3, 3, 8, 8, generator=g) * 0.5
+    ts = [999, 499]
+    x0 = x0_targets(states, ts, ac)
+    a, a2 = ac[999], ac[499]
+    eps = (states[:, 0] - a.sqrt() * x0[:, 0]) / (1 - a).sqrt()
+    torch.testing.assert_close(a2.sqrt() * x0[:, 0] + (1 - a2).sqrt() * eps, states[:, 1])
+    torch.testing.assert_close(x0[:, 1], states[:, 2])  # the last step: the image itself
+
+
+def test_student_grid_must_lie_on_the_teacher_grid(tiny_weights: Path) -> None:
+    engine = Engine(load_backend("torch", tiny_weights))
+    assert student_timesteps(engine, 4, 5) == [999, 749, 499, 249]
+    assert student_timesteps(engine, 3, 7) == [999, 666, 332]
+    with pytest.raises(ValueError, match="substeps"):
+        student_timesteps(engine, 4, 0)
+
+
+def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from fetalflex.cli import main
+
+    engine = Engine(load_backend("torch", tiny_weights))
+    traj = make_trajectories(engine, tiny_data, 6, student_steps=2, substeps=2, seed=1,
+                             log=lambda _m: None)
+    assert traj.states.shape == (6, 3, 32, 32) and traj.timesteps == [999, 499]
+    # the last state is what the teacher generates for that seed with the same sampling
+    from fetalflex.anatomy.layout import Layout
+    from fetalflex.generation import to_uint8
+
+    lay = Layout(traj.planes[0], traj.label_maps[0], float(traj.field_mm[0]) or 100.0,
+                 None if np.isnan(traj.ga[0]) else float(traj.ga[0]))
+    img, calls = engine.sample_layouts([lay], [1 * 10**6 + 0], steps=4, sampler="ddim")
+    assert calls == 4
+    made = to_uint8(torch.from_numpy(traj.states[:1, -1:].astype(np.float32)))
+    assert np.abs(made.astype(int) - img.astype(int)).max() <= 1
+    traj.save(tmp_path / "t.npz")
+    back = Trajectories.load(tmp_path / "t.npz")
+    assert back.timesteps == traj.timesteps and np.array_equal(back.states, traj.states)
+    assert set(back.guidance) == {"phantom"}
+    rc = main(["distill", "--teacher", str(tiny_weights), "--data", str(tiny_data), "--out",
+               str(tmp_path / "run"), "--student-steps", "2", "--substeps", "2",
+               "--trajectories", "6", "--train-steps", "3", "--batch-size", "2"])
+    assert rc == 0
+    student = tmp_path / "run" / "final"
+    cfg = json.loads((student / "config.json").read_text())
+    assert cfg["sampling"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim",
+                               "guidance_by_appearance": {}}
+    served = Engine(load_backend("embedded", student))
+    res = served.run(GenerationRequest(plane="TV"))
+    assert res.denoiser_calls == 2 and res.request is not None
+    assert (res.request.steps, res.request.guidance) == (2, 1.0)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 3 and np.isfinite(log[-1]["loss"])
+    # a rerun resumes: nothing left to train, the same weights again
+    assert main(["distill", "--teacher", str(tiny_weights), "--data", str(tiny_data),
+                 "--out", str(tmp_path / "run"), "--student-steps", "2", "--substeps", "2",
+                 "--trajectories", "6", "--train-steps", "3", "--batch-size", "2"]) == 0
