@@ -125,7 +125,7 @@ def save_response(out: Path, prefix: str, resp: pb.GenerateResponse, target: str
                          "(request_json; a server older than this client): no output record "
                          "can be written; update the server")
     record = OutputRecord(
-        **OutputRecord.provenance(False),
+        **OutputRecord.provenance(not resp.synthetic),
         model=ModelFacts.model_validate({
             "id": resp.model_name, "sha256": resp.model_sha256, "backend": resp.backend,
             "precision": resp.precision or DEFAULT_PRECISION, "version": resp.model_version}),

@@ -489,7 +489,9 @@ def to_response(job: Job, res: GenerationResult, model: dict[str, str]) -> pb.Ge
                               precision=model.get("precision", ""),
                               denoiser_calls=res.denoiser_calls, seconds=res.seconds,
                               appearance=res.appearance,
-                              client_request_id=job.client_request_id, synthetic=True,
+                              client_request_id=job.client_request_id,
+                              # a repaint of the caller's image holds the caller's pixels
+                              synthetic=job.reference is None,
                               request_json=(res.request or job.request).model_dump_json())
     out.samples.extend(_sample(job, s, meta, model) for s in res.samples)
     for k, v in res.timings.items():

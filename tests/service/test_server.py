@@ -120,7 +120,9 @@ def test_a_repaint_of_the_callers_image_says_whose_pixels_it_holds(
     ref = pb.GenerateRequest(plane="TV", preset="hydrocephalus", steps=2,
                              reference_png=first.samples[0].image.data,
                              reference_label_map_png=first.samples[0].label_map_png)
-    s = stub.Generate(ref).samples[0]
+    resp = stub.Generate(ref)
+    assert first.synthetic and not resp.synthetic  # the response says it too
+    s = resp.samples[0]
     assert Image.open(io.BytesIO(s.image.data)).text["Synthetic"] == "false"
     twin = Image.open(io.BytesIO(s.abnormal_image.data)).text
     region = np.asarray(Image.open(io.BytesIO(s.edit_region_png))) > 0
