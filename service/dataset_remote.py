@@ -142,8 +142,13 @@ class ServiceMaker:
         # a service older than the precision field ran the default precision
         model = ModelInfo(resp.model_name, resp.model_sha256, resp.backend,
                           resp.precision or DEFAULT_PRECISION)
-        ran = (GenerationRequest.model_validate_json(resp.request_json)
-               if resp.request_json else None)
+        # the item's request with what the server filled in for it (sampling, look); the
+        # GA travels in the template, so the server's own request does not carry it
+        ran = None
+        if resp.request_json:
+            srv = GenerationRequest.model_validate_json(resp.request_json)
+            ran = item.request.model_copy(update={k: getattr(srv, k) for k in (
+                "steps", "guidance", "sampler", "appearance")})
         image, labels = _png(s.image.data, "image", item), _png(s.label_map_png, "label map",
                                                                  item)
         if not item.pair:
