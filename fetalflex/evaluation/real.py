@@ -64,7 +64,7 @@ from fetalflex.generation import Engine
 REAL_PLANES: tuple[str, ...] = ("TV", "TT", "TC", "AC", "4CH", "FL")
 
 
-def _interval(values: NDArray[np.float64], n: int, seed: int) -> list[float]:
+def bootstrap_interval(values: NDArray[np.float64], n: int, seed: int) -> list[float]:
     """95 % bootstrap interval of the mean."""
     v = values[np.isfinite(values)]
     if len(v) < 2:
@@ -74,7 +74,7 @@ def _interval(values: NDArray[np.float64], n: int, seed: int) -> list[float]:
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def _key(*parts: object) -> str:
+def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -100,7 +100,7 @@ def _instruments(train: RealSet, out: Path, opts: RealEvalOptions, data_key: str
     under ``out/instruments`` (keyed by the data and the recipe)."""
     from safetensors.torch import load_file, save_file
 
-    d = out / "instruments" / _key(data_key, opts.reader_steps, opts.segmenter_steps,
+    d = out / "instruments" / cache_key(data_key, opts.reader_steps, opts.segmenter_steps,
                                    opts.seed)
     classes = reader_planes(train)
     labels = np.array([classes.index(p) for p in train.planes], dtype=np.int64)
@@ -137,7 +137,7 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
                  log: Any) -> NDArray[np.uint8]:
     """One generated scan per validation record, from its layout and GA (seed = index);
     kept in ``cache`` (keyed by the model and the layouts)."""
-    key = _key(engine.backend.model_hash, opts.appearance,
+    key = cache_key(engine.backend.model_hash, opts.appearance,
                effective_guidance(engine, opts.appearance, opts.guidance),
                hashlib.sha256(val.label_maps.tobytes()).hexdigest(),
                [r.ga_weeks for r in val.records])
@@ -176,9 +176,9 @@ def _plane_rows(reader: Reader, classes: tuple[str, ...], val: RealSet,
         hit_r, hit_g = (pr[m] == k).astype(float), (pg[m] == k).astype(float)
         rows[plane] = {"n": int(m.sum()),
                        "real_accuracy": float(hit_r.mean()),
-                       "real_interval": _interval(hit_r, opts.bootstrap, opts.seed),
+                       "real_interval": bootstrap_interval(hit_r, opts.bootstrap, opts.seed),
                        "generated_accuracy": float(hit_g.mean()),
-                       "generated_interval": _interval(hit_g, opts.bootstrap, opts.seed),
+                       "generated_interval": bootstrap_interval(hit_g, opts.bootstrap, opts.seed),
                        "ratio": float(hit_g.mean() / max(hit_r.mean(), 1e-9))}
     return rows
 
@@ -254,12 +254,12 @@ def _head_rows(seg: Segmenter, val: RealSet, gen: NDArray[np.uint8],
         hc = np.array([circumference_mm(read[i], mm[i]) for i in range(len(idx))])
         err = np.abs(hc - target)
         read_any = np.isfinite(err)
-        out[name] = {"dice": float(np.mean(d)), "dice_interval": _interval(d, opts.bootstrap,
-                                                                           opts.seed),
+        out[name] = {"dice": float(np.mean(d)),
+                     "dice_interval": bootstrap_interval(d, opts.bootstrap, opts.seed),
                      # over the scans where a head was read (the count of the others beside)
                      "hc_abs_error_mm": float(err[read_any].mean()) if read_any.any()
                      else float("nan"),
-                     "hc_interval": _interval(err, opts.bootstrap, opts.seed),
+                     "hc_interval": bootstrap_interval(err, opts.bootstrap, opts.seed),
                      "no_head_read": int(np.isnan(hc).sum())}
     out["hc_error_ratio"] = out["generated"]["hc_abs_error_mm"] / max(
         out["real"]["hc_abs_error_mm"], 1e-9)
@@ -302,7 +302,7 @@ def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
     t0 = time.perf_counter()
     torch.manual_seed(opts.seed)
     train, val = load_real(manifests, "train"), load_real(manifests, "val")
-    data_key = _key([str(m.resolve()) for m in manifests],
+    data_key = cache_key([str(m.resolve()) for m in manifests],
                     [hashlib.sha256(m.read_bytes()).hexdigest() for m in manifests])
     reader, seg, trained = _instruments(train, out, opts, data_key, log)
     classes = reader_planes(train)

@@ -61,7 +61,7 @@ from fetalflex.evaluation.head import (
 )
 from fetalflex.evaluation.options import RealDownstreamOptions
 from fetalflex.evaluation.parts import PartCheckpoint
-from fetalflex.evaluation.real import effective_guidance
+from fetalflex.evaluation.real import bootstrap_interval, cache_key, effective_guidance
 from fetalflex.evaluation.real_data import RealSet, head_mask, head_shape, load_real
 from fetalflex.generation import Engine
 
@@ -74,20 +74,6 @@ FPDB_SOURCE = "FETAL_PLANES_DB"
 HC18_SOURCE = "HC18"
 SKULL = BY_NAME["skull"].id
 Log = Callable[[str], None]
-
-
-def _key(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def bootstrap_mean(per_item: NDArray[np.float64], n: int, seed: int) -> list[float]:
-    """95 % bootstrap interval of the mean of per-item values (NaN items dropped)."""
-    v = per_item[np.isfinite(per_item)]
-    if len(v) < 2:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), (n, len(v)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def macro_f1(pred: NDArray[np.int64], truth: NDArray[np.int64], n_classes: int) -> float:
@@ -179,7 +165,7 @@ def _generate(engine: Engine, layouts: list[Layout], seeds: list[int],
               opts: RealDownstreamOptions, cache: Path, name: str, log: Log
               ) -> NDArray[np.uint8]:
     """One generated scan per layout (batched per plane), kept in ``cache``."""
-    key = _key(engine.backend.model_hash, opts.appearance,
+    key = cache_key(engine.backend.model_hash, opts.appearance,
                effective_guidance(engine, opts.appearance, opts.guidance), seeds,
                [hashlib.sha256(x.label_map.tobytes()).hexdigest() for x in layouts],
                [(x.plane, x.field_mm, x.ga_weeks) for x in layouts])
@@ -290,11 +276,11 @@ def _head_cell(per_seed: list[dict[str, Any]], opts: RealDownstreamOptions) -> d
     e = np.array([nanmean(hc[:, i]) for i in range(hc.shape[1])])
     return {"n_real": per_seed[0]["n_real"], "n_synthetic": per_seed[0]["n_synthetic"],
             "seeds": len(per_seed),
-            "dice": float(np.mean(d)), "dice_interval": bootstrap_mean(d, opts.bootstrap,
+            "dice": float(np.mean(d)), "dice_interval": bootstrap_interval(d, opts.bootstrap,
                                                                        opts.seed),
             "dice_per_seed": [float(np.mean(s["dice"])) for s in per_seed],
             "hc_abs_mm": nanmean(e),
-            "hc_interval": bootstrap_mean(e, opts.bootstrap, opts.seed),
+            "hc_interval": bootstrap_interval(e, opts.bootstrap, opts.seed),
             "hc_per_seed": [nanmean(s["hc_abs_mm"]) for s in per_seed],
             "no_head_read": int(np.sum(~np.isfinite(e)))}
 
@@ -385,7 +371,7 @@ def run_planes(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstrea
             cells[name] = {
                 "n_real": n_real, "n_synthetic": 0 if arm == "real" else len(syn),
                 "seeds": len(preds), "accuracy": float(hits.mean()),
-                "accuracy_interval": bootstrap_mean(hits, opts.bootstrap, opts.seed),
+                "accuracy_interval": bootstrap_interval(hits, opts.bootstrap, opts.seed),
                 "accuracy_per_seed": [float((p == vl).mean()) for p in preds],
                 "macro_f1": float(np.mean([macro_f1(p, vl, k) for p in preds])),
                 "macro_f1_interval": _f1_interval(preds, vl, k, min(opts.bootstrap, 300),
@@ -437,7 +423,7 @@ def run_microcephaly(engine: Engine, val: RealSet, opts: RealDownstreamOptions, 
         rows[f"x{scale:g}"] = {"n": len(pick_idx), "requested_hc_mm": float(np.mean(req)),
                                "measured_hc_mm": nanmean(got),
                                "ratio": nanmean(ratio),
-                               "ratio_interval": bootstrap_mean(ratio, opts.bootstrap,
+                               "ratio_interval": bootstrap_interval(ratio, opts.bootstrap,
                                                                 opts.seed),
                                "no_head_read": int(np.sum(~np.isfinite(got)))}
     return {"scale": opts.microcephaly_scale, "rows": rows,
@@ -459,7 +445,7 @@ def evaluate_downstream_real(engine: Engine, manifests: list[Path], out: Path,
         raise ValueError(f"data: scans are {train.images.shape[-1]} px, the model makes "
                          f"{engine.cfg.image_size} px (import with --size "
                          f"{engine.cfg.image_size})")
-    data_key = _key([hashlib.sha256(m.read_bytes()).hexdigest() for m in manifests])
+    data_key = cache_key([hashlib.sha256(m.read_bytes()).hexdigest() for m in manifests])
     ident = json.dumps({"model": engine.backend.model_hash, "data": data_key,
                         "options": {k: v for k, v in asdict(opts).items()
                                     if k not in ("head_sizes", "plane_sizes", "seeds",
