@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fetalflex.about import SYNTHETIC_NOTICE, USER_PIXELS_NOTICE, __version__
+from fetalflex.errors import field_errors
 from fetalflex.io.atomic import atomic_write_text
 from fetalflex.request import DEFAULT_PRECISION, GenerationRequest, Precision
 
@@ -148,8 +149,7 @@ def _read(path: Path, kind: type[R]) -> R:
     try:
         return kind.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ValueError(f"sidecar: {path} is not a FetalFlex output record: {where}: "
-                         f"{first['msg']} (records are written by generate, the Python API, "
+        first = field_errors(exc, top="(top level)")[0]
+        raise ValueError(f"sidecar: {path} is not a FetalFlex output record: {first} "
+                         f"(records are written by generate, the Python API, "
                          f"`fetalflex client` and `fetalflex dataset` of this version)") from None

@@ -26,7 +26,7 @@ from fetalflex.anatomy.planes import canonical_code
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.presets import preset as get_preset
 from fetalflex.appearance import APPEARANCES, Appearance
-from fetalflex.errors import InvalidRequestError
+from fetalflex.errors import InvalidRequestError, field_errors
 
 # ---------------------------------------------------------------- names
 SamplerName = Literal["ddim", "dpmsolver++", "two-stage"]
@@ -56,9 +56,7 @@ DEFAULT_PRECISION: Final[Precision] = "fp32"
 def request_error(exc: ValidationError) -> InvalidRequestError:
     """A request's first validation error as the named error the API promises
     (``field: reason``), for callers of the Python API and the services."""
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "request"
-    return InvalidRequestError(loc, str(err["msg"]).removeprefix("Value error, "))
+    return field_errors(exc)[0]
 
 
 def require_one_of(field: str, value: object, names: tuple[str, ...]) -> None:

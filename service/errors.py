@@ -18,7 +18,7 @@ import grpc
 from pydantic import ValidationError
 
 from fetalflex.backends.triton import TritonDeadlineError, TritonUnavailableError
-from fetalflex.errors import InvalidRequestError
+from fetalflex.errors import InvalidRequestError, field_errors
 
 log = logging.getLogger("fetalflex.service")
 
@@ -54,11 +54,7 @@ class Status(NamedTuple):
 
 
 def _pydantic_message(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in e["loc"]) or "request"
-        parts.append(f"{loc}: {str(e['msg']).removeprefix('Value error, ')}")
-    return "; ".join(parts)
+    return "; ".join(str(e) for e in field_errors(exc)[:5])
 
 
 # The map: the first entry whose exception types match gives the status code and the

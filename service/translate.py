@@ -43,7 +43,7 @@ from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.render import colourize
 from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
 from fetalflex.anatomy.vocabulary import vocabulary, vocabulary_json
-from fetalflex.errors import InvalidRequestError
+from fetalflex.errors import InvalidRequestError, field_errors
 from fetalflex.generation import GenerationResult, Sample
 from fetalflex.io.dicom import edit_summary as dicom_edit_summary
 from fetalflex.io.png import SYNTHETIC, Provenance
@@ -177,13 +177,7 @@ def _seed(field: str, v: int) -> int:
 
 def _domain_error(exc: ValidationError, prefix: str = "") -> InvalidRequestError:
     """A domain model's validation error, named by the proto field."""
-    err = exc.errors()[0]
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    loc = ".".join(PROTO_FIELDS.get(str(x), str(x)) for x in err["loc"])
-    if not loc:  # model-level checks already start with the field's name
-        field, _, rest = msg.partition(": ")
-        return InvalidRequestError(prefix + field, rest or msg)
-    return InvalidRequestError(prefix + loc, msg)
+    return field_errors(exc, prefix, rename=PROTO_FIELDS)[0]
 
 
 # ---------------------------------------------------------------- layouts and edits

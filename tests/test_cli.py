@@ -100,8 +100,8 @@ def test_bad_flags_fail_fast_with_field_reason_lines(capsys: pytest.CaptureFixtu
                  "--out", "unused"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "fetalflex generate: error: steps: Input should be greater than or equal to 1" in err
-    assert "guidance: Input should be less than or equal to 20" in err
+    assert "fetalflex generate: error: steps: must be >= 1, got 0" in err
+    assert "guidance: must be <= 20.0, got 50.0" in err
     assert "pydantic.dev" not in err and "validation error" not in err
 
 

@@ -44,5 +44,5 @@ def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
     data = json.loads(_record().to_json())
     data["request"]["steps"] = 0
     (tmp_path / "steps.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"request.steps: Input should be greater"):
+    with pytest.raises(ValueError, match=r"request.steps: must be >= 1, got 0"):
         read_record(tmp_path / "steps.json")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -320,7 +320,8 @@ Edit = Annotated[
     Remove | Scale | Translate | Rotate | Dilate | Erode | Insert | Cut,
     Field(discriminator="op"),
 ]
-EDIT_ADAPTER: TypeAdapter[Edit] = TypeAdapter(Edit)
+# cast: pydantic 2.14.4 types TypeAdapter(Annotated union) as a union of classes
+EDIT_ADAPTER: TypeAdapter[Edit] = TypeAdapter(cast(Any, Edit))
 EDIT_LIST_ADAPTER: TypeAdapter[list[Edit]] = TypeAdapter(list[Edit])
 _EDIT_CLASSES: tuple[type[_Edit], ...] = (Remove, Scale, Translate, Rotate, Dilate, Erode,
                                           Insert, Cut)

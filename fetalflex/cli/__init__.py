@@ -123,8 +123,9 @@ def _error_lines(exc: BaseException) -> list[str]:
     """``field: reason`` lines for a validation error (no pydantic dump, no URL)."""
     from pydantic import ValidationError
 
+    from fetalflex.errors import field_errors
+
     if isinstance(exc, ValidationError):
-        return [f"{'.'.join(str(x) for x in e['loc']) or 'request'}: "
-                f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        return [str(e) for e in field_errors(exc)]
     return [str(exc)]
 

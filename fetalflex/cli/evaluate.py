@@ -18,7 +18,8 @@ def register(sub: Subcommands) -> None:
 
     p = sub.add_parser("evaluate", help="adherence, brightness, texture and anomaly twins per "
                                         "plane, against sampler steps (phantom world)")
-    p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--weights", "--model", dest="weights", default=None,
+                   help="denoiser weights (default: shipped; --model: the old name)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
     precision_arg(p)
     p.add_argument("--threads", type=int, default=None)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from fetalflex.backends.backends import load_backend
     from fetalflex.evaluation.evaluate import EvalOptions, evaluate
 
-    backend = load_backend(args.backend, Path(args.model) if args.model else None,
+    backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
                            threads=args.threads, precision=args.precision)
     opts = EvalOptions(n_per_plane=args.n_per_plane, steps=tuple(args.steps),
                        default_steps=args.default_steps, guidance=args.guidance,

@@ -16,7 +16,8 @@ def register(sub: Subcommands) -> None:
 
     p = sub.add_parser("evaluate-downstream",
                        help="anomaly classifiers trained on FetalFlex twins vs baselines (AUC)")
-    p.add_argument("--model", default=None, help="denoiser weights (default: shipped)")
+    p.add_argument("--weights", "--model", dest="weights", default=None,
+                   help="denoiser weights (default: shipped; --model: the old name)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=IN_PROCESS_BACKENDS)
     precision_arg(p)
     p.add_argument("--out", required=True)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         presets=tuple(args.presets) if args.presets else DownstreamOptions().presets,
         guidance=args.guidance, control_scale=args.control_scale,
         conditions=tuple(args.conditions), plane_experiment=not args.skip_plane_classifier)
-    backend = load_backend(args.backend, Path(args.model) if args.model else None,
+    backend = load_backend(args.backend, Path(args.weights) if args.weights else None,
                            threads=args.threads, precision=args.precision)
     res = run_downstream(backend, opts, Path(args.out))
     print(markdown(res))

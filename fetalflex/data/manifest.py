@@ -34,6 +34,7 @@ from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, FIELD_MM_MAX, LabelMap, L
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
 from fetalflex.appearance import Appearance
+from fetalflex.errors import field_errors
 from fetalflex.io.png import read_gray, read_label_map
 
 
@@ -104,10 +105,8 @@ def read_manifest(path: Path, check_files: bool = True) -> list[Record]:
             try:
                 rec = Record.model_validate(obj)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = ".".join(str(x) for x in err["loc"]) or "line"
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                raise ManifestError(f"{_where(path, n)}: {loc}: {msg}") from None
+                raise ManifestError(f"{_where(path, n)}: "
+                                    f"{field_errors(exc, top='line')[0]}") from None
             if check_files:
                 _check_files(root, rec, _where(path, n))
             records.append(rec)

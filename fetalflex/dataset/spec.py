@@ -34,6 +34,7 @@ from fetalflex.anatomy.edits import Edit
 from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
 from fetalflex.anatomy.planes import plane as get_plane
 from fetalflex.anatomy.presets import BY_NAME as PRESETS
+from fetalflex.errors import field_errors
 from fetalflex.request import GenerationRequest
 
 Format = Literal["png", "dicom", "npy"]
@@ -146,40 +147,8 @@ class DatasetSpec(BaseModel):
 # ---------------------------------------------------------------- errors
 
 
-def _reason(err: Any) -> str:
-    """A pydantic error as a short reason (no URL, no 'Input should be')."""
-    kind, ctx = err["type"], err.get("ctx") or {}
-    bounds = {"greater_than_equal": (">=", "ge"), "less_than_equal": ("<=", "le"),
-              "greater_than": (">", "gt"), "less_than": ("<", "lt")}
-    if kind in bounds:
-        op, key = bounds[kind]
-        return f"must be {op} {ctx[key]}"
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required"
-    if kind == "too_short":
-        return f"must hold at least {ctx['min_length']} item(s)"
-    return str(err["msg"]).removeprefix("Value error, ")
-
-
-def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
-    parts = [prefix] if prefix else []
-    parts += [str(x) for x in loc]
-    return ".".join(parts) or "spec"
-
-
 def error_lines(exc: ValidationError, prefix: str = "") -> list[str]:
-    lines = []
-    for e in exc.errors():
-        loc = _loc(prefix, tuple(e["loc"]))
-        reason = _reason(e)
-        # Model-level checks of the request schema name their field first ("pair: ...").
-        head, sep, rest = reason.partition(": ")
-        if sep and not e["loc"] and " " not in head:
-            loc, reason = _loc(prefix, (head,)), rest
-        lines.append(f"{loc}: {reason}")
-    return lines
+    return [str(e) for e in field_errors(exc, f"{prefix}." if prefix else "", top="spec")]
 
 
 def _request_errors(key: str, plane: str, fields: dict[str, Any]) -> list[str]:

@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fetalflex.anatomy.layout import DEFAULT_FIELD_MM
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.data.manifest import read_manifest, resolve
 from fetalflex.generation import Engine
 from fetalflex.io.png import read_label_map
+from fetalflex.request import GenerationRequest
 from fetalflex.sampling.ddim import ddim_scheduler
 
 Log = Callable[[str], None]
@@ -94,8 +96,6 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
     """``n`` teacher trajectories from the manifest's training records (drawn with
     replacement when ``n`` exceeds them; validation records never), seed i = seed * 10^6 +
     i."""
-    from fetalflex.anatomy.layout import Layout
-
     recs = [r for r in read_manifest(manifest, check_files=False)
             if r.split != "val" and not r.abnormal and r.plane in PLANE_CODES]
     served = set(engine.cfg.appearances) or {"phantom"}
@@ -122,15 +122,12 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
         for s in range(0, len(idx), batch):
             chunk = idx[s:s + batch]
             layouts = [chosen[i].layout(maps[i]) for i in chunk]
-            assert all(isinstance(x, Layout) for x in layouts)
             app = look if engine.cfg.appearances else None
             st = engine.sample_states(layouts, [seed * 10**6 + i for i in chunk],
                                       steps=student_steps * substeps, every=substeps,
                                       appearance=app)
             states[chunk] = st.astype(np.float16)
             done += len(chunk)
-        from fetalflex.request import GenerationRequest
-
         guidance[look] = engine.resolve(GenerationRequest.model_validate(
             {"plane": plane, "appearance": app})).guidance
         log(f"teacher trajectories: {done}/{n} ({plane} {look}; "
@@ -138,7 +135,8 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
     return Trajectories(states, ts, maps, [r.plane for r in chosen],
                         np.array([np.nan if r.ga_weeks is None else r.ga_weeks
                                   for r in chosen], dtype=np.float32),
-                        np.array([r.field_mm or 0.0 for r in chosen], dtype=np.float32),
+                        np.array([r.field_mm or DEFAULT_FIELD_MM for r in chosen],
+                                 dtype=np.float32),
                         [r.appearance for r in chosen], guidance, engine.backend.model_hash)
 
 

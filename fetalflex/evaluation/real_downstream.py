@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fetalflex.anatomy.layout import Layout, StructureList, rasterize
+from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, Layout, Shape, StructureList, rasterize
 from fetalflex.anatomy.structures import BY_NAME, UNLABELLED
 from fetalflex.evaluation.classifier import TrainOptions, predict_proba, train_classifier
 from fetalflex.evaluation.head import (
@@ -121,6 +121,27 @@ def _inside(cx: float, cy: float, a: float, b: float, angle: float) -> bool:
     return cx - hx >= 0.02 and cx + hx <= 0.98 and cy - hy >= 0.02 and cy + hy <= 0.98
 
 
+def ring_layout(heads: RealSet, donor: int, shape: Shape, *, clear: bool
+                ) -> tuple[Layout, NDArray[np.bool_]] | None:
+    """A TT layout: the donor scan's label map with its own head ring replaced by ``shape``.
+
+    Everything else the donor's map says (e.g. the letterbox bands of HC18's 800 x 540
+    scans) is kept, with the donor's field of view and GA. With ``clear`` a ring that would
+    cross a labelled pixel (a band) gives None. Returns the layout and the filled head mask."""
+    size = int(heads.images.shape[-1])
+    rec = heads.records[donor]
+    field = rec.field_mm or DEFAULT_FIELD_MM
+    ring = rasterize(StructureList(plane="TT", field_mm=field, ga_weeks=rec.ga_weeks,
+                                   fill="unlabelled", structures=(shape,)), size).label_map
+    base = heads.label_maps[donor].copy()
+    base[base == SKULL] = UNLABELLED
+    on_ring = ring == SKULL
+    if clear and (base[on_ring] != UNLABELLED).any():
+        return None
+    base[on_ring] = SKULL
+    return Layout("TT", base, field, rec.ga_weeks), head_mask(shape, size)
+
+
 def sample_outlines(heads: RealSet, n: int, seed: int) -> list[tuple[Layout, NDArray[np.bool_]]]:
     """``n`` head-outline layouts over the real range, each with its filled head mask.
 
@@ -129,7 +150,6 @@ def sample_outlines(heads: RealSet, n: int, seed: int) -> list[tuple[Layout, NDA
     letterbox bands of HC18's 800 x 540 scans, background) is the size donor's, its own ring
     taken out. A draw whose ellipse leaves the scan or crosses a band is drawn again."""
     rng = np.random.default_rng(seed)
-    size = int(heads.images.shape[-1])
     shapes = [head_shape(r) for r in heads.records]
     have = [i for i, s in enumerate(shapes) if s is not None]
     if not have:
@@ -147,17 +167,9 @@ def sample_outlines(heads: RealSet, n: int, seed: int) -> list[tuple[Layout, NDA
         if not _inside(shape.center[0], shape.center[1], shape.axes[0], shape.axes[1],
                        shape.angle):
             continue
-        rec = heads.records[i]
-        field = rec.field_mm or 0.0
-        ring = rasterize(StructureList(plane="TT", field_mm=field, ga_weeks=rec.ga_weeks,
-                                       fill="unlabelled", structures=(shape,)), size).label_map
-        base = heads.label_maps[i].copy()
-        base[base == SKULL] = UNLABELLED
-        on_ring = ring == SKULL
-        if (base[on_ring] != UNLABELLED).any():
-            continue  # the ring would cross a band of the donor's letterbox
-        base[on_ring] = SKULL
-        out.append((Layout("TT", base, field, rec.ga_weeks), head_mask(shape, size)))
+        made = ring_layout(heads, i, shape, clear=True)
+        if made is not None:
+            out.append(made)
     return out
 
 
@@ -393,7 +405,6 @@ def run_microcephaly(engine: Engine, val: RealSet, opts: RealDownstreamOptions, 
         return {"skipped": "needs the heads part with N = all (0) in head_sizes"}
     seg = Segmenter.load(seg_dir)
     vh, _, vmm, _ = _head_val(val)
-    size = int(val.images.shape[-1])
     pick_idx = pick(opts.microcephaly_heads, len(vh.records), opts.seed + 3)
     rows: dict[str, Any] = {}
     for scale in (1.0, opts.microcephaly_scale):
@@ -402,15 +413,10 @@ def run_microcephaly(engine: Engine, val: RealSet, opts: RealDownstreamOptions, 
             s = head_shape(vh.records[int(i)])
             assert s is not None
             s = s.model_copy(update={"axes": (s.axes[0] * scale, s.axes[1] * scale)})
-            lm = vh.label_maps[int(i)].copy()
-            lm[lm == SKULL] = UNLABELLED
-            ring = rasterize(StructureList(plane="TT", field_mm=vh.records[int(i)].field_mm
-                                           or 160.0, fill="unlabelled", structures=(s,)),
-                             size).label_map
-            lm[ring == SKULL] = SKULL
-            layouts.append(Layout("TT", lm, vh.records[int(i)].field_mm or 160.0,
-                                  vh.records[int(i)].ga_weeks))
-            masks.append(head_mask(s, size))
+            made = ring_layout(vh, int(i), s, clear=False)
+            assert made is not None  # clear=False always makes one
+            layouts.append(made[0])
+            masks.append(made[1])
         imgs = _generate(engine, layouts, [opts.seed * 100_000 + 70_000 + int(i)
                                            for i in pick_idx], opts, out / "cache",
                          f"microcephaly-x{scale:g}", log)
