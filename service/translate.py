@@ -256,20 +256,24 @@ def edits_from(field: str, edits: Any) -> list[Edit]:
 
 # ---------------------------------------------------------------- Generate
 
+def _service_range(field: str, value: int, limit: int, setting: str, schema_max: int) -> None:
+    """A count within the service's own limit, in the schema's range-error format."""
+    if value < 1:
+        raise InvalidRequestError(field, f"must be >= 1, got {value}")
+    if value > limit:
+        raise InvalidRequestError(field, f"must be <= {limit}, got {value} (this service's "
+                                         f"{setting}; the request schema allows up to "
+                                         f"{schema_max})")
+
+
 def _scalars(req: pb.GenerateRequest, settings: ServiceSettings) -> dict[str, Any]:
     """The cheap checks, first: counts, seeds, numbers, enum values, names."""
     # Unset optional fields stay unset: the request schema (GenerationRequest) fills them;
     # the service's own limits apply to the value that will run, given or default.
     count = req.count if req.HasField("count") else SCHEMA["n"].default
-    if not 1 <= count <= settings.max_count:
-        raise InvalidRequestError("count", f"must be within 1..{settings.max_count}, "
-                                           f"got {count} (this service's max_count; the "
-                                           f"request schema allows up to {COUNT_MAX})")
+    _service_range("count", count, settings.max_count, "max_count", COUNT_MAX)
     steps = req.steps if req.HasField("steps") else SCHEMA["steps"].default
-    if not 1 <= steps <= settings.max_steps:
-        raise InvalidRequestError("steps", f"must be within 1..{settings.max_steps}, "
-                                           f"got {steps} (this service's max_steps; the "
-                                           f"request schema allows up to {STEPS_MAX})")
+    _service_range("steps", steps, settings.max_steps, "max_steps", STEPS_MAX)
     if req.sampler not in SAMPLER_NAME:
         raise InvalidRequestError("sampler", f"unknown value {req.sampler}")
     if req.output_format not in FORMATS:

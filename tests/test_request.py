@@ -68,7 +68,7 @@ def test_an_api_count_over_the_limit_names_the_api_field() -> None:
     from service.translate import to_job
 
     settings = ServiceSettings(max_count=COUNT_MAX)
-    with pytest.raises(ValueError, match=rf"^count: must be within 1..{COUNT_MAX}, got 100"):
+    with pytest.raises(ValueError, match=rf"^count: must be <= {COUNT_MAX}, got 100"):
         to_job(pb.GenerateRequest(plane="TV", count=100), settings, 64)
 
 
