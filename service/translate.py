@@ -215,9 +215,7 @@ def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field
                                            "structures": tuple(shapes),
                                            "fill": msg.fill or "amniotic_fluid"})
     except ValidationError as exc:
-        raise InvalidRequestError(f"{field}.structures",
-                                  str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-                                  ) from None
+        raise InvalidRequestError(f"{field}.structures", field_errors(exc)[0].reason) from None
     return structures_layout(f"{field}.structures", sl, plane, size)
 
 
