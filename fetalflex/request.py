@@ -38,19 +38,35 @@ DEFAULT_SAMPLER: Final[SamplerName] = "dpmsolver++"
 
 APPEARANCE_NAMES: Final[tuple[Appearance, ...]] = APPEARANCES
 
-# Where the denoiser runs (``fetalflex.backends.backends.load_backend``).
-BackendName = Literal["embedded", "torch", "triton"]
+# Where the denoiser runs (``fetalflex.backends.backends.load_backend``). ``auto``: the
+# engine ``fetalflex tune`` measured fastest on this host among the validated ones
+# (``fetalflex/backends/tune.py``; measured on first use and cached per host and weights).
+BackendName = Literal["embedded", "torch", "triton", "auto"]
 BACKEND_NAMES: Final[tuple[BackendName, ...]] = get_args(BackendName)
-IN_PROCESS_BACKENDS: Final[tuple[BackendName, ...]] = ("embedded", "torch")
+IN_PROCESS_BACKENDS: Final[tuple[BackendName, ...]] = ("embedded", "torch", "auto")
 DEFAULT_BACKEND: Final[BackendName] = "embedded"
 # Device of the torch backend (the embedded graph and Triton choose their own hardware).
 Device = Literal["cpu", "cuda"]
 DEVICES: Final[tuple[Device, ...]] = get_args(Device)
 DEFAULT_DEVICE: Final[Device] = "cpu"
-# Arithmetic of the embedded backend's graph: fp32, or int8 (fetalflex/backends/quantize.py).
-Precision = Literal["fp32", "int8"]
+# Arithmetic of the denoiser: fp32 (every backend); int8, the embedded backend's quantized
+# graph (fetalflex/backends/quantize.py); bf16, the torch backend under bf16 autocast
+# (CPUs with native bf16 -- AVX-512 BF16 or AMX -- and CUDA; ONNX Runtime's CPU provider
+# has no bf16 convolutions). The one rule of which backend runs which: PRECISION_BACKENDS.
+Precision = Literal["fp32", "int8", "bf16"]
 PRECISIONS: Final[tuple[Precision, ...]] = get_args(Precision)
 DEFAULT_PRECISION: Final[Precision] = "fp32"
+PRECISION_BACKENDS: Final[dict[Precision, tuple[BackendName, ...]]] = {
+    "fp32": ("embedded", "torch", "triton"), "int8": ("embedded",), "bf16": ("torch",)}
+
+
+def check_precision(precision: str, backend: str) -> None:
+    """The named error for a precision its backend cannot run (the one place it is said)."""
+    require_one_of("precision", precision, PRECISIONS)
+    runs = PRECISION_BACKENDS[precision]  # type: ignore[index]
+    if backend != "auto" and backend not in runs:
+        raise ValueError(f"precision: {precision} needs the {' or '.join(runs)} backend "
+                         f"(got {backend}); pass --backend {runs[0]}")
 
 
 def request_error(exc: ValidationError) -> InvalidRequestError:

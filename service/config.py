@@ -48,11 +48,14 @@ class ServiceSettings(BaseSettings):
     # probes that cannot speak (m)TLS, e.g. kubelet's grpc probes. 0 = no such port.
     health_port: int = Field(default=0, ge=0, le=65535,
                              description="plaintext port serving grpc.health.v1 only (0 = off)")
-    backend: BackendName = Field(default=DEFAULT_BACKEND, description="where the denoiser runs")
+    backend: BackendName = Field(default=DEFAULT_BACKEND,
+                                 description="where the denoiser runs (auto: the engine "
+                                             "`fetalflex tune` measured fastest here)")
     precision: Precision = Field(
         default=DEFAULT_PRECISION,
-        description="arithmetic of the embedded graph: fp32, or int8 (static, calibrated on "
-                    "phantoms; quality change measured in docs/EVALUATION.md)")
+        description="arithmetic: fp32; int8, the embedded graph (static, calibrated on "
+                    "phantoms; quality in docs/EVALUATION.md); bf16, the torch backend "
+                    "(CPUs with AVX-512 BF16 or AMX, GPUs). backend=auto picks both")
     device: Device = Field(default=DEFAULT_DEVICE,
                            description="device of the torch backend (cuda: the GPU path)")
     weights: Path | None = Field(default=None,

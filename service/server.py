@@ -288,7 +288,9 @@ class Server:
             log.info("plaintext health-only port %d (grpc.health.v1 only)", self.health_port)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving on port %d (backend %s)", self.port, self.backend.name)
+        log.info("serving on port %d (backend %s, precision %s%s)", self.port,
+                 self.backend.name, self.backend.precision,
+                 ", tuned for this host" if self.settings.backend == "auto" else "")
 
     async def stop(self) -> None:
         for name in ("", SERVICE_NAME):

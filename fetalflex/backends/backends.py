@@ -6,6 +6,8 @@ model's config, and an id + content hash for provenance.
 * ``embedded``: ONNX Runtime in-process on the CPU (the default).
 * ``torch``: the training-time PyTorch module (reference, tests).
 * ``triton``: Triton Inference Server (the export issue adds it on the same seam).
+* ``auto``: whichever of the in-process engines ``fetalflex tune`` found fastest on this
+  host among those whose quality is validated (``backends/tune.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from fetalflex.request import (
     DEFAULT_DEVICE,
     DEFAULT_PRECISION,
     DEVICES,
-    PRECISIONS,
     Device,
     Precision,
+    check_precision,
     require_one_of,
 )
 from fetalflex.sampling.denoisers import ModelCall, torch_model_call
@@ -103,18 +105,23 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
     w = weights_dir(weights)
     cfg = DenoiserConfig.load(w / "config.json")
     digest = weights_hash(w)
-    require_one_of("precision", precision, PRECISIONS)
-    if precision != DEFAULT_PRECISION and name != "embedded":
-        raise ValueError(f"precision: {precision} needs the embedded backend (got {name})")
+    check_precision(precision, name)
     require_one_of("device", device, DEVICES)
     if device != DEFAULT_DEVICE and name != "torch":
         raise ValueError(f"device: {device} needs the torch backend (got {name})")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda was asked for but torch sees no CUDA GPU")
+    if name == "auto":
+        from fetalflex.backends.tune import tuned_engine
+
+        choice = tuned_engine(w)
+        return load_backend(choice.backend, w, threads=choice.threads,
+                            precision=choice.precision, device=choice.device)
     if name == "torch":
         if threads:
             torch.set_num_threads(threads)
-        call = torch_model_call(FetalFlexDenoiser.load(w).to(device))
+        call = torch_model_call(FetalFlexDenoiser.load(w).to(device),
+                                bf16=precision == "bf16")
     elif name == "embedded":
         if threads is None and precision == "int8":
             threads = int8_threads()

@@ -74,6 +74,9 @@ def onnx_for(weights_dir: Path, precision: Precision = DEFAULT_PRECISION) -> Pat
     weights' content hash: fp32 is exported from the module; int8 is quantized from the
     fp32 graph (``fetalflex.backends.quantize``, about a minute on 2 cores)."""
     require_one_of("precision", precision, PRECISIONS)
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"precision: {precision} has no ONNX graph (ONNX Runtime's CPU "
+                         f"provider has no bf16 convolutions); run it with --backend torch")
     digest = weights_hash(weights_dir)[:16]
     path = cache_dir() / f"denoiser-{digest}-{precision}.onnx"
     if path.exists():

@@ -36,6 +36,7 @@ from fetalflex.cli import (
     serve,
     train,
     train_segmenter,
+    tune,
 )
 from fetalflex.cli.args import (
     CLIENT_FIELDS,
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="benchmarks: `fetalflex bench <name> ...` runs "
                                  "`python -m bench <name> ...` (table + JSON + PNG)")
     health.register(sub)
+    tune.register(sub)
     from fetalflex.dataset.cli import add_dataset_command
 
     add_dataset_command(sub, dataset_service_maker)

@@ -54,8 +54,10 @@ def precision_arg(p: argparse.ArgumentParser) -> None:
     from fetalflex.request import DEFAULT_PRECISION, PRECISIONS
 
     p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                   help="arithmetic of the embedded graph (int8: static, calibrated; built on "
-                        "first use)")
+                   help="arithmetic of the denoiser: fp32; int8, the embedded backend's "
+                        "static calibrated graph (built on first use); bf16, the torch "
+                        "backend under bf16 autocast (fast only on CPUs with AVX-512 BF16 or "
+                        "AMX, and GPUs)")
 
 
 def sampling_args(p: argparse.ArgumentParser) -> None:
