@@ -18,6 +18,7 @@ from typing import Any
 from fetalflex.about import __version__
 from fetalflex.cli import (
     client,
+    compare_evaluations,
     contact_sheet,
     distill,
     evaluate,
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_downstream.register(sub)
     evaluate_real.register(sub)
     evaluate_downstream_real.register(sub)
+    compare_evaluations.register(sub)
     generate.register(sub)
     reproduce.register(sub)
     gallery.register(sub)
