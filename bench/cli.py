@@ -54,7 +54,8 @@ def _e2e(args: argparse.Namespace) -> int:
 
     bench_end_to_end(_weights(args), Path(args.out), tuple(args.concurrency),
                      requests_per_client=args.requests_per_client, steps=args.steps,
-                     setups=tuple(args.setups), triton_env=Path(args.env))
+                     setups=tuple(args.setups), triton_env=Path(args.env),
+                     student=Path(args.student) if args.student else None)
     return 0
 
 
@@ -164,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "without batching across requests")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests-per-client", type=int, default=2)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps of every request (default: unset, what each served "
+                        "weights recommend)")
     p.add_argument("--setups", nargs="+", default=list(CPU_SETUPS), choices=SETUPS)
+    p.add_argument("--student", default=None, metavar="WEIGHTS",
+                   help="also run every set-up with these (student) weights, side by side")
     p.add_argument("--env", default=".venv-triton", help="the nvidia-pytriton venv")
     p.set_defaults(func=_e2e)
 

@@ -64,9 +64,13 @@ def bench_grpc(weights: Path | None, out: Path, reps: int = 10, steps: int = DEF
 
 def bench_end_to_end(weights: Path | None, out: Path,
                      concurrencies: tuple[int, ...] = (1, 4, 16), requests_per_client: int = 2,
-                     min_requests: int = 8, steps: int = DEFAULT_STEPS,
+                     min_requests: int = 8, steps: int | None = None,
                      setups: tuple[str, ...] = CPU_SETUPS,
-                     triton_env: Path | None = None) -> list[dict[str, Any]]:
+                     triton_env: Path | None = None,
+                     student: Path | None = None) -> list[dict[str, Any]]:
+    """``steps`` None: each server's weights recommend the sampling (the requests leave it
+    unset). ``student``: every set-up runs again with these weights (rows ``<setup>
+    [student]``), side by side with the teacher in the same run."""
     from export.triton_repository import BatchingPolicy, write_repository
     from export.triton_server import DEFAULT_ENV, LocalTriton
     from fetalflex.backends.onnx_model import onnx_for
@@ -77,14 +81,19 @@ def bench_end_to_end(weights: Path | None, out: Path,
     cfg = DenoiserConfig.load(w / "config.json")
     top = max(concurrencies)
     rows: list[dict[str, Any]] = []
+    runs = [(setup, w, setup) for setup in setups]
+    if student is not None:
+        runs += [(setup, student, f"{setup} [student]") for setup in setups]
     with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
-        for setup in setups:
-            base: dict[str, Any] = dict(port=0, metrics_port=0, weights=w, max_concurrent=top,
-                        max_queued=4 * top, max_batch_rows=2 * top)
+        for setup, weights_run, name in runs:
+            base: dict[str, Any] = dict(port=0, metrics_port=0, weights=weights_run,
+                                        max_concurrent=top, max_queued=4 * top,
+                                        max_batch_rows=2 * top)
             if setup.startswith("triton"):
                 dyn = setup.endswith("+batching")
-                repo = Path(d) / f"repo-{int(dyn)}"
-                write_repository(repo, cfg, onnx_for(w), BatchingPolicy(dynamic=dyn))
+                repo = Path(d) / f"repo-{int(dyn)}-{len(rows)}"
+                write_repository(repo, DenoiserConfig.load(weights_run / "config.json"),
+                                 onnx_for(weights_run), BatchingPolicy(dynamic=dyn))
                 server = stack.enter_context(LocalTriton(repo, triton_env or DEFAULT_ENV,
                                                          workdir=Path(d) / "work"))
                 settings = ServiceSettings(**base, backend="triton",
@@ -103,9 +112,11 @@ def bench_end_to_end(weights: Path | None, out: Path,
                 for c in concurrencies:
                     n = max(min_requests, requests_per_client * c)
                     r = load(target, c, n, steps)
-                    rows.append({"setup": setup, "precision": srv.backend.precision,
+                    rows.append({"setup": name, "weights": str(weights_run),
+                                 "precision": srv.backend.precision,
                                  "device": srv.backend.device,
                                  "concurrency": c, "requests": n,
+                                 "rows_per_image": _rows_per_image(srv.engine, steps),
                                  "images_per_s": r["images_per_s"], "p50_s": r["p50_s"],
                                  "p95_s": r["p95_s"], "ok": r["codes"].get("OK", 0),
                                  "errors": n - r["codes"].get("OK", 0)})
@@ -113,21 +124,30 @@ def bench_end_to_end(weights: Path | None, out: Path,
             if setup.startswith("triton"):
                 stack.close()  # stop this Triton before the next set-up starts
     for c in concurrencies:
-        ref = next((r for r in rows if r["setup"] == setups[0] and r["concurrency"] == c),
+        ref = next((r for r in rows if r["setup"] == runs[0][2] and r["concurrency"] == c),
                    None)
         for r in rows:
             if r["concurrency"] == c and ref:
                 r[f"throughput_vs_{setups[0]}"] = round(r["images_per_s"] /
                                                         ref["images_per_s"], 2)
     print_table(rows)
-    write_results(out, "end_to_end", rows, {"steps": steps, "image_size": cfg.image_size,
+    write_results(out, "end_to_end", rows, {"steps": steps if steps is not None else
+                                            "recommended by each server's weights",
+                                            "image_size": cfg.image_size,
                                             "note": "client, orchestrator and Triton share "
                                                     "this machine's CPUs"})
     _plot(rows, out / "end_to_end.png", steps)
     return rows
 
 
-def _plot(rows: list[dict[str, Any]], path: Path, steps: int) -> None:
+def _rows_per_image(engine: Any, steps: int | None) -> int:
+    """Denoiser rows of one default image as the server runs it (guided: two per step)."""
+    given: dict[str, Any] = {"plane": "TV"} | ({"steps": steps} if steps else {})
+    req = engine.resolve(GenerationRequest.model_validate(given))
+    return int(req.steps * (1 if req.guidance == 1.0 else 2))
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, steps: int | None) -> None:
     fig, axes = new_figure(ncols=2, width=5, height=3.8)
     a0, a1 = axes[0]
     for setup in dict.fromkeys(r["setup"] for r in rows):
@@ -140,6 +160,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, steps: int) -> None:
         a1.plot(c, [r["p50_s"] for r in sel], "x--", color=line.get_color())
     finish_pair((a0, a1), "client concurrency",
                 ("images per second", "latency s (solid p95, dashed p50)"),
-                (f"End to end through gRPC ({DEFAULT_SAMPLER}-{steps})", "Request latency"))
+                (f"End to end through gRPC ({DEFAULT_SAMPLER}-{steps})" if steps else
+                 "End to end through gRPC (each weights' sampling)", "Request latency"))
     a0.set_ylim(bottom=0)
     save_figure(fig, path, "end-to-end throughput and latency; embedded vs Triton")

@@ -28,7 +28,7 @@ from fetalflex.record import (
     Served,
     write_record,
 )
-from fetalflex.request import DEFAULT_PRECISION, DEFAULT_STEPS, GenerationRequest
+from fetalflex.request import DEFAULT_PRECISION, GenerationRequest
 from fetalflex.request_flags import sampling_given
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
@@ -176,11 +176,12 @@ def run_client(args: Any) -> int:
     return 0
 
 
-def load(target: str, concurrency: int, requests: int, steps: int = DEFAULT_STEPS,
+def load(target: str, concurrency: int, requests: int, steps: int | None = None,
          timeout_s: float = 120.0, token_file: str | None = None, ca: str | None = None,
          cert: str | None = None, key: str | None = None, tls: bool = False) -> dict[str, Any]:
     """A bounded load: ``requests`` Generate calls from ``concurrency`` client threads
-    (TLS/mTLS options as in ``channel``)."""
+    (TLS/mTLS options as in ``channel``). ``steps`` None leaves them unset: the served
+    weights' recommended sampling (a distilled student's few steps)."""
     md = _metadata(token_file)
     credentials(ca, cert, key, tls)  # bad options fail here, not once per worker
     lat: list[float] = []
@@ -198,9 +199,10 @@ def load(target: str, concurrency: int, requests: int, steps: int = DEFAULT_STEP
                     i = todo.pop()
                 t0 = time.perf_counter()
                 try:
-                    stub.Generate(pb.GenerateRequest(plane=("TV", "AC", "FL", "4CH")[i % 4],
-                                                     seed=i, steps=steps),
-                                  metadata=md, timeout=timeout_s)
+                    req = pb.GenerateRequest(plane=("TV", "AC", "FL", "4CH")[i % 4], seed=i)
+                    if steps is not None:
+                        req.steps = steps
+                    stub.Generate(req, metadata=md, timeout=timeout_s)
                     code = "OK"
                 except grpc.RpcError as exc:
                     code = exc.code().name

@@ -11,13 +11,12 @@ from fetalflex.cli_common import connection_args
 
 
 def register(sub: Subcommands) -> None:
-    from fetalflex.request import DEFAULT_STEPS
-
     p = sub.add_parser("load", help="bounded load against a running service (p50/p95)")
     connection_args(p, token=True)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: unset, what the served weights recommend)")
     p.set_defaults(func=run)
 
 

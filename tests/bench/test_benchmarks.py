@@ -219,3 +219,26 @@ def test_end_to_end_torch_setup_serves_the_module_on_its_device(tiny_weights: Pa
         with pytest.raises(RuntimeError, match="device: cuda was asked for"):
             bench_end_to_end(tiny_weights, tmp_path, concurrencies=(1,), min_requests=1,
                              steps=1, setups=("torch-cuda",))
+
+
+def test_end_to_end_runs_a_student_beside_its_teacher_at_their_own_sampling(
+        tiny_weights: Path, tmp_path: Path) -> None:
+    """Requests leave the sampling unset: each server's weights say how many rows."""
+    from bench.serving import bench_end_to_end
+    from fetalflex.model.config import DenoiserConfig, SamplingDefaults
+    from fetalflex.model.denoiser import FetalFlexDenoiser
+    from fetalflex.training.init_weights import load_initial
+    from tests.conftest import TINY_MODEL
+
+    cfg = DenoiserConfig(**TINY_MODEL, sampling=SamplingDefaults(steps=2, sampler="ddim",
+                                                                 guidance=1.0))
+    m = FetalFlexDenoiser(cfg)
+    load_initial(m, tiny_weights)
+    student = tmp_path / "student"
+    m.save(student)
+    rows = bench_end_to_end(tiny_weights, tmp_path, concurrencies=(2,), min_requests=2,
+                            setups=("embedded",), student=student)
+    assert [(r["setup"], r["rows_per_image"]) for r in rows] == [
+        ("embedded", 12), ("embedded [student]", 2)]
+    assert all(r["errors"] == 0 for r in rows)
+    assert rows[1]["throughput_vs_embedded"] > 0
