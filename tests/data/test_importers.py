@@ -168,3 +168,54 @@ def test_folder_import_with_and_without_label_maps(tmp_path: Path) -> None:
     (d / "planes.csv").write_text("image,plane,label_map\na.png,FL,a_labels.png\n")
     with pytest.raises(DataImportError, match=r"a_labels\.png: unknown label ids \[200\]"):
         import_folder(d / "planes.csv", tmp_path / "out3", size=32)
+
+
+def _fan(size: int = 64) -> np.ndarray:
+    """A scan on a black screen: a fan (apex at the top), dark fluid touching its edge,
+    ruler ticks and a text blob detached from it."""
+    rng = np.random.default_rng(1)
+    img = np.zeros((size, size), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    fan = (yy > 4) & (np.abs(xx - size / 2) < (yy - 4) * 0.6 + 4) & (yy < size - 3)
+    img[fan] = rng.integers(40, 200, int(fan.sum()))
+    img[fan & (yy > 30) & (yy < 40) & (xx < size / 2 - 2)] = 3  # fluid at the fan's edge
+    img[10:40:6, 1:3] = 220  # ruler ticks
+    img[2:4, 50:60] = 255    # text
+    return img
+
+
+def test_the_outside_of_the_sector_becomes_background_and_nothing_else() -> None:
+    from fetalflex.data.importers.sector import label_outside_sector, sector_mask
+
+    img = _fan()
+    inside = sector_mask(img)
+    assert not inside[0, 0] and not inside[62, 1] and not inside[2, 55]  # corners, text
+    assert not inside[16, 1]  # the ruler ticks do not widen the sector
+    assert inside[35, 12] and inside[35, 28]  # the dark fluid at the edge stays inside
+    lm = np.full(img.shape, UNLABELLED, dtype=np.uint8)
+    lm[45:50, 30:35] = SKULL
+    lm[0:2, :] = BACKGROUND
+    out = label_outside_sector(lm, img)
+    assert out[0, 0] == BACKGROUND and out[35, 12] == UNLABELLED
+    assert (out[45:50, 30:35] == SKULL).all()  # labels are never changed
+    # a scan that fills its square: nothing is outside
+    full = np.random.default_rng(2).integers(20, 200, (32, 32), dtype=np.uint8)
+    assert sector_mask(full).all()
+
+
+def test_importers_label_the_sector_unless_told_not_to(tmp_path: Path) -> None:
+    from fetalflex.data.importers.cli import add_import_parser  # noqa: F401  (flag exists)
+
+    root = tmp_path / "user"
+    root.mkdir()
+    Image.fromarray(_fan()).save(root / "a.png")
+    (root / "scans.csv").write_text("image,plane\na.png,AC\n")
+    out = import_folder(root / "scans.csv", tmp_path / "o1", size=64)
+    (rec,) = read_manifest(out / "manifest.jsonl")
+    lab = read_label_map(out / rec.label_map)
+    assert lab[0, 0] == BACKGROUND and lab[35, 12] == UNLABELLED
+    assert "outside the imaged sector" in json.loads(
+        (out / "import_report.json").read_text())["sector"]
+    out = import_folder(root / "scans.csv", tmp_path / "o2", size=64, sector=False)
+    (rec,) = read_manifest(out / "manifest.jsonl")
+    assert (read_label_map(out / rec.label_map) == UNLABELLED).all()

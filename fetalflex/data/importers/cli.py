@@ -22,21 +22,22 @@ def _cmd_hc18(args: argparse.Namespace) -> int:
     from fetalflex.data.importers.hc18 import import_hc18
 
     return _report(import_hc18(Path(args.dir), Path(args.out), args.size, args.val_fraction,
-                               args.overwrite, args.limit))
+                               args.overwrite, args.limit, sector=not args.no_sector))
 
 
 def _cmd_fpdb(args: argparse.Namespace) -> int:
     from fetalflex.data.importers.fpdb import import_fpdb
 
     return _report(import_fpdb(Path(args.dir), Path(args.out), args.size, args.val_fraction,
-                               args.overwrite, args.limit))
+                               args.overwrite, args.limit, sector=not args.no_sector))
 
 
 def _cmd_folder(args: argparse.Namespace) -> int:
     from fetalflex.data.importers.folder import import_folder
 
     return _report(import_folder(Path(args.csv), Path(args.out), args.size, args.source,
-                                 args.credit, args.val_fraction, args.overwrite))
+                                 args.credit, args.val_fraction, args.overwrite,
+                                 sector=not args.no_sector))
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -70,6 +71,10 @@ def add_import_parser(sub: Any, model_size: int) -> None:
         q.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                        help="share of subjects held out for validation (split by subject)")
         q.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+        q.add_argument("--no-sector", action="store_true",
+                       help="leave the black outside of the imaged sector unlabelled (default: "
+                            "label it background, found from the image: "
+                            "fetalflex/data/importers/sector.py)")
 
     q = isub.add_parser("hc18", help="the HC18 challenge layout (training_set/ + CSV)")
     q.add_argument("dir", help="folder holding training_set/ and "

@@ -20,6 +20,7 @@ from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
 from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
 from fetalflex.data.importers.common import csv_rows, positive_float, read_scan, unlabelled_map
 from fetalflex.data.importers.errors import DataImportError
+from fetalflex.data.importers.sector import SECTOR_NOTE, label_outside_sector
 from fetalflex.data.importers.split import DEFAULT_VAL_FRACTION, subject_split
 from fetalflex.data.importers.squaring import square_image, square_label_map
 from fetalflex.data.importers.writer import ImportWriter
@@ -29,7 +30,8 @@ COLUMNS = ("image", "plane")
 
 def import_folder(csv_path: Path, out: Path, size: int, source: str = "user",
                   credit: str = "the user's own scans",
-                  val_fraction: float = DEFAULT_VAL_FRACTION, overwrite: bool = False) -> Path:
+                  val_fraction: float = DEFAULT_VAL_FRACTION, overwrite: bool = False,
+                  sector: bool = True) -> Path:
     root = csv_path.parent
     with ImportWriter(out, source, credit, overwrite) as w:
         for line, row in csv_rows(csv_path, COLUMNS):
@@ -75,9 +77,12 @@ def import_folder(csv_path: Path, out: Path, size: int, source: str = "user",
                 fields["ga_weeks"] = ga
             stem = Path(rel).with_suffix("").as_posix()
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+            if sector:
+                lm = label_outside_sector(lm, image)
             w.add(f"{source}_{line:05d}_{safe}", image, lm, plane=plane, appearance="real",
                   subject=subject, split=subject_split(source, subject, val_fraction),
                   **fields)
         w.notes["squaring"] = "letterbox (aspect kept), images area-resampled, labels nearest"
+        w.notes["sector"] = (SECTOR_NOTE if sector else "not labelled (--no-sector)")
         w.notes["size"] = size
     return out
