@@ -113,9 +113,15 @@ class PhantomDataset(Dataset[dict[str, torch.Tensor]]):
     def _preloaded(self, manifest: Path) -> list[Item]:
         """Every item in memory. The arrays (with the box renderings, the slow part: ~13 ms
         per 128^2 item) are kept in ``.preload/`` beside the manifest, keyed by the manifest's
-        content and the options, so a resumed training run does not redo them."""
+        content, every file's size and modification time (a re-import that rewrites the
+        label maps under the same manifest is loaded again) and the options, so a resumed
+        training run does not redo them."""
         key = hashlib.sha256(manifest.read_bytes())
         key.update(f"abnormal={self.include_abnormal};boxes={self.box_prob > 0}".encode())
+        for r in self.records:
+            for f in (r.image, r.label_map):
+                st = resolve(manifest.parent, f).stat()
+                key.update(f"{f}:{st.st_size}:{st.st_mtime_ns};".encode())
         path = manifest.parent / ".preload" / f"{manifest.stem}-{key.hexdigest()[:16]}.npz"
         if path.is_file():
             with np.load(path) as z:

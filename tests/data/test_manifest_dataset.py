@@ -128,3 +128,16 @@ def test_preload_is_cached_beside_the_manifest(tiny_data: Path, tmp_path: Path) 
     # Another option (no boxes) is another cache entry, never a wrong one.
     PhantomDataset(manifest, preload=True, box_prob=0.0)
     assert len(list((data / ".preload").glob("*.npz"))) == 2
+    # A label map rewritten under the same manifest (a re-import) is read again.
+    import os
+
+    import numpy as np
+
+
+    rec = first.records[0]
+    lab_path = data / rec.label_map
+    old = read_label_map(lab_path)
+    write_label_map(lab_path, np.zeros_like(old))
+    os.utime(lab_path, ns=(lab_path.stat().st_atime_ns, lab_path.stat().st_mtime_ns + 10**9))
+    third = PhantomDataset(manifest, preload=True, box_prob=0.0)
+    assert third.preloaded is not None and (third.preloaded[0][1] == 0).all()
