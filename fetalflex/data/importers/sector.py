@@ -28,7 +28,8 @@ from scipy.spatial import ConvexHull, QhullError
 
 from fetalflex.anatomy.structures import BACKGROUND, UNLABELLED
 
-SECTOR_THRESHOLD = 6     # grey levels (0-255) above which a pixel is imaged
+SECTOR_THRESHOLD = 1     # grey levels (0-255) above which a pixel is imaged (the screen is 0;
+# dim deep parts of a fan are 2-10: a higher threshold cut them off on 4-8 % of the scans)
 SECTOR_OPENING = 1       # iterations of a 3 x 3 opening before the components are found
 SECTOR_MIN_FRACTION = 0.05  # a component smaller than this is not a sector: label nothing
 SECTOR_NOTE = ("outside the imaged sector (filled convex hull of the largest region above "
