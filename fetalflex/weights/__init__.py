@@ -4,7 +4,7 @@ from pathlib import Path
 
 # The default denoiser (v3, phantom appearance only).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "denoiser"
-# The real-appearance denoiser in progress (v4-wip: phantom + real appearances, fine-tuned
+# The real-appearance denoiser in progress (v5: phantom + real appearances, fine-tuned
 # from v3 on public real scans); opt-in with --weights until it meets its targets.
 REAL_WEIGHTS = Path(__file__).resolve().parent / "denoiser_real"
 DEFAULT_SEGMENTER = Path(__file__).resolve().parent / "segmenter"
