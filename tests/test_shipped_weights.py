@@ -46,8 +46,9 @@ def test_embedded_default_generates(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_real_appearance_weights_follow_a_head_outline(tmp_path: Path) -> None:
-    """The real-appearance weights (v5) serve both looks; a partial layout (a head ring, nothing else)
-    gives a TT scan whose head the outline bounds (brighter ring than its inside)."""
+    """The real-appearance weights (v5) serve both looks; a partial layout (a head ring,
+    nothing else) gives a TT scan whose head the outline bounds (brighter ring than its
+    inside)."""
     from fetalflex.anatomy.layout import Shape, StructureList, rasterize, shape_mask
     from fetalflex.weights import REAL_WEIGHTS
 
