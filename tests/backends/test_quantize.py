@@ -68,4 +68,7 @@ def test_int8_is_close_to_fp32_and_deterministic(graphs: tuple[Path, Path],
 def test_unknown_precision_names_the_field(tiny_weights: Path) -> None:
     with pytest.raises(ValueError, match="precision: 'bf8'"):
         onnx_for(tiny_weights, "bf8")  # type: ignore[arg-type]
-    assert PRECISIONS == ("fp32", "int8")
+    assert PRECISIONS == ("fp32", "int8", "bf16")
+    # bf16 is a precision of the torch backend: no ONNX graph, a named error with the fix
+    with pytest.raises(ValueError, match="precision: bf16 has no ONNX graph.*--backend torch"):
+        onnx_for(tiny_weights, "bf16")
