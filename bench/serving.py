@@ -24,7 +24,7 @@ import grpc
 from bench.results import print_table, write_results
 from bench.setups import CPU_SETUPS
 from fetalflex.reports.figures import finish_pair, new_figure, save_figure
-from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS, GenerationRequest
+from fetalflex.request import DEFAULT_SAMPLER, DEFAULT_STEPS, GenerationRequest, denoiser_rows
 from service.api.fetalflex.v1 import fetalflex_pb2 as pb
 from service.api.fetalflex.v1 import fetalflex_pb2_grpc as pb_grpc
 from service.client import load
@@ -144,7 +144,7 @@ def _rows_per_image(engine: Any, steps: int | None) -> int:
     """Denoiser rows of one default image as the server runs it (guided: two per step)."""
     given: dict[str, Any] = {"plane": "TV"} | ({"steps": steps} if steps else {})
     req = engine.resolve(GenerationRequest.model_validate(given))
-    return int(req.steps * (1 if req.guidance == 1.0 else 2))
+    return denoiser_rows(req.steps, req.guidance)
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, steps: int | None) -> None:

@@ -69,6 +69,13 @@ def check_precision(precision: str, backend: str) -> None:
                          f"(got {backend}); pass --backend {runs[0]}")
 
 
+def denoiser_rows(steps: int, guidance: float) -> int:
+    """Denoiser rows one plain image costs: each guided step runs a conditional and an
+    unconditional row; at guidance 1 the conditional one only (``sampling.denoisers.guided``
+    skips the other)."""
+    return steps * (1 if float(guidance) == 1.0 else 2)
+
+
 def request_error(exc: ValidationError) -> InvalidRequestError:
     """A request's first validation error as the named error the API promises
     (``field: reason``), for callers of the Python API and the services."""

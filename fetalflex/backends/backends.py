@@ -103,20 +103,20 @@ def load_backend(name: str = DEFAULT_BACKEND, weights: Path | None = None,
     places the torch backend's module (``cuda``: the GPU path, fp32 weights with cuDNN's
     default TF32 convolutions); the other backends choose their own hardware."""
     w = weights_dir(weights)
-    cfg = DenoiserConfig.load(w / "config.json")
-    digest = weights_hash(w)
     check_precision(precision, name)
     require_one_of("device", device, DEVICES)
     if device != DEFAULT_DEVICE and name != "torch":
         raise ValueError(f"device: {device} needs the torch backend (got {name})")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda was asked for but torch sees no CUDA GPU")
-    if name == "auto":
+    if name == "auto":  # the measured engine loads the weights itself
         from fetalflex.backends.tune import tuned_engine
 
         choice = tuned_engine(w)
         return load_backend(choice.backend, w, threads=choice.threads,
                             precision=choice.precision, device=choice.device)
+    cfg = DenoiserConfig.load(w / "config.json")
+    digest = weights_hash(w)
     if name == "torch":
         if threads:
             torch.set_num_threads(threads)

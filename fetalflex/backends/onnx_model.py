@@ -19,7 +19,13 @@ import torch
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
 from fetalflex.model.signature import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES
-from fetalflex.request import DEFAULT_PRECISION, PRECISIONS, Precision, require_one_of
+from fetalflex.request import (
+    DEFAULT_PRECISION,
+    PRECISION_BACKENDS,
+    PRECISIONS,
+    Precision,
+    require_one_of,
+)
 
 OPSET = 17
 
@@ -74,7 +80,7 @@ def onnx_for(weights_dir: Path, precision: Precision = DEFAULT_PRECISION) -> Pat
     weights' content hash: fp32 is exported from the module; int8 is quantized from the
     fp32 graph (``fetalflex.backends.quantize``, about a minute on 2 cores)."""
     require_one_of("precision", precision, PRECISIONS)
-    if precision not in ("fp32", "int8"):
+    if "embedded" not in PRECISION_BACKENDS[precision]:
         raise ValueError(f"precision: {precision} has no ONNX graph (ONNX Runtime's CPU "
                          f"provider has no bf16 convolutions); run it with --backend torch")
     digest = weights_hash(weights_dir)[:16]

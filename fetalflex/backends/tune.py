@@ -112,9 +112,8 @@ class TuneReport:
     def from_json(text: str) -> TuneReport:
         d = json.loads(text)
         rows = [Measured(Engine(**r.pop("engine")), **r) for r in d.pop("rows")]
-        choice = Engine(**d.pop("choice")) if d.get("choice") else None
-        d.pop("choice", None)
-        return TuneReport(rows=rows, choice=choice, **d)
+        choice = d.pop("choice", None)
+        return TuneReport(rows=rows, choice=Engine(**choice) if choice else None, **d)
 
     def table(self) -> str:
         lines = [f"host: {self.host['cpu']} ({self.host['cpus']} CPUs; "
@@ -126,7 +125,7 @@ class TuneReport:
         for r in self.rows:
             ms = f"{r.ms:.1f}" if r.ms is not None else "-"
             err = f"{r.rel_error:.2e}" if r.rel_error is not None else "-"
-            ok = "yes" if r.validated and not r.reason else f"no: {r.reason}"
+            ok = "yes" if r.validated else f"no: {r.reason}"
             star = " **(chosen)**" if self.choice == r.engine else ""
             lines.append(f"| {r.engine.label}{star} | {ms} | {err} | {ok} |")
         return "\n".join(lines)

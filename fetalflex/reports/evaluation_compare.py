@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fetalflex.request import denoiser_rows
+
 ROWS: tuple[tuple[str, str], ...] = (
     ("adherence / ceiling", "adherence_over_ceiling"),
     ("brightness rank corr", "brightness_rank_corr"),
@@ -46,9 +48,8 @@ def at_default(plane: dict[str, Any], steps: int) -> dict[str, Any]:
 
 def rows_per_image(data: dict[str, Any]) -> float:
     """Denoiser rows of one default image: a guided step is two rows."""
-    g = data.get("guidance")
-    rows = 1 if g is not None and float(g) == 1.0 else 2
-    return float(data["default_steps"] * rows)
+    g = data.get("guidance")  # None: the weights' recommendation, counted as guided
+    return float(denoiser_rows(int(data["default_steps"]), 2.0 if g is None else float(g)))
 
 
 def compare_markdown(named: list[tuple[str, dict[str, Any]]]) -> str:

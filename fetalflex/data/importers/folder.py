@@ -20,7 +20,6 @@ from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
 from fetalflex.anatomy.structures import NUM_LABELS, UNLABELLED
 from fetalflex.data.importers.common import csv_rows, positive_float, read_scan, unlabelled_map
 from fetalflex.data.importers.errors import DataImportError
-from fetalflex.data.importers.sector import SECTOR_NOTE, label_outside_sector
 from fetalflex.data.importers.split import DEFAULT_VAL_FRACTION, subject_split
 from fetalflex.data.importers.squaring import square_image, square_label_map
 from fetalflex.data.importers.writer import ImportWriter
@@ -33,7 +32,7 @@ def import_folder(csv_path: Path, out: Path, size: int, source: str = "user",
                   val_fraction: float = DEFAULT_VAL_FRACTION, overwrite: bool = False,
                   sector: bool = True) -> Path:
     root = csv_path.parent
-    with ImportWriter(out, source, credit, overwrite) as w:
+    with ImportWriter(out, source, credit, overwrite, sector) as w:
         for line, row in csv_rows(csv_path, COLUMNS):
             rel = row["image"]
             plane = canonical_code(row["plane"])
@@ -77,12 +76,9 @@ def import_folder(csv_path: Path, out: Path, size: int, source: str = "user",
                 fields["ga_weeks"] = ga
             stem = Path(rel).with_suffix("").as_posix()
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
-            if sector:
-                lm = label_outside_sector(lm, image)
             w.add(f"{source}_{line:05d}_{safe}", image, lm, plane=plane, appearance="real",
                   subject=subject, split=subject_split(source, subject, val_fraction),
                   **fields)
         w.notes["squaring"] = "letterbox (aspect kept), images area-resampled, labels nearest"
-        w.notes["sector"] = (SECTOR_NOTE if sector else "not labelled (--no-sector)")
         w.notes["size"] = size
     return out

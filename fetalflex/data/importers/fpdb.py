@@ -22,7 +22,6 @@ from pathlib import Path
 
 from fetalflex.data.importers.common import csv_rows, read_scan, unlabelled_map
 from fetalflex.data.importers.errors import DataImportError
-from fetalflex.data.importers.sector import SECTOR_NOTE, label_outside_sector
 from fetalflex.data.importers.split import DEFAULT_VAL_FRACTION, subject_split
 from fetalflex.data.importers.squaring import square_image
 from fetalflex.data.importers.writer import ImportWriter
@@ -57,7 +56,7 @@ def import_fpdb(root: Path, out: Path, size: int, val_fraction: float = DEFAULT_
                 sector: bool = True) -> Path:
     csv_path = root / CSV_NAME
     img_dir = root / "Images"
-    with ImportWriter(out, SOURCE, CREDIT, overwrite) as w:
+    with ImportWriter(out, SOURCE, CREDIT, overwrite, sector) as w:
         for n, (line, row) in enumerate(csv_rows(csv_path, COLUMNS, delimiter=";")):
             if limit is not None and n >= limit:
                 break
@@ -77,13 +76,10 @@ def import_fpdb(root: Path, out: Path, size: int, val_fraction: float = DEFAULT_
                                       f"{{{','.join(IMAGE_SUFFIXES)}}}", line)
             scan = read_scan(path, csv_path, line)
             image, sq = square_image(scan, size)
-            lm = unlabelled_map(sq, size)
-            w.add(f"fpdb_{name}", image, label_outside_sector(lm, image) if sector else lm,
-                  plane=code,
+            w.add(f"fpdb_{name}", image, unlabelled_map(sq, size), plane=code,
                   appearance="real", subject=f"patient{patient}",
                   split=subject_split(SOURCE, patient, val_fraction))
         w.notes["squaring"] = "letterbox (aspect kept), images area-resampled, labels nearest"
-        w.notes["sector"] = (SECTOR_NOTE if sector else "not labelled (--no-sector)")
         w.notes["size"] = size
         w.notes["val_fraction"] = val_fraction
     return out

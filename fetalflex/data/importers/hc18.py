@@ -25,7 +25,6 @@ from fetalflex.anatomy.layout import Shape
 from fetalflex.data.importers.common import csv_rows, partial_label_map, positive_float, read_scan
 from fetalflex.data.importers.ellipse import Ellipse, ellipse_from_outline
 from fetalflex.data.importers.errors import DataImportError
-from fetalflex.data.importers.sector import SECTOR_NOTE, label_outside_sector
 from fetalflex.data.importers.split import DEFAULT_VAL_FRACTION, subject_split
 from fetalflex.data.importers.squaring import Square, square_image
 from fetalflex.data.importers.writer import ImportWriter
@@ -59,7 +58,7 @@ def import_hc18(root: Path, out: Path, size: int, val_fraction: float = DEFAULT_
     csv_path = root / CSV_NAME
     img_dir = root / "training_set"
     worst = 0.0
-    with ImportWriter(out, SOURCE, CREDIT, overwrite) as w:
+    with ImportWriter(out, SOURCE, CREDIT, overwrite, sector) as w:
         for n, (line, row) in enumerate(csv_rows(csv_path, COLUMNS)):
             if limit is not None and n >= limit:
                 break
@@ -89,8 +88,6 @@ def import_hc18(root: Path, out: Path, size: int, val_fraction: float = DEFAULT_
             worst = max(worst, rel)
             image, sq = square_image(scan, size)
             lm = partial_label_map("TT", (head_shape(e, sq),), sq, size)
-            if sector:
-                lm = label_outside_sector(lm, image)
             ga = hadlock_ga_weeks(hc)
             subject = name.split("_")[0]
             w.add(f"hc18_{name.removesuffix('.png')}", image, lm, plane="TT",
@@ -101,7 +98,6 @@ def import_hc18(root: Path, out: Path, size: int, val_fraction: float = DEFAULT_
                   structures=[head_shape(e, sq).model_dump()])
         w.notes["ga_formula"] = "Hadlock et al. 1984: 8.96 + 0.540 HC + 0.0003 HC^3 (cm)"
         w.notes["squaring"] = "letterbox (aspect kept), images area-resampled, labels nearest"
-        w.notes["sector"] = (SECTOR_NOTE if sector else "not labelled (--no-sector)")
         w.notes["outline_vs_csv_hc_worst_relative"] = round(worst, 5)
         w.notes["size"] = size
         w.notes["val_fraction"] = val_fraction

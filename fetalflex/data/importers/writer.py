@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image, PngImagePlugin
 
 from fetalflex.about import __version__
+from fetalflex.data.importers.sector import SECTOR_NOTE, label_outside_sector
 from fetalflex.data.manifest import Record, write_manifest
 from fetalflex.io.atomic import atomic_write
 
@@ -37,7 +38,10 @@ def _png(path: Path, arr: NDArray[np.uint8], text: dict[str, str]) -> None:
 class ImportWriter:
     """Collects records; ``with`` commits the staging folder to ``out`` on success."""
 
-    def __init__(self, out: Path, source: str, credit: str, overwrite: bool = False) -> None:
+    def __init__(self, out: Path, source: str, credit: str, overwrite: bool = False,
+                 sector: bool = True) -> None:
+        """``sector``: label the black outside of each scan's imaged sector ``background``
+        where its label map leaves it unlabelled (``sector.py``; every importer alike)."""
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
             raise ValueError(f"out: {out} exists and is not empty; choose another folder or "
                              f"pass --overwrite to replace it")
@@ -45,7 +49,9 @@ class ImportWriter:
         self.stage = out.parent / f".{out.name}.importing"
         self.records: list[Record] = []
         self.skipped: Counter[str] = Counter()
-        self.notes: dict[str, object] = {}
+        self.sector = sector
+        self.notes: dict[str, object] = {
+            "sector": SECTOR_NOTE if sector else "not labelled (--no-sector)"}
 
     def __enter__(self) -> ImportWriter:
         if self.stage.exists():
@@ -58,6 +64,8 @@ class ImportWriter:
             **fields: object) -> None:
         """One scan: ``name`` (unique, file-name safe) and the record's other fields."""
         img_rel, lab_rel = f"images/{name}.png", f"labels/{name}.png"
+        if self.sector:
+            label_map = label_outside_sector(label_map, image)
         _png(self.stage / img_rel, image,
              {"Source": f"{self.source} (real scan, imported by fetalflex {__version__})",
               "Credit": self.credit, "Synthetic": "false"})
