@@ -213,7 +213,8 @@ def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field
     try:
         sl = StructureList.model_validate({"plane": plane, "field_mm": field_mm,
                                            "structures": tuple(shapes),
-                                           "fill": msg.fill or "amniotic_fluid"})
+                                           "fill": msg.fill or "amniotic_fluid",
+                                           "sector": msg.sector or "standard"})
     except ValidationError as exc:
         raise InvalidRequestError(f"{field}.structures", field_errors(exc)[0].reason) from None
     return structures_layout(f"{field}.structures", sl, plane, size)

@@ -97,11 +97,15 @@ class StructureList(BaseModel):
     field_mm: float = Field(gt=0, le=FIELD_MM_MAX, description="side length of the image in mm")
     ga_weeks: float | None = Field(default=None, ge=GA_ACCEPTED_MIN, le=GA_ACCEPTED_MAX)
     structures: tuple[Shape, ...]
-    # What the shapes are painted over: "amniotic_fluid" inside our scan sector and
-    # background outside (a full layout), or "unlabelled": only the listed structures are
-    # said, everything else (the sector's shape included) is left to the model (partial
+    # What the shapes are painted over: "amniotic_fluid" (a full layout) or "unlabelled":
+    # only the listed structures are said, everything else is left to the model (partial
     # anatomy, e.g. a real-appearance TT plane with just its head outline).
     fill: Literal["amniotic_fluid", "unlabelled"] = "amniotic_fluid"
+    # The scan sector: "standard" labels everything outside our probe's fan (anatomy.sector)
+    # ``background`` (the black screen around a scan; with either fill), "none" says nothing
+    # about it. Real scans are 20-60 % black screen: a real-appearance request without a
+    # sector gets tissue over the whole square.
+    sector: Literal["standard", "none"] = "standard"
 
     @field_validator("plane")
     @classmethod
@@ -205,7 +209,7 @@ def rasterize(structures: StructureList, size: int) -> Layout:
     ordered = sorted(structures.structures, key=lambda s: p.z_order(s.structure))  # stable
     for s in ordered:
         lm[shape_mask(s, size)] = label_id(s.structure)
-    if not partial:
+    if structures.sector == "standard":
         lm[~sector_mask(size)] = BACKGROUND
     return Layout(structures.plane, lm, structures.field_mm, structures.ga_weeks)
 
@@ -297,6 +301,7 @@ def extract(layout: Layout, min_pixels: int = 3) -> StructureList:
         plane=layout.plane, field_mm=layout.field_mm, ga_weeks=layout.ga_weeks,
         structures=tuple(shapes),
         fill="unlabelled" if bool((lm == UNLABELLED).any()) else "amniotic_fluid",
+        sector="standard" if bool((lm == BACKGROUND).any()) else "none",
     )
 
 

@@ -132,7 +132,8 @@ def ring_layout(heads: RealSet, donor: int, shape: Shape, *, clear: bool
     rec = heads.records[donor]
     field = rec.field_mm or DEFAULT_FIELD_MM
     ring = rasterize(StructureList(plane="TT", field_mm=field, ga_weeks=rec.ga_weeks,
-                                   fill="unlabelled", structures=(shape,)), size).label_map
+                                   fill="unlabelled", sector="none", structures=(shape,)),
+                     size).label_map
     base = heads.label_maps[donor].copy()
     base[base == SKULL] = UNLABELLED
     on_ring = ring == SKULL

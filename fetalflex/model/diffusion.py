@@ -39,15 +39,21 @@ def target(prediction_type: str, alphas_cumprod: Tensor, x0: Tensor, eps: Tensor
 
 
 def loss_weight(prediction_type: str, alphas_cumprod: Tensor, t: Tensor,
-                gamma: float) -> Tensor:
+                gamma: float, plus_one: bool = False) -> Tensor:
     """Min-SNR-gamma weight per sample (Hang et al. 2023), SNR = alpha_t^2 / sigma_t^2.
 
     For an epsilon target the x0-space weight min(SNR, gamma) becomes min(SNR, gamma)/SNR;
     for a v target (whose error is (SNR + 1) times the x0 error / SNR) min(SNR, gamma)/(SNR+1).
+
+    ``plus_one``: the x0-space weight is min(SNR + 1, gamma) instead. Plain min-SNR weighs
+    the x0 error at the noisiest steps by SNR, about 0 near t = T: the model's clean-image
+    estimate from pure noise, which sets a sample's overall brightness, is left untrained
+    (the v4/v5 real-appearance weights guessed 61 grey for abdomen scans whose mean is 50).
+    With + 1 those steps weigh 1, as under a plain v loss; low-noise steps stay capped.
     """
     ac = alphas_cumprod.to(t.device)[t].float()
     snr = ac / (1 - ac).clamp(min=1e-8)
-    clipped = snr.clamp(max=gamma)
+    clipped = (snr + 1).clamp(max=gamma) if plus_one else snr.clamp(max=gamma)
     if prediction_type == "epsilon":
         return clipped / snr.clamp(min=1e-8)
     return clipped / (snr + 1)

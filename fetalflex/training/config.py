@@ -41,8 +41,10 @@ class TrainConfig(BaseModel):
     drop_condition_prob: float = Field(default=0.1, ge=0, le=1)
     # Loss weight per timestep: "uniform" (plain MSE on the prediction) or "min_snr"
     # (Hang et al. 2023: min(SNR, gamma) / (SNR + 1) for v-prediction, min(SNR, gamma) / SNR
-    # for epsilon), which stops the easy low-noise steps from dominating the gradient.
-    loss_weighting: Literal["uniform", "min_snr"] = "uniform"
+    # for epsilon), which stops the easy low-noise steps from dominating the gradient;
+    # "min_snr_plus_one" uses min(SNR + 1, gamma) as the x0-space weight, so the noisiest
+    # steps (which set overall brightness) are not weighted ~0 (model/diffusion.loss_weight).
+    loss_weighting: Literal["uniform", "min_snr", "min_snr_plus_one"] = "uniform"
     min_snr_gamma: float = Field(default=5.0, gt=0)
     # Autocast dtype of the forward pass ("bf16" uses AVX-512 bf16 on CPUs that have it and
     # tensor cores on GPUs; weights, optimizer and EMA stay fp32).

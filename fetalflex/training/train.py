@@ -173,9 +173,10 @@ def _stage_loss(model: FetalFlexDenoiser, stage: str, batch: dict[str, Tensor],
     else:
         pred = model(x_t, t, layout, cond, scale)
     per_sample = (pred.float() - tgt.float()).pow(2).mean(dim=(1, 2, 3))
-    if cfg.loss_weighting == "min_snr":
-        per_sample = per_sample * loss_weight(cfg.model.prediction_type, ac, t,
-                                              cfg.min_snr_gamma)
+    if cfg.loss_weighting != "uniform":
+        per_sample = per_sample * loss_weight(
+            cfg.model.prediction_type, ac, t, cfg.min_snr_gamma,
+            plus_one=cfg.loss_weighting == "min_snr_plus_one")
     return per_sample.mean()
 
 

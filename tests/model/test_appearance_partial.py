@@ -15,11 +15,13 @@ from fetalflex.anatomy.layout import (
     Layout,
     Shape,
     StructureList,
+    extract,
     labelled_fraction,
     one_hot,
     rasterize,
 )
-from fetalflex.anatomy.structures import BY_NAME, NUM_LABELS, UNLABELLED
+from fetalflex.anatomy.sector import sector_mask
+from fetalflex.anatomy.structures import BACKGROUND, BY_NAME, NUM_LABELS, UNLABELLED
 from fetalflex.errors import InvalidRequestError
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector, drop_condition
@@ -43,12 +45,20 @@ def test_a_partial_structure_list_draws_only_what_it_lists() -> None:
     sl = StructureList(plane="TT", field_mm=120, fill="unlabelled", structures=(
         Shape(structure="skull", kind="ring", center=(0.5, 0.5), axes=(0.3, 0.2)),))
     lm = rasterize(sl, 64).label_map
-    assert set(np.unique(lm).tolist()) == {SKULL, UNLABELLED}
+    assert set(np.unique(lm).tolist()) == {SKULL, UNLABELLED, BACKGROUND}
     assert lm[32, 32] == UNLABELLED  # inside the ring: not said
     assert lm[32, 32 + int(0.3 * 64) - 1] == SKULL
-    assert lm[0, 0] == UNLABELLED  # no sector imposed
+    # the standard sector by default: outside our fan is background, inside not said
+    np.testing.assert_array_equal(lm == BACKGROUND, ~sector_mask(64))
+    bare = rasterize(sl.model_copy(update={"sector": "none"}), 64).label_map
+    assert set(np.unique(bare).tolist()) == {SKULL, UNLABELLED}  # nothing said outside
     full = rasterize(sl.model_copy(update={"fill": "amniotic_fluid"}), 64).label_map
     assert UNLABELLED not in full
+    np.testing.assert_array_equal(full == BACKGROUND, ~sector_mask(64))
+    assert extract(Layout("TT", lm, 120.0)).sector == "standard"
+    assert extract(Layout("TT", bare, 120.0)).sector == "none"
+    with pytest.raises(ValueError, match="sector"):
+        StructureList.model_validate({**sl.model_dump(), "sector": "fan"})
 
 
 def test_condition_keeps_appearance_when_dropped() -> None:

@@ -206,3 +206,13 @@ def test_min_snr_weight() -> None:
     assert torch.allclose(w, snr.clamp(max=5.0) / (snr + 1))
     assert float(w[0]) < 5.0 / float(snr[0])  # low-noise steps are down-weighted
     assert float(w.min()) > 0 and float(w.max()) <= 1.0
+
+
+def test_min_snr_plus_one_weighs_the_noisiest_steps() -> None:
+    t = torch.tensor([0, 500, 999])
+    snr = AC[t] / (1 - AC[t])
+    plain = loss_weight("v_prediction", AC, t, 5.0)
+    plus = loss_weight("v_prediction", AC, t, 5.0, plus_one=True)
+    assert torch.allclose(plus, (snr + 1).clamp(max=5.0) / (snr + 1))
+    assert float(plain[2]) < 1e-3 < 0.99 < float(plus[2])  # t = T: ~0 before, ~1 now
+    assert torch.allclose(plus[0], plain[0])  # low-noise steps: the same cap

@@ -111,7 +111,18 @@ def test_planes_are_case_insensitive_and_partial_layouts_are_served(
                                             layout=pb.Layout(structures=pb.StructureList(
                                                 shapes=[ring], fill="unlabelled"))))
     lab = np.asarray(Image.open(io.BytesIO(resp.samples[0].label_map_png)))
+    assert set(np.unique(lab).tolist()) == {0, 3, 255}  # the standard sector, the ring
+    bare = stub.Generate(pb.GenerateRequest(plane="TT", steps=2, return_layouts=True,
+                                            layout=pb.Layout(structures=pb.StructureList(
+                                                shapes=[ring], fill="unlabelled",
+                                                sector="none"))))
+    lab = np.asarray(Image.open(io.BytesIO(bare.samples[0].label_map_png)))
     assert set(np.unique(lab).tolist()) == {3, 255}  # the ring, and nothing else said
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(plane="TT", steps=2, layout=pb.Layout(
+            structures=pb.StructureList(shapes=[ring], sector="fan"))))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "layout.structures" in (err.value.details() or "")
 
 
 def test_a_repaint_of_the_callers_image_says_whose_pixels_it_holds(

@@ -63,7 +63,7 @@ def partial_label_map(plane: str, shapes: tuple[Shape, ...], sq: Square, size: i
     as a request's structure list with ``fill: unlabelled``), the letterbox bands
     background (outside the scan), everything else not labelled."""
     lm = rasterize(StructureList(plane=plane, field_mm=100.0, structures=shapes,
-                                 fill="unlabelled"), size).label_map.copy()
+                                 fill="unlabelled", sector="none"), size).label_map.copy()
     lm[~sq.inside(size)] = BACKGROUND
     return lm
 

@@ -48,12 +48,14 @@ class Shape(_message.Message):
     def __init__(self, structure: _Optional[str] = ..., kind: _Optional[str] = ..., center_x: _Optional[float] = ..., center_y: _Optional[float] = ..., axis_x: _Optional[float] = ..., axis_y: _Optional[float] = ..., angle_deg: _Optional[float] = ...) -> None: ...
 
 class StructureList(_message.Message):
-    __slots__ = ("shapes", "fill")
+    __slots__ = ("shapes", "fill", "sector")
     SHAPES_FIELD_NUMBER: _ClassVar[int]
     FILL_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
     shapes: _containers.RepeatedCompositeFieldContainer[Shape]
     fill: str
-    def __init__(self, shapes: _Optional[_Iterable[_Union[Shape, _Mapping]]] = ..., fill: _Optional[str] = ...) -> None: ...
+    sector: str
+    def __init__(self, shapes: _Optional[_Iterable[_Union[Shape, _Mapping]]] = ..., fill: _Optional[str] = ..., sector: _Optional[str] = ...) -> None: ...
 
 class Template(_message.Message):
     __slots__ = ("seed", "ga_weeks")
