@@ -12,6 +12,7 @@ from fetalflex.cli.args import Subcommands, precision_arg
 
 def register(sub: Subcommands) -> None:
     from fetalflex.anatomy.planes import PLANE_CODES, canonical_code
+    from fetalflex.appearance import APPEARANCES
     from fetalflex.evaluation.options import EvalOptions
     from fetalflex.request import DEFAULT_BACKEND, IN_PROCESS_BACKENDS, SAMPLER_NAMES
     from fetalflex.weights import DEFAULT_SEGMENTER
@@ -35,6 +36,8 @@ def register(sub: Subcommands) -> None:
                    help="guidance (default: the request schema's)")
     p.add_argument("--sampler", default=EvalOptions.sampler, choices=SAMPLER_NAMES)
     p.add_argument("--twins-per-preset", type=int, default=EvalOptions.twins_per_preset)
+    p.add_argument("--appearance", default=EvalOptions.appearance, choices=APPEARANCES,
+                   help="the look asked for (default phantom: the references are phantoms)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--planes", nargs="+", default=list(PLANE_CODES), choices=PLANE_CODES,
                    type=canonical_code)
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                        default_steps=args.default_steps, guidance=args.guidance,
                        sampler=args.sampler,
                        seed=args.seed, planes=tuple(args.planes),
-                       twins_per_preset=args.twins_per_preset)
+                       twins_per_preset=args.twins_per_preset, appearance=args.appearance)
     res = evaluate(backend, Path(args.segmenter), Path(args.data), Path(args.out), opts)
     print((Path(args.out) / "evaluation.md").read_text())
     print(json.dumps({k: v for k, v in res["summary"].items() if k != "by_steps"}))

@@ -109,11 +109,11 @@ def _nanmean(x: Sequence[float]) -> float:
 
 def _quality(engine: Engine, seg: Segmenter, layouts: list[Layout], phantoms: np.ndarray,
              seeds: list[int], steps: int, guidance: float, sampler: SamplerName,
-             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+             appearance: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     plane = layouts[0].plane
     maps = np.stack([x.label_map for x in layouts])
     gen, calls = engine.sample_layouts(layouts, seeds, steps=steps, guidance=guidance,
-                                       sampler=sampler)
+                                       sampler=sampler, appearance=appearance)
     read = seg.predict(_to_t(gen), plane=plane)
     adher = [mean_dice(m, r, plane) for m, r in zip(maps, read, strict=True)]
     corr = [brightness_correlation(g, p, m) for g, p, m in zip(gen, phantoms, maps, strict=True)]
@@ -200,7 +200,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         "precision": backend.precision,
         "backend": backend.name, "image_size": engine.cfg.image_size,
         "segmenter": _shown(segmenter_dir), "data": _shown(manifest), "guidance": guidance,
-        "sampler": sampler,
+        "sampler": sampler, "appearance": opts.appearance,
         "steps": list(opts.steps), "default_steps": opts.default_steps,
         "n_per_plane": opts.n_per_plane, "planes": {},
     }
@@ -235,7 +235,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         generated: np.ndarray | None = None  # the images at default_steps (always run)
         for steps in opts.steps:
             q, gen, read = _quality(engine, seg, layouts, phantoms, seeds, steps, guidance,
-                                    sampler)
+                                    sampler, opts.appearance)
             q["adherence_over_ceiling"] = q["adherence_dice"] / ceiling if ceiling else None
             row["by_steps"].append(q)
             total_calls += q["denoiser_calls"]
@@ -246,13 +246,13 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         if abnormal:
             alay, aph = _layouts(abnormal, root)
             q, _, _ = _quality(engine, seg, alay, aph, _seeds(opts.seed + 500, plane, len(alay)),
-                               opts.default_steps, guidance, sampler)
+                               opts.default_steps, guidance, sampler, opts.appearance)
             q["presets"] = sorted({r.preset for r in abnormal if r.preset})
             row["abnormal_layouts"] = q
             total_calls += q["denoiser_calls"]
         if opts.twins_per_preset and generated is not None:
             row["twins"], ex = twin_signs(engine, layouts, seeds, generated, guidance,
-                                      opts.twins_per_preset)
+                                          opts.twins_per_preset, appearance=opts.appearance)
             twin_examples += ex
         results["planes"][plane] = row
     results["summary"] = summarize(results)
@@ -317,7 +317,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"Evaluation (phantom world only): {res['model_id']} ({res['model_hash'][:12]}), "
         f"{res['image_size']}x{res['image_size']}, {res.get('sampler', 'ddim')}, "
-        f"guidance {res['guidance']}, "
+        f"guidance {res['guidance']}, {res.get('appearance', 'phantom')} appearance, "
         f"{res['n_per_plane']} held-out layouts per plane; backend {res['backend']}.",
         "",
         f"### Per plane at {d} steps",

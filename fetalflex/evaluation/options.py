@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fetalflex.anatomy.planes import PLANE_CODES
+from fetalflex.appearance import Appearance
 from fetalflex.anatomy.presets import PRESETS
 from fetalflex.request import (
     CONTROL_SCALE_MAX,
@@ -37,6 +38,10 @@ class EvalOptions:
     seed: int = 0
     planes: tuple[str, ...] = PLANE_CODES
     twins_per_preset: int = 4
+    # The look asked for: this evaluation's references are phantoms (brightness, texture and
+    # twin signs against the simulator), so "phantom" by default; "real" measures how much
+    # of the phantom anatomy the real look keeps (adherence, twins).
+    appearance: Appearance = "phantom"
 
     def __post_init__(self) -> None:
         if self.default_steps not in self.steps:

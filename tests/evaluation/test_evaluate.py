@@ -87,3 +87,32 @@ def test_plane_restricted_reading(tiny_data: Path, tmp_path: Path) -> None:
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     read = seg.predict(x, plane="FL")
     assert set(np.unique(read).tolist()) <= set(plane("FL").label_ids)
+
+
+def test_evaluate_asks_for_the_appearance(tiny_data: Path, tmp_path: Path) -> None:
+    """The phantom-world evaluation draws the look it is told (phantom by default, the
+    look its references have); weights that do not serve a look refuse it by name."""
+    import pytest
+
+    from fetalflex.data.phantom_set import write_phantom_set
+    from fetalflex.errors import InvalidRequestError
+
+    eval_data = write_phantom_set(tmp_path / "eval", 4, planes=("FL",), size=32, seed=8,
+                                  workers=1)
+    seg = train_segmenter(tiny_data, tmp_path / "seg", steps=2, batch_size=4, progress=False)
+    FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL)).save(tmp_path / "plain")
+    opts = EvalOptions(n_per_plane=2, steps=(2,), default_steps=2, planes=("FL",),
+                       twins_per_preset=0, appearance="real")
+    with pytest.raises(InvalidRequestError, match="appearance"):
+        evaluate(load_backend("torch", tmp_path / "plain"), seg, eval_data, tmp_path / "e0",
+                 opts)
+    FetalFlexDenoiser(DenoiserConfig(**{**TINY_MODEL, "appearances": ["phantom", "real"]})
+                      ).save(tmp_path / "looks")
+    backend = load_backend("torch", tmp_path / "looks")
+    real = evaluate(backend, seg, eval_data, tmp_path / "e1", opts)
+    phantom = evaluate(backend, seg, eval_data, tmp_path / "e2",
+                       EvalOptions(**{**opts.__dict__, "appearance": "phantom"}))
+    assert (real["appearance"], phantom["appearance"]) == ("real", "phantom")
+    assert "real appearance" in (tmp_path / "e1" / "evaluation.md").read_text()
+    tex = [r["planes"]["FL"]["by_steps"][0]["texture_generated"] for r in (real, phantom)]
+    assert tex[0] != tex[1]  # the look reached the sampler
