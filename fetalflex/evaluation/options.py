@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fetalflex.anatomy.planes import PLANE_CODES
-from fetalflex.appearance import Appearance
 from fetalflex.anatomy.presets import PRESETS
+from fetalflex.appearance import Appearance
 from fetalflex.request import (
     CONTROL_SCALE_MAX,
     DEFAULT_CONTROL_SCALE,
