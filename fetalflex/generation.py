@@ -167,7 +167,8 @@ class Engine:
                       appearance: str | None) -> Conditioning:
         lay = torch.from_numpy(np.stack([one_hot(x.label_map) for x in layouts]))
         cond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts], appearance)
-        return conditioning(call, lay, cond)
+        return conditioning(call, lay, cond,
+                            guidance_below_t=self.cfg.sampling.guidance_below_t)
 
     # ------------------------------------------------------------------ loops
     def _sample(self, req: GenerationRequest, layouts: list[Layout], noise: SampleNoise,

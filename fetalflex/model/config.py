@@ -26,6 +26,10 @@ class SamplingDefaults(BaseModel):
     guidance: float | None = Field(default=None, ge=0.0, le=GUIDANCE_MAX)
     sampler: SamplerName | None = None
     guidance_by_appearance: dict[Appearance, float] = Field(default_factory=dict)
+    # Guidance only at timesteps below this: the noisiest steps run the conditional row
+    # alone (sampling.denoisers.guided; they set overall brightness, not anatomy). None:
+    # guidance at every step.
+    guidance_below_t: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _bounded(self) -> SamplingDefaults:
@@ -81,6 +85,10 @@ class DenoiserConfig(BaseModel):
             raise ValueError("appearances: each may be listed once")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError("block_out_channels: each must be divisible by norm_num_groups")
+        below = self.sampling.guidance_below_t
+        if below is not None and below > self.num_train_timesteps:
+            raise ValueError(f"sampling.guidance_below_t: must be <= num_train_timesteps "
+                             f"({self.num_train_timesteps}), got {below}")
         return self
 
     @property

@@ -78,7 +78,8 @@ def conditioned(call: ModelCall, layout: Tensor, cond: Tensor,
 
 
 def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tensor,
-           control_scale: float | Tensor = 1.0, guidance_from_t: int = 0) -> Denoiser:
+           control_scale: float | Tensor = 1.0, guidance_from_t: int = 0,
+           guidance_below_t: int | None = None) -> Denoiser:
     """Classifier-free guidance: conditional and unconditional halves in ONE batched call.
 
     out = out_u + w (out_c - out_u). The unconditional half is
@@ -93,6 +94,11 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
     the anatomy at high noise; late, low-noise steps refine texture, where the conditional
     model alone suffices (after Kynkaanniemi et al., "Applying guidance in a limited
     interval improves sample and distribution quality", NeurIPS 2024). 0 = every step.
+    ``guidance_below_t`` is the interval's other end: at steps whose timesteps are all at or
+    above it (the noisiest) the conditional output alone is used too. There the
+    unconditional row is a guess of the mean scan without a plane or anatomy, and
+    extrapolating away from it moves a sample's overall brightness, not its anatomy (the
+    same paper: guidance at high noise hurts). None = no upper end.
     """
     n = layout.shape[0]
     if not isinstance(guidance, Tensor) and float(guidance) == 1.0:
@@ -111,6 +117,8 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
         if guidance_from_t > 0 and bool((t < guidance_from_t).all()):
             return plain(x_t, t)
+        if guidance_below_t is not None and bool((t >= guidance_below_t).all()):
+            return plain(x_t, t)
         out = call(torch.cat([x_t, x_t]), torch.cat([t, t]), layout2, cond2, cs2)
         out_c, out_u = out[:n], out[n:]
         return out_u + w4 * (out_c - out_u)
@@ -119,15 +127,18 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
 
 
 def conditioning(call: ModelCall, layout: Tensor, cond: Tensor,
-                 guidance_from_t: int = 0) -> Conditioning:
+                 guidance_from_t: int = 0, guidance_below_t: int | None = None
+                 ) -> Conditioning:
     """The guided denoisers of one batch (layouts and conditions of every sample), with
-    guidance on the timesteps ``>= guidance_from_t`` (see :func:`guided`)."""
+    guidance on the timesteps in ``[guidance_from_t, guidance_below_t)`` (see
+    :func:`guided`)."""
 
     def make(indices: Tensor | None, guidance: float, control_scale: float) -> Denoiser:
         if indices is None:
-            return guided(call, layout, cond, guidance, control_scale, guidance_from_t)
+            return guided(call, layout, cond, guidance, control_scale, guidance_from_t,
+                          guidance_below_t)
         return guided(call, layout[indices], cond[indices], guidance, control_scale,
-                      guidance_from_t)
+                      guidance_from_t, guidance_below_t)
 
     return make
 

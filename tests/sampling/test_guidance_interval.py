@@ -3,6 +3,10 @@ below ``guidance_from_t``, with the conditional output exactly."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,3 +61,57 @@ def test_zero_means_guidance_at_every_step() -> None:
     for t in (999, 1, 0):
         den(x, torch.full((3,), t))
     assert call.rows == [6, 6, 6]
+
+
+def test_the_noisiest_steps_can_run_unguided() -> None:
+    """``guidance_below_t``: the interval's upper end (the conditional row alone at and
+    above it), combinable with the lower end."""
+    x, layout, cond = _inputs()
+    call = RowCall()
+    den = guided(call, layout, cond, 2.0, 1.0, guidance_from_t=200, guidance_below_t=900)
+    plain = conditioned(RowCall(), layout, cond, 1.0)
+    full = guided(RowCall(), layout, cond, 2.0, 1.0)
+    for t, rows in ((999, 3), (900, 3), (899, 6), (200, 6), (199, 3)):
+        tt = torch.full((3,), t)
+        out = den(x, tt)
+        assert call.rows[-1] == rows
+        assert torch.equal(out, full(x, tt) if rows == 6 else plain(x, tt))
+
+
+def test_weights_recommend_the_upper_end_and_the_engine_uses_it(tmp_path: Path) -> None:
+    import pytest
+
+    from fetalflex.anatomy.layout import rasterize
+    from fetalflex.anatomy.templates import sample_template
+    from fetalflex.backends.backends import load_backend
+    from fetalflex.generation import Engine
+    from fetalflex.model.config import DenoiserConfig
+    from fetalflex.model.denoiser import FetalFlexDenoiser
+    from tests.conftest import TINY_MODEL
+
+    with pytest.raises(ValueError, match="guidance_below_t"):
+        DenoiserConfig(**{**TINY_MODEL, "sampling": {"guidance_below_t": 1001}})
+    model = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL))
+    model.save(tmp_path / "all")
+    cut = FetalFlexDenoiser(DenoiserConfig(**{**TINY_MODEL,
+                                             "sampling": {"guidance_below_t": 900}}))
+    cut.load_state_dict(model.state_dict())
+    cut.save(tmp_path / "cut")
+    size = TINY_MODEL["image_size"]
+    layouts = [rasterize(sample_template("TV", 1), size)]
+    images, rows = {}, {}
+    for name in ("all", "cut"):
+        backend = load_backend("torch", tmp_path / name)
+        seen: list[int] = []
+
+        def counting(x_t: Tensor, *rest: Tensor, _call=backend.call, _seen=seen) -> Tensor:
+            _seen.append(x_t.shape[0])
+            return _call(x_t, *rest)
+
+        eng = Engine(dataclasses.replace(backend, call=counting))
+        images[name], _ = eng.sample_layouts(layouts, [3], steps=4, guidance=2.0,
+                                             sampler="dpmsolver++")
+        rows[name] = seen
+    # trailing DPM-Solver steps 999, 749, 499, 249: the first runs one row, not two
+    assert rows == {"all": [2, 2, 2, 2], "cut": [1, 2, 2, 2]}
+    assert not np.array_equal(images["all"], images["cut"])
