@@ -245,7 +245,8 @@ def data_description(ds: PhantomDataset) -> str:
     return f"{real} real scans + {phantom} phantoms"
 
 
-def _plot(log_path: Path, out: Path, batch_size: int, data: str = "phantom data") -> None:
+def _plot(log_path: Path, out: Path, batch_size: int, data: str = "phantom data",
+          weighting: str = "uniform") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,14 +256,17 @@ def _plot(log_path: Path, out: Path, batch_size: int, data: str = "phantom data"
 
     rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
     fig, ax = plt.subplots(figsize=(8, 4))
-    for st in STAGES:
-        r = [x for x in rows if x["stage"] == st]
+    by_stage = {st: [x for x in rows if x["stage"] == st] for st in STAGES}
+    # A stage of one logged point (a fine-tune's 1-step base stage) is no curve: left out
+    # unless nothing else was logged.
+    curves = {st: r for st, r in by_stage.items() if len(r) > 1} or by_stage
+    for st, r in curves.items():
         if r:
             ax.plot([x["global_step"] for x in r], [x["loss"] for x in r],
                     label=f"{st}: {_LOSS_NAMES[st]}")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step (all stages)")
-    ax.set_ylabel("loss of one batch (log)")
+    ax.set_ylabel(f"loss of one batch ({weighting.replace('_', ' ')} weights, log)")
     ax.legend()
     title = f"FetalFlex training loss ({data}, batch {batch_size})"
     ax.set_title(title)
@@ -407,7 +411,8 @@ def train(cfg: TrainConfig, manifest: Path, out: Path, stages: tuple[str, ...] =
             meta["stopped_at_deadline"] = True
         model.save(final, state=ema.state_dict(), meta=meta)
         if log_path.exists():
-            _plot(log_path, out / "loss.png", cfg.batch_size, data_description(ds))
+            _plot(log_path, out / "loss.png", cfg.batch_size, data_description(ds),
+                  cfg.loss_weighting)
     if d.enabled:
         dist.barrier()
     return out / "final"
