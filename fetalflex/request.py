@@ -69,11 +69,19 @@ def check_precision(precision: str, backend: str) -> None:
                          f"(got {backend}); pass --backend {runs[0]}")
 
 
-def denoiser_rows(steps: int, guidance: float) -> int:
+def denoiser_rows(steps: int, guidance: float, guidance_below_t: int | None = None,
+                  num_train_timesteps: int = 1000) -> int:
     """Denoiser rows one plain image costs: each guided step runs a conditional and an
     unconditional row; at guidance 1 the conditional one only (``sampling.denoisers.guided``
-    skips the other)."""
-    return steps * (1 if float(guidance) == 1.0 else 2)
+    skips the other), and so do the steps at or above the weights' ``guidance_below_t`` on
+    the samplers' trailing timestep grid (``sampling/ddim.py``, ``dpm_solver.py``)."""
+    if float(guidance) == 1.0:
+        return steps
+    if guidance_below_t is None:
+        return 2 * steps
+    grid = [round(num_train_timesteps - i * num_train_timesteps / steps) - 1
+            for i in range(steps)]  # diffusers' "trailing" spacing
+    return steps + sum(t < guidance_below_t for t in grid)
 
 
 def request_error(exc: ValidationError) -> InvalidRequestError:

@@ -213,8 +213,8 @@ def _from_shapes(field: str, msg: pb.StructureList, plane: str, size: int, field
     try:
         sl = StructureList.model_validate({"plane": plane, "field_mm": field_mm,
                                            "structures": tuple(shapes),
-                                           "fill": msg.fill or "amniotic_fluid",
-                                           "sector": msg.sector or "standard"})
+                                           **({"fill": msg.fill} if msg.fill else {}),
+                                           **({"sector": msg.sector} if msg.sector else {})})
     except ValidationError as exc:
         raise InvalidRequestError(f"{field}.structures", field_errors(exc)[0].reason) from None
     return structures_layout(f"{field}.structures", sl, plane, size)
@@ -415,6 +415,8 @@ def render_layout(req: pb.RenderLayoutRequest, default_size: int) -> pb.RenderLa
         resp.structures.shapes.append(pb.Shape(
             structure=s.structure, kind=s.kind, center_x=s.center[0], center_y=s.center[1],
             axis_x=s.axes[0], axis_y=s.axes[1], angle_deg=s.angle))
+    resp.structures.fill = sl.fill
+    resp.structures.sector = sl.sector
     return resp
 
 

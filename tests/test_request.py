@@ -79,3 +79,20 @@ def test_api_sampler_enum_covers_every_sampler() -> None:
     assert tuple(SAMPLER_ENUM) == SAMPLER_NAMES
     assert SAMPLER_NAME[pb.SAMPLER_UNSPECIFIED] == DEFAULT_SAMPLER
     assert set(pb.Sampler.values()) == set(SAMPLER_NAME)
+
+
+def test_denoiser_rows_follow_the_guidance_interval() -> None:
+    """Rows per image: 2 per guided step, 1 at guidance 1 and on the trailing grid's steps
+    at or above the weights' guidance_below_t (the grid the samplers use)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from fetalflex.request import denoiser_rows
+
+    assert denoiser_rows(6, 2.0) == 12 and denoiser_rows(6, 1.0) == 6
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+    for steps in (4, 6, 25):
+        sched.set_timesteps(steps)
+        guided = int((sched.timesteps < 900).sum())
+        assert denoiser_rows(steps, 2.0, 900) == steps + guided
+    assert denoiser_rows(6, 2.0, 900) == 11  # 999 unguided; 833 ... 166 guided
+    assert denoiser_rows(6, 2.0, 1000) == 12 and denoiser_rows(6, 1.0, 900) == 6

@@ -12,7 +12,8 @@ Rules shared by every edit:
 * A structure that grows or moves is painted at its own z-level (the plane's paint
   order): structures drawn above it keep their pixels, and it only covers pixels whose
   current label is in ``within`` (default: any structure inside the scan sector).
-* The scan sector is re-applied last: nothing is ever drawn outside the fan.
+* The input's outside of the scan (its ``background``) is re-applied last: nothing is
+  ever drawn outside the scan, and a layout without one does not gain our fan.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from scipy import ndimage
 from fetalflex.anatomy.layout import LabelMap, Layout, Shape, shape_mask
 from fetalflex.anatomy.planes import Plane
 from fetalflex.anatomy.planes import plane as get_plane
-from fetalflex.anatomy.sector import sector_mask
 from fetalflex.anatomy.structures import BACKGROUND, label_id
 from fetalflex.errors import EditError
 
@@ -83,7 +83,7 @@ class Remove(_Edit):
         _require_present(lm, "structure", (self.structure,))
         holes = lm == label_id(self.structure)
         out = _fill(lm, holes, self.fill)
-        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        _keep_outside(lm, out)
         return layout.with_map(out)
 
 
@@ -209,7 +209,7 @@ class Erode(_Edit):
         r = max(self.mm * _px_per_mm(layout), 0.5)
         kept = ndimage.distance_transform_edt(mask) > r + 0.5
         out = _fill(lm, mask & ~kept, self.fill)
-        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        _keep_outside(lm, out)
         return layout.with_map(out)
 
 
@@ -312,7 +312,7 @@ class Cut(_Edit):
         along = (xx - centre[0]) * major[0] + (yy - centre[1]) * major[1]
         gap = mask & (np.abs(along) <= max(width_px / 2.0, 0.75))
         out = _fill(lm, gap, self.fill)
-        out[~sector_mask(lm.shape[0])] = BACKGROUND
+        _keep_outside(lm, out)
         return layout.with_map(out)
 
 
@@ -382,6 +382,12 @@ def _principal(mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np
     return c, evecs, evals
 
 
+def _keep_outside(before: LabelMap, out: LabelMap) -> None:
+    """Re-apply the input's own outside of the scan (its ``background``: our fan, an
+    imported scan's sector, letterbox bands, or none) to an edit's result, in place."""
+    out[before == BACKGROUND] = BACKGROUND
+
+
 def _paint(
     p: Plane, before: LabelMap, base: LabelMap, new_mask: NDArray[np.bool_],
     new_labels: NDArray[np.uint8], moved: list[str], within: tuple[str, ...] | None,
@@ -398,7 +404,7 @@ def _paint(
     if above:
         keep = np.isin(before, _ids(above))
         out[keep] = before[keep]
-    out[~sector_mask(out.shape[0])] = BACKGROUND
+    _keep_outside(before, out)
     return out
 
 

@@ -3,7 +3,8 @@
 * **Label map**: ``(size, size)`` uint8 array of global label ids (one per pixel).
 * **Structure list**: ordered shapes (name + ellipse or box: centre, half-axes, angle)
   in normalized image coordinates. Rasterization paints them in the plane's z-order
-  over amniotic fluid, then blanks everything outside the scan sector.
+  over amniotic fluid (or over "not labelled"), then, unless the list says
+  ``"sector": "none"``, labels everything outside our scan sector background.
 
 Coordinates: x right, y down, both in [0, 1] across the (square) image. ``axes`` are
 half-axes in the same units. ``angle`` is in degrees, rotating the shape's first axis
@@ -301,6 +302,7 @@ def extract(layout: Layout, min_pixels: int = 3) -> StructureList:
         plane=layout.plane, field_mm=layout.field_mm, ga_weeks=layout.ga_weeks,
         structures=tuple(shapes),
         fill="unlabelled" if bool((lm == UNLABELLED).any()) else "amniotic_fluid",
+        # a list can only say "our fan" or nothing: any outside of the scan reads as ours
         sector="standard" if bool((lm == BACKGROUND).any()) else "none",
     )
 

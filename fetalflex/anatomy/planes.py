@@ -3,7 +3,7 @@
 A plane's ``structures`` tuple is also its paint order (z-order): later structures are
 drawn over earlier ones when a structure list is rasterized, and an edited structure is
 re-inserted at its own level when a label map is edited. Background (outside the scan
-sector) is implicit and always on top.
+sector) is not in the tuple: where a layout has it, it is always on top.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--default-steps", type=int, default=EvalOptions.default_steps,
                    help="steps of the abnormal-layout and twin rows (must be in --steps)")
     p.add_argument("--guidance", type=float, default=None,
-                   help="guidance (default: the request schema's)")
+                   help="guidance (default: what the weights recommend for the look, "
+                        "else the request schema's)")
     p.add_argument("--sampler", default=EvalOptions.sampler, choices=SAMPLER_NAMES)
     p.add_argument("--twins-per-preset", type=int, default=EvalOptions.twins_per_preset)
     p.add_argument("--appearance", default=EvalOptions.appearance, choices=APPEARANCES,

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fetalflex.anatomy.layout import Layout, Shape, StructureList, extract, one_hot, rasterize
+from fetalflex.anatomy.layout import Layout, Shape, extract, one_hot, rasterize
 from fetalflex.anatomy.planes import plane_index
-from fetalflex.anatomy.structures import UNLABELLED
+from fetalflex.anatomy.structures import BACKGROUND, UNLABELLED
 from fetalflex.appearance import APPEARANCES
 from fetalflex.data.manifest import Record, read_manifest, resolve
 from fetalflex.io import pixels
@@ -34,10 +34,12 @@ def box_rendering(layout: Layout) -> np.ndarray:
                         axes=(s.axes[0] * (0.8862 if s.kind == "ellipse" else 1.0),
                               s.axes[1] * (0.8862 if s.kind == "ellipse" else 1.0)),
                         angle=s.angle) for s in sl.structures)
-    # An equal-area box (sqrt(pi)/2 per axis) keeps structure sizes comparable.
-    out = rasterize(StructureList(plane=sl.plane, field_mm=sl.field_mm, ga_weeks=sl.ga_weeks,
-                                  structures=boxes), layout.size)
-    return out.label_map
+    # An equal-area box (sqrt(pi)/2 per axis) keeps structure sizes comparable. The outside
+    # of the scan is the layout's own (our fan for phantoms, an imported scan's sector).
+    out = rasterize(sl.model_copy(update={"structures": boxes, "sector": "none"}),
+                    layout.size).label_map.copy()
+    out[layout.label_map == BACKGROUND] = BACKGROUND
+    return out
 
 
 Item = tuple[np.ndarray, np.ndarray, np.ndarray | None]

@@ -50,7 +50,7 @@ from fetalflex.generation import Engine
 from fetalflex.io import pixels
 from fetalflex.io.png import read_gray, read_label_map
 from fetalflex.phantom.simulator import simulate_bmode
-from fetalflex.request import DEFAULT_GUIDANCE, RepaintSettings, SamplerName
+from fetalflex.request import GenerationRequest, RepaintSettings, SamplerName
 from fetalflex.sampling.repaint import edit_region
 
 MIN_STRUCTURE_PX = 12  # structures smaller than this are left out of brightness vectors
@@ -187,10 +187,12 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
     from fetalflex.reports.evaluation_figures import sample_grid, steps_figure, twins_figure
 
     opts = opts or EvalOptions()
-    guidance = opts.guidance if opts.guidance is not None else DEFAULT_GUIDANCE
+    engine = Engine(backend)
+    # unset: what a request in this look gets from these weights (else the schema's default)
+    guidance = (opts.guidance if opts.guidance is not None else engine.resolve(
+        GenerationRequest(plane=opts.planes[0], appearance=opts.appearance)).guidance)
     sampler = opts.sampler
     t0 = time.perf_counter()
-    engine = Engine(backend)
     seg = Segmenter.load(segmenter_dir)
     recs = read_manifest(manifest, check_files=False)
     root = manifest.parent
@@ -201,6 +203,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         "backend": backend.name, "image_size": engine.cfg.image_size,
         "segmenter": _shown(segmenter_dir), "data": _shown(manifest), "guidance": guidance,
         "sampler": sampler, "appearance": opts.appearance,
+        "guidance_below_t": engine.cfg.sampling.guidance_below_t,
         "steps": list(opts.steps), "default_steps": opts.default_steps,
         "n_per_plane": opts.n_per_plane, "planes": {},
     }

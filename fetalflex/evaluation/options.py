@@ -33,7 +33,7 @@ class EvalOptions:
     # sampler steps compared: the issue's 5..100 and the default
     steps: tuple[int, ...] = tuple(sorted({5, 10, 25, 50, 100, DEFAULT_STEPS}))
     default_steps: int = DEFAULT_STEPS  # the steps of the abnormal-layout and twin rows
-    guidance: float | None = None    # None: the request schema's default
+    guidance: float | None = None    # None: the weights' recommendation for the look
     sampler: SamplerName = DEFAULT_SAMPLER
     seed: int = 0
     planes: tuple[str, ...] = PLANE_CODES

@@ -18,7 +18,9 @@ class SamplingDefaults(BaseModel):
     """The sampling a set of weights recommends: what a request that leaves ``steps``,
     ``guidance`` or ``sampler`` unset gets (``Engine.resolve``). Unset here: the request
     schema's defaults. ``guidance_by_appearance`` overrides ``guidance`` per look (a real
-    appearance may need less guidance than the phantom one: guidance brightens it)."""
+    appearance may need less guidance than the phantom one: guidance brightens it).
+    ``guidance_below_t`` is not a request field: it is how these weights are sampled
+    (every request, every sampler, twins included), so it travels with them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -70,7 +72,8 @@ class DenoiserConfig(BaseModel):
     # skip connection of the control branch at full resolution, not only through the
     # time embedding (where v3/v4 learned to all but ignore it: the layout said it all).
     condition_channels: bool = False
-    # What requests that leave steps / guidance / sampler unset get from these weights.
+    # What requests that leave steps / guidance / sampler unset get from these weights, and
+    # the guidance interval every request is sampled with.
     sampling: SamplingDefaults = SamplingDefaults()
 
     @model_validator(mode="after")

@@ -49,7 +49,8 @@ def at_default(plane: dict[str, Any], steps: int) -> dict[str, Any]:
 def rows_per_image(data: dict[str, Any]) -> float:
     """Denoiser rows of one default image: a guided step is two rows."""
     g = data.get("guidance")  # None: the weights' recommendation, counted as guided
-    return float(denoiser_rows(int(data["default_steps"]), 2.0 if g is None else float(g)))
+    return float(denoiser_rows(int(data["default_steps"]), 2.0 if g is None else float(g),
+                               data.get("guidance_below_t")))
 
 
 def compare_markdown(named: list[tuple[str, dict[str, Any]]]) -> str:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.training.augment import AugmentConfig
@@ -84,6 +84,15 @@ class TrainConfig(BaseModel):
     # embeddings and the anatomy encoder's first convolution): a fine-tuned model must grow
     # a dependence on a plane or look that its old weights had learned to ignore.
     condition_lr_scale: float = Field(default=1.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _weighting_fits_the_target(self) -> TrainConfig:
+        if (self.loss_weighting == "min_snr_plus_one"
+                and self.model.prediction_type != "v_prediction"):
+            # (SNR + 1) / SNR on an epsilon target: ~1e8 at the noisiest steps
+            raise ValueError("loss_weighting: min_snr_plus_one needs model.prediction_type "
+                             "v_prediction; use min_snr for an epsilon model")
+        return self
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")

@@ -127,3 +127,20 @@ def test_edits_parse_from_json_with_field_errors() -> None:
         parse_edits({"op": "explode", "structure": "femur"})
     with pytest.raises(ValidationError, match="exactly one of width_mm or width_frac"):
         parse_edits({"op": "cut", "structure": "femur"})
+
+
+@pytest.mark.parametrize("name", ["ventriculomegaly", "microcephaly", "absent_csp"])
+def test_edits_keep_the_layouts_own_outside_of_the_scan(name: str) -> None:
+    """An edit re-applies the input's background (our fan, an imported scan's sector or
+    none at all): a layout without one does not gain our fan."""
+    from fetalflex.anatomy.layout import extract
+
+    code = preset(name).planes[0]
+    full = _layout(code, 3)
+    sl = extract(full)
+    for outside in ("none", "custom"):
+        lm = rasterize(sl.model_copy(update={"sector": "none"}), 128).label_map.copy()
+        if outside == "custom":
+            lm[:, :20] = BACKGROUND  # a rectangle scan's side band, not our fan
+        after = apply_preset(Layout(code, lm, full.field_mm, full.ga_weeks), name)
+        np.testing.assert_array_equal(after.label_map == BACKGROUND, lm == BACKGROUND)

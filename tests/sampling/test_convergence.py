@@ -216,3 +216,16 @@ def test_min_snr_plus_one_weighs_the_noisiest_steps() -> None:
     assert torch.allclose(plus, (snr + 1).clamp(max=5.0) / (snr + 1))
     assert float(plain[2]) < 1e-3 < 0.99 < float(plus[2])  # t = T: ~0 before, ~1 now
     assert torch.allclose(plus[0], plain[0])  # low-noise steps: the same cap
+
+
+def test_min_snr_plus_one_is_refused_for_an_epsilon_model() -> None:
+    import pytest
+
+    from fetalflex.model.config import DenoiserConfig
+    from fetalflex.training.config import StageConfig, TrainConfig
+
+    stages = {k: StageConfig(steps=1) for k in ("base", "prealign", "control")}
+    with pytest.raises(ValueError, match="min_snr_plus_one needs"):
+        TrainConfig(model=DenoiserConfig(prediction_type="epsilon"),
+                    loss_weighting="min_snr_plus_one", **stages)
+    TrainConfig(model=DenoiserConfig(), loss_weighting="min_snr_plus_one", **stages)

@@ -81,6 +81,9 @@ def test_render_layout_with_preset(stub: pb_grpc.FetalFlexStub) -> None:
     csp = label_id("cavum_septi_pellucidi")  # what absent_csp removes
     assert (lm == csp).sum() > 0 and (lm2 == csp).sum() == 0
     assert any(s.structure == "skull" for s in normal.structures.shapes)
+    # the list says what its shapes are painted over and the sector: fed back, it draws
+    # the same kind of layout
+    assert (normal.structures.fill, normal.structures.sector) == ("amniotic_fluid", "standard")
 
 
 def test_generate_pair_png(stub: pb_grpc.FetalFlexStub) -> None:
