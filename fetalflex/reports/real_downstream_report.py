@@ -130,5 +130,7 @@ def figure(res: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     title = (f"Real tasks with FetalFlex images (model {res['model'][:12]}, "
              f"{res['appearance']} appearance); validation split")
-    fig.suptitle(title, fontsize=10)
+    # one panel is narrower than the title: break it at the "(" so it stays inside the figure
+    fig.suptitle(title if len(panels) > 1 else title.replace(" (", "\n(", 1), fontsize=10)
+    fig.tight_layout()
     save_figure(fig, path, title)
