@@ -69,7 +69,7 @@ def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path)
     student = tmp_path / "run" / "final"
     cfg = json.loads((student / "config.json").read_text())
     assert cfg["sampling"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim",
-                               "guidance_by_appearance": {}}
+                               "guidance_by_appearance": {}, "guidance_below_t": None}
     served = Engine(load_backend("embedded", student))
     res = served.run(GenerationRequest(plane="TV"))
     assert res.denoiser_calls == 2 and res.request is not None
