@@ -320,7 +320,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"Evaluation (phantom world only): {res['model_id']} ({res['model_hash'][:12]}), "
         f"{res['image_size']}x{res['image_size']}, {res.get('sampler', 'ddim')}, "
-        f"guidance {res['guidance']}, {res.get('appearance', 'phantom')} appearance, "
+        f"guidance {res['guidance']}, {res['appearance']} appearance, "
         f"{res['n_per_plane']} held-out layouts per plane; backend {res['backend']}.",
         "",
         f"### Per plane at {d} steps",

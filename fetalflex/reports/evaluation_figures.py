@@ -25,7 +25,7 @@ def sample_grid(rows: list[dict[str, Any]], path: Path, res: dict[str, Any]) -> 
             image_panel(axes[r][c], img, cols[c] if r == 0 else "")
         axes[r][0].set_ylabel(row["plane"], fontsize=11)
     fig.suptitle(f"{SYNTHETIC}\n{res.get('sampler', 'ddim')}-{res['default_steps']}, "
-                 f"guidance {res['guidance']}, {res.get('appearance', 'phantom')} look, "
+                 f"guidance {res['guidance']}, {res['appearance']} look, "
                  f"{res['image_size']}x{res['image_size']}", fontsize=9)
     return save_figure(fig, path, "evaluation sample grid: layout | generated | phantom of "
                                   "the same layout | segmenter reading of the generated image")
