@@ -32,7 +32,12 @@ def register(sub: Subcommands) -> None:
                         "weights recommend for the appearance)")
     p.add_argument("--twins-per-plane", type=int, default=RealEvalOptions().twins_per_plane,
                    help="template layouts per plane for the anomaly twins (0: skip them)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=RealEvalOptions().seed,
+                   help="the instruments' training, the real halves and the bootstrap")
+    p.add_argument("--generation-seed", type=int, default=RealEvalOptions().generation_seed,
+                   help="another draw of the same generation requests (seed = this x 10^6 + "
+                        "index) with the same instruments: the generator's seed-to-seed "
+                        "spread")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
 
@@ -55,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     baseline = (Engine(load_backend("embedded", Path(args.baseline_weights),
                                     threads=args.threads)) if args.baseline_weights else None)
     opts = RealEvalOptions(reader_steps=args.reader_steps, segmenter_steps=args.segmenter_steps,
-                           seed=args.seed, appearance=args.appearance,
+                           seed=args.seed, generation_seed=args.generation_seed,
+                           appearance=args.appearance,
                            guidance=args.guidance, twins_per_plane=args.twins_per_plane)
     out = Path(args.out)
     manifests = [Path(m) for m in args.data]

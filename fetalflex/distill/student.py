@@ -54,10 +54,12 @@ def x0_targets(states: Tensor, timesteps: list[int], ac: Tensor) -> Tensor:
 
 
 def student_config(teacher: DenoiserConfig, steps: int) -> DenoiserConfig:
-    """The teacher's architecture; sampled with ``steps`` DDIM steps at guidance 1."""
+    """The teacher's architecture; sampled with ``steps`` DDIM steps at guidance 1, marked
+    ``guidance_folded`` (two-stage then runs it unguided on its own grid)."""
     return teacher.model_copy(update={"sampling": SamplingDefaults(
         steps=steps, sampler="ddim", guidance=1.0,
-        guidance_by_appearance={a: 1.0 for a in teacher.appearances})})
+        guidance_by_appearance={a: 1.0 for a in teacher.appearances},
+        guidance_folded=True)})
 
 
 def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,

@@ -99,7 +99,10 @@ class RealEvalOptions:
     segmenter_steps: int = 1200
     fd_dims: int = 16
     batch: int = 16
-    seed: int = 0
+    seed: int = 0  # the instruments' training, the real halves, the bootstrap
+    # Another draw of the same generation requests (seed = generation_seed x 10^6 + index),
+    # instruments unchanged: the generator's seed-to-seed spread.
+    generation_seed: int = 0
     bootstrap: int = 1000
     appearance: str = "real"
     twins_per_plane: int = 4  # template layouts per plane for the anomaly twins (0: skip)

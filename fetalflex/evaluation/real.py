@@ -135,12 +135,14 @@ def _instruments(train: RealSet, out: Path, opts: RealEvalOptions, data_key: str
 
 def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Path,
                  log: Any) -> NDArray[np.uint8]:
-    """One generated scan per validation record, from its layout and GA (seed = index);
-    kept in ``cache`` (keyed by the model and the layouts)."""
+    """One generated scan per validation record, from its layout and GA (seed =
+    ``generation_seed`` x 10^6 + index); kept in ``cache`` (keyed by the model, the layouts
+    and the seeds)."""
+    base = opts.generation_seed * 10**6
     key = cache_key(engine.backend.model_hash, opts.appearance,
                effective_guidance(engine, opts.appearance, opts.guidance),
                hashlib.sha256(val.label_maps.tobytes()).hexdigest(),
-               [r.ga_weeks for r in val.records])
+               [r.ga_weeks for r in val.records], *([base] if base else []))
     path = cache / f"generated-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -153,7 +155,7 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
         for s in range(0, len(idx), opts.batch):
             chunk = idx[s:s + opts.batch]
             imgs, _ = engine.sample_layouts([val.layout(int(i)) for i in chunk],
-                                            [int(i) for i in chunk],
+                                            [base + int(i) for i in chunk],
                                             appearance=opts.appearance,
                                             guidance=opts.guidance)
             out[chunk] = imgs

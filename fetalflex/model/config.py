@@ -32,6 +32,10 @@ class SamplingDefaults(BaseModel):
     # alone (sampling.denoisers.guided; they set overall brightness, not anatomy). None:
     # guidance at every step.
     guidance_below_t: int | None = Field(default=None, ge=1)
+    # A distilled student (``fetalflex distill``): guidance is folded into the weights, so
+    # samplers that pick their own guidance per phase (two-stage) run unguided, on the
+    # weights' own ``steps`` (``TwoStageOptions.folded``), instead of guiding again.
+    guidance_folded: bool = False
 
     @model_validator(mode="after")
     def _bounded(self) -> SamplingDefaults:

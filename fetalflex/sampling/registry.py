@@ -57,15 +57,18 @@ def _dpm_solver(job: SamplingJob) -> Iterator[SamplerEvent]:
 
 
 def _two_stage(job: SamplingJob) -> Iterator[SamplerEvent]:
-    """Its own steps and guidance per stage (``TwoStageOptions``); the request's control
+    """Its own steps and guidance per stage (``TwoStageOptions``; for weights with guidance
+    folded in, ``TwoStageOptions.folded`` on their own step count); the request's control
     scale scales both stages' control."""
 
     def make(indices: Tensor, guidance: float, control: float) -> X0Denoiser:
         den = job.conditioning(indices, guidance, control * job.control_scale)
         return predicting_x0(den, job.ac, job.cfg.prediction_type)
 
-    return two_stage_progressive(make, job.x, job.ac, TwoStageOptions(), job.noise,
-                                 job.should_stop)
+    rec = job.cfg.sampling
+    options = (TwoStageOptions.folded(rec.steps or job.steps) if rec.guidance_folded
+               else TwoStageOptions())
+    return two_stage_progressive(make, job.x, job.ac, options, job.noise, job.should_stop)
 
 
 SAMPLERS: Final[Mapping[SamplerName, Sampler]] = MappingProxyType({

@@ -49,7 +49,19 @@ class TwoStageOptions:
     strength_min: float = 0.15       # re-noising level of stage 2, fraction of T
     strength_max: float = 0.40
     stage2_steps_at_max: int = 8
+    stage2_min_steps: int = 2
     texture_target: float = 0.10     # high-frequency sd of x0 that needs no extra texture
+
+    @classmethod
+    def folded(cls, steps: int) -> TwoStageOptions:
+        """For weights with guidance folded in (a distilled student of ``steps`` steps):
+        stage 1 on the student's own grid (it may stop one step early once its x0 preview
+        holds), stage 2 one or two unguided steps from the re-noised estimate; both at
+        guidance 1 (guiding a student again would over-guide it). The control scales stay:
+        they are inputs of the weights, not of guidance."""
+        return cls(stage1_max_steps=steps, stage1_min_steps=max(1, steps - 1), patience=1,
+                   stage1_guidance=1.0, stage2_guidance=1.0,
+                   stage2_steps_at_max=max(1, steps // 2), stage2_min_steps=1)
 
 
 def high_frequency(x0: Tensor) -> Tensor:
@@ -115,7 +127,8 @@ def two_stage_progressive(
     for s in range(n):
         st = float(strength[s])
         t2 = max(1, round(st * T) - 1)
-        steps2 = max(2, math.ceil(o.stage2_steps_at_max * st / o.strength_max))
+        steps2 = max(o.stage2_min_steps,
+                     math.ceil(o.stage2_steps_at_max * st / o.strength_max))
         plans.setdefault((t2, steps2), []).append(s)
     out_x = x0_est.clone()
     for (t2, steps2), members in plans.items():

@@ -69,11 +69,15 @@ def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path)
     student = tmp_path / "run" / "final"
     cfg = json.loads((student / "config.json").read_text())
     assert cfg["sampling"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim",
-                               "guidance_by_appearance": {}, "guidance_below_t": None}
+                               "guidance_by_appearance": {}, "guidance_below_t": None,
+                               "guidance_folded": True}
     served = Engine(load_backend("embedded", student))
     res = served.run(GenerationRequest(plane="TV"))
     assert res.denoiser_calls == 2 and res.request is not None
     assert (res.request.steps, res.request.guidance) == (2, 1.0)
+    # two-stage with the student: unguided, on its own 2-step grid (+ one stage-2 step)
+    two = served.run(GenerationRequest(plane="TV", sampler="two-stage"))
+    assert 2 <= two.denoiser_calls <= 3, two.denoiser_calls
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and np.isfinite(log[-1]["loss"])
     # a rerun resumes: nothing left to train, the same weights again

@@ -109,6 +109,16 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     again = evaluate_real(engine, real_manifests, tmp_path / "ev", opts, log=lambda _m: None)
     assert again["instrument_training_s"] == {}
     assert again["planes"] == res["planes"]
+    # another generation seed: the same instruments (kept), other draws of the same requests
+    from dataclasses import replace
+
+    other = evaluate_real(engine, real_manifests, tmp_path / "ev",
+                          replace(opts, generation_seed=1), log=lambda _m: None)
+    assert other["instrument_training_s"] == {} and other["options"]["generation_seed"] == 1
+    drawn = sorted((tmp_path / "ev" / "cache").glob("generated-*.npz"))
+    assert len(drawn) == 2
+    a, b = (np.load(f)["images"] for f in drawn)
+    assert a.shape == b.shape and not np.array_equal(a, b)
     # the v1-v3 style weights (no appearances) refuse the real appearance by name
     plain = Engine(load_backend("torch", tiny_weights))
     with pytest.raises(ValueError, match="appearance: 'real' is not served"):

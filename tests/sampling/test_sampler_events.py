@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from fetalflex.errors import InvalidRequestError, SamplingCancelledError
-from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.config import DenoiserConfig, SamplingDefaults
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.request import SAMPLER_NAMES, RepaintSettings
 from fetalflex.sampling.denoisers import (
@@ -27,6 +27,7 @@ from fetalflex.sampling.registry import SAMPLERS, SamplingJob
 from fetalflex.sampling.repaint import repaint_progressive
 from fetalflex.sampling.schedules import count_calls, repaint_transitions, trailing_timesteps
 from fetalflex.sampling.steps import SampleNoise, split_output
+from fetalflex.sampling.two_stage import TwoStageOptions
 from tests.conftest import TINY_MODEL
 
 CFG = DenoiserConfig(**TINY_MODEL)
@@ -149,3 +150,30 @@ def test_sampler_arguments_are_checked_naming_the_argument() -> None:
     for name in ("ddim", "dpmsolver++"):  # two-stage runs its own schedules
         with pytest.raises(InvalidRequestError, match="^steps: must be at least 1, got 0"):
             final(SAMPLERS[name](_job(oracle_call(X0), steps=0)))
+
+
+def test_two_stage_runs_a_guidance_folded_student_unguided_on_its_own_grid() -> None:
+    """A distilled student (``sampling.guidance_folded``) must not be guided again: every
+    two-stage call is one conditional row per sample, stage 1 stays on its own K steps
+    (it may stop one early) and stage 2 takes at most K / 2; the teacher's options guide."""
+    folded = CFG.model_copy(update={"sampling": SamplingDefaults(
+        steps=4, sampler="ddim", guidance=1.0, guidance_folded=True)})
+    for cfg, guided_rows in ((CFG, True), (folded, False)):
+        rows: list[int] = []
+        exact = oracle_call(X0)
+
+        def call(x_t: Tensor, t: Tensor, layout: Tensor, cond: Tensor, cs: Tensor,
+                 exact: CountingCall = exact, rows: list[int] = rows) -> Tensor:
+            rows.append(x_t.shape[0])
+            return exact(x_t, t, layout, cond, cs)
+
+        job = _job(CountingCall(call))
+        fin = final(SAMPLERS["two-stage"](SamplingJob(
+            job.conditioning, job.x, job.noise, cfg, AC, job.steps, guidance=1.0,
+            control_scale=1.0)))
+        assert any(r > N for r in rows) is guided_rows, rows
+        if not guided_rows:
+            assert all(3 <= r["stage1_steps"] <= 4 for r in fin.reports), fin.reports
+            assert all(1 <= r["stage2_steps"] <= 2 for r in fin.reports), fin.reports
+            assert len(rows) <= 4 + 2 * len({r["stage2_steps"] for r in fin.reports})
+            assert TwoStageOptions.folded(4).stage1_guidance == 1.0
