@@ -11,7 +11,7 @@ from fetalflex.cli.args import Subcommands
 
 def register(sub: Subcommands) -> None:
     from fetalflex.evaluation.options import RealEvalOptions
-    from fetalflex.request import APPEARANCE_NAMES
+    from fetalflex.request import APPEARANCE_NAMES, SAMPLER_NAMES
 
     p = sub.add_parser("evaluate-real", help="realism, outline control and copying on real "
                                              "validation scans (imported manifests)")
@@ -30,6 +30,12 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--guidance", type=float, default=RealEvalOptions().guidance,
                    help="classifier-free guidance of every generated scan (default: what the "
                         "weights recommend for the appearance)")
+    p.add_argument("--steps", type=int, default=RealEvalOptions().steps,
+                   help="sampler steps of every generated scan (default: what the weights "
+                        "recommend)")
+    p.add_argument("--sampler", default=RealEvalOptions().sampler, choices=SAMPLER_NAMES,
+                   help="sampler of every generated scan (default: what the weights "
+                        "recommend)")
     p.add_argument("--twins-per-plane", type=int, default=RealEvalOptions().twins_per_plane,
                    help="template layouts per plane for the anomaly twins (0: skip them)")
     p.add_argument("--seed", type=int, default=RealEvalOptions().seed,
@@ -62,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     opts = RealEvalOptions(reader_steps=args.reader_steps, segmenter_steps=args.segmenter_steps,
                            seed=args.seed, generation_seed=args.generation_seed,
                            appearance=args.appearance,
-                           guidance=args.guidance, twins_per_plane=args.twins_per_plane)
+                           guidance=args.guidance, steps=args.steps, sampler=args.sampler,
+                           twins_per_plane=args.twins_per_plane)
     out = Path(args.out)
     manifests = [Path(m) for m in args.data]
     res = evaluate_real(engine, manifests, out, opts, baseline=baseline,

@@ -108,6 +108,8 @@ class RealEvalOptions:
     twins_per_plane: int = 4  # template layouts per plane for the anomaly twins (0: skip)
     # of every generated scan; None: what the weights recommend (``Engine.resolve``)
     guidance: float | None = None
+    steps: int | None = None
+    sampler: str | None = None
 
 
 @dataclass(frozen=True)

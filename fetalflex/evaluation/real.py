@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ from fetalflex.evaluation.realism import (
 )
 from fetalflex.evaluation.segmenter import Segmenter
 from fetalflex.generation import Engine
+from fetalflex.request import SamplerName
 
 REAL_PLANES: tuple[str, ...] = ("TV", "TT", "TC", "AC", "4CH", "FL")
 
@@ -86,6 +87,18 @@ def effective_guidance(engine: Engine, appearance: str, guidance: float | None) 
         return guidance
     req = GenerationRequest.model_validate({"plane": "TT", "appearance": appearance})
     return engine.resolve(req).guidance
+
+
+def effective_sampling(engine: Engine, opts: RealEvalOptions) -> dict[str, Any]:
+    """Sampler, steps and guidance of every generated scan (asked, else recommended)."""
+    from fetalflex.request import GenerationRequest
+
+    asked = {k: v for k, v in {"steps": opts.steps, "sampler": opts.sampler}.items()
+             if v is not None}
+    req = engine.resolve(GenerationRequest.model_validate(
+        {"plane": "TT", "appearance": opts.appearance, **asked}))
+    return {"sampler": req.sampler, "steps": req.steps,
+            "guidance": effective_guidance(engine, opts.appearance, opts.guidance)}
 
 
 def reader_planes(train: RealSet) -> tuple[str, ...]:
@@ -142,7 +155,9 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
     key = cache_key(engine.backend.model_hash, opts.appearance,
                effective_guidance(engine, opts.appearance, opts.guidance),
                hashlib.sha256(val.label_maps.tobytes()).hexdigest(),
-               [r.ga_weeks for r in val.records], *([base] if base else []))
+               [r.ga_weeks for r in val.records], *([base] if base else []),
+               *([opts.sampler, opts.steps] if (opts.sampler, opts.steps) != (None, None)
+                 else []))
     path = cache / f"generated-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -157,7 +172,8 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
             imgs, _ = engine.sample_layouts([val.layout(int(i)) for i in chunk],
                                             [base + int(i) for i in chunk],
                                             appearance=opts.appearance,
-                                            guidance=opts.guidance)
+                                            guidance=opts.guidance, steps=opts.steps,
+                                            sampler=cast(SamplerName | None, opts.sampler))
             out[chunk] = imgs
         log(f"generated {len(idx)} {plane} scans ({time.perf_counter() - t0:.0f} s)")
     cache.mkdir(parents=True, exist_ok=True)
@@ -314,6 +330,7 @@ def evaluate_real(engine: Engine, manifests: list[Path], out: Path,
     result: dict[str, Any] = {
         "model": engine.backend.model_hash, "appearance": opts.appearance,
         "guidance": effective_guidance(engine, opts.appearance, opts.guidance),
+        "sampling": effective_sampling(engine, opts),
         "options": asdict(opts), "world": "real scans: validation split (by subject) of the "
         "imported HC18 and FETAL_PLANES_DB parts; instruments trained on the training split",
         "n_train": len(train.records), "n_val": len(val.records),

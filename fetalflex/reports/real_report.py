@@ -28,7 +28,9 @@ def _iv(iv: list[float], nd: int = 3) -> str:
 
 def markdown(res: dict[str, Any]) -> str:
     g = res.get("guidance")
+    smp = res.get("sampling")
     lines = [f"# evaluate-real: model `{res['model'][:12]}`, appearance {res['appearance']}"
+             + (f", {smp['sampler']} {smp['steps']} steps" if smp else "")
              + (f", guidance {g:g}" if g is not None else ""),
              "", f"World: {res['world']}. {res['n_train']} training / {res['n_val']} validation "
              "scans.", "", "## Plane reader: accuracy on generated vs on real validation scans",

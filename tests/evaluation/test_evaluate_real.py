@@ -112,9 +112,14 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     # another generation seed: the same instruments (kept), other draws of the same requests
     from dataclasses import replace
 
+    # (and another sampling: asked, recorded as it ran)
+    assert res["sampling"]["steps"] >= 1 and res["sampling"]["guidance"] == res["guidance"]
     other = evaluate_real(engine, real_manifests, tmp_path / "ev",
-                          replace(opts, generation_seed=1), log=lambda _m: None)
+                          replace(opts, generation_seed=1, steps=2, sampler="ddim"),
+                          log=lambda _m: None)
     assert other["instrument_training_s"] == {} and other["options"]["generation_seed"] == 1
+    assert (other["sampling"]["sampler"], other["sampling"]["steps"]) == ("ddim", 2)
+    assert "ddim 2 steps" in markdown(other)
     drawn = sorted((tmp_path / "ev" / "cache").glob("generated-*.npz"))
     assert len(drawn) == 2
     a, b = (np.load(f)["images"] for f in drawn)
