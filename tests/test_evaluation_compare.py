@@ -46,3 +46,35 @@ def test_the_command_names_a_file_that_is_not_an_evaluation(
     capsys.readouterr()
     assert main(["compare-evaluations", str(good), str(bad)]) == 2
     assert "b.json: not written by `fetalflex evaluate`" in capsys.readouterr().err
+
+
+def _real(ratio: float, steps: int, guidance: float, sign_ok: bool) -> dict[str, Any]:
+    group = {"fd_ratio": 2.5, "w1_ratio": 3.0, "mean_grey_generated": 44.0,
+             "mean_grey_real": 42.0}
+    return {"world": "real scans", "planes": {"TC": {"ratio": ratio}},
+            "groups": {"head": group}, "frd": {"head": {"frd_ratio": 1.9}},
+            "head": {"generated": {"dice": 0.975}, "hc_error_ratio": 1.03},
+            "copying": {"generated_mean": 0.6, "real_val_mean": 0.612},
+            "twins": {"TV microcephaly": {"sign_ok": sign_ok}},
+            "sampling": {"sampler": "dpmsolver++", "steps": steps, "guidance": guidance,
+                         "guidance_below_t": 900}}
+
+
+def test_evaluate_real_results_compare_side_by_side(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher, student = tmp_path / "t" / "real_eval.json", tmp_path / "s" / "real_eval.json"
+    for p, d in ((teacher, _real(0.05, 6, 2.0, True)), (student, _real(0.16, 4, 1.0, False))):
+        p.parent.mkdir()
+        p.write_text(json.dumps(d))
+    assert main(["compare-evaluations", str(teacher), str(student)]) == 0
+    md = capsys.readouterr().out
+    assert "| figure | target | t | s |" in md
+    assert "| reader gen / real, TC | >= 0.9 | 0.05 | 0.16 |" in md
+    assert "| mean grey gen - real, head | ~0 | +2.0 | +2.0 |" in md
+    assert "| twins right-signed | every preset | 1/1 | 0/1 |" in md
+    # the guidance interval counts: 6 guided steps minus the one at t = 999
+    assert "| denoiser rows per image | - | 11 (dpmsolver++ 6, guidance 2) | 4 (" in md
+    phantom = tmp_path / "p.json"
+    phantom.write_text(json.dumps(_result(6, 2.0, 1.0, True)))
+    assert main(["compare-evaluations", str(teacher), str(phantom)]) == 2
+    assert "mix `fetalflex evaluate` and `fetalflex evaluate-real`" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""``fetalflex compare-evaluations``: several ``fetalflex evaluate`` results side by side
-(teacher vs student, seed vs seed), one Markdown table."""
+"""``fetalflex compare-evaluations``: several ``fetalflex evaluate`` (or several
+``fetalflex evaluate-real``) results side by side (teacher vs student, seed vs seed), one
+Markdown table."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from fetalflex.cli.args import Subcommands
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("compare-evaluations",
-                       help="several `fetalflex evaluate` results side by side (Markdown)")
-    p.add_argument("results", nargs="+", help="evaluation.json files written by evaluate")
+                       help="several `fetalflex evaluate` or `evaluate-real` results side "
+                            "by side (Markdown)")
+    p.add_argument("results", nargs="+",
+                   help="evaluation.json files written by evaluate, or real_eval.json files "
+                        "written by evaluate-real")
     p.add_argument("--names", nargs="+", default=None,
                    help="column names (default: each result's folder name)")
     p.add_argument("--out", default=None, help="also write the table to this file")

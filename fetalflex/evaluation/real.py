@@ -98,7 +98,8 @@ def effective_sampling(engine: Engine, opts: RealEvalOptions) -> dict[str, Any]:
     req = engine.resolve(GenerationRequest.model_validate(
         {"plane": "TT", "appearance": opts.appearance, **asked}))
     return {"sampler": req.sampler, "steps": req.steps,
-            "guidance": effective_guidance(engine, opts.appearance, opts.guidance)}
+            "guidance": effective_guidance(engine, opts.appearance, opts.guidance),
+            "guidance_below_t": engine.cfg.sampling.guidance_below_t}
 
 
 def reader_planes(train: RealSet) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """Side by side: several ``fetalflex evaluate`` results (a teacher and its student, two
-seeds of one model, two precisions), each at its own default steps, one Markdown table.
+seeds of one model, two precisions), each at its own default steps, one Markdown table
+(``evaluate-real`` results: ``real_eval_compare``).
 
 Rows per plane: adherence / segmenter ceiling, brightness rank correlation, tissue and
 fluid means, tissue-histogram W1 and the anomaly twins' signs; then the totals (twins
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fetalflex.reports.real_eval_compare import is_real_eval, real_compare_markdown
 from fetalflex.request import denoiser_rows
 
 ROWS: tuple[tuple[str, str], ...] = (
@@ -25,13 +27,17 @@ ROWS: tuple[tuple[str, str], ...] = (
 
 
 def load(path: Path) -> dict[str, Any]:
+    """An ``evaluate`` (evaluation.json) or ``evaluate-real`` (real_eval.json) result."""
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable evaluation JSON ({exc})") from None
+    if is_real_eval(data):
+        return data
     if "planes" not in data or "default_steps" not in data:
         raise ValueError(f"{path}: not written by `fetalflex evaluate` (no planes / "
-                         f"default_steps)")
+                         f"default_steps) or `fetalflex evaluate-real` (no world / groups / "
+                         f"head)")
     return data
 
 
@@ -84,8 +90,12 @@ def compare_markdown(named: list[tuple[str, dict[str, Any]]]) -> str:
 def compare_files(paths: list[Path], names: list[str] | None = None) -> str:
     if names is not None and len(names) != len(paths):
         raise ValueError(f"--names: {len(names)} names for {len(paths)} results")
-    return compare_markdown([(names[i] if names else p.parent.name, load(p))
-                             for i, p in enumerate(paths)])
+    named = [(names[i] if names else p.parent.name, load(p)) for i, p in enumerate(paths)]
+    kinds = {is_real_eval(d) for _, d in named}
+    if len(kinds) > 1:
+        raise ValueError("results: mix `fetalflex evaluate` and `fetalflex evaluate-real` "
+                         "results; compare each kind on its own")
+    return real_compare_markdown(named) if kinds == {True} else compare_markdown(named)
 
 
 def _g(data: dict[str, Any]) -> str:
