@@ -79,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
     (out / "real_eval.md").write_text(md)
     val = load_real(manifests, "val")
     gen = np.load(out / "cache" / "generated_latest.npy")
+    smp = res["sampling"]
     title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}, "
-             f"guidance {res['guidance']:g}\ngenerated from the validation layouts")
+             f"{smp['sampler']} {smp['steps']} steps, guidance {res['guidance']:g}\n"
+             "generated from the validation layouts")
     examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
     examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,
                     real=val.images, title="left: real validation scans (data-set pixels: do "
