@@ -45,32 +45,38 @@ def test_embedded_default_generates(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert 2 * inter / ((read[0] == lid).sum() + (lab == lid).sum()) > 0.5, name
 
 
+def _head_ring_contrast(engine: Engine) -> tuple[float, int]:
+    """A real-look TT scan of a layout that labels a head ring and nothing else: the ring's
+    mean grey minus its inside's, and the denoiser calls it took (the weights' sampling)."""
+    from fetalflex.anatomy.layout import Shape, StructureList, rasterize, shape_mask
+
+    head = Shape(structure="skull", kind="ring", center=(0.5, 0.5), axes=(0.3, 0.22))
+    layout = rasterize(StructureList(plane="TT", field_mm=150, fill="unlabelled",
+                                     structures=(head,)), engine.cfg.image_size)
+    img, calls = engine.sample_layouts([layout], [0], appearance="real")
+    ring = shape_mask(head, engine.cfg.image_size)
+    inside = shape_mask(head.model_copy(update={"axes": (0.2, 0.12), "kind": "ellipse"}),
+                        engine.cfg.image_size)
+    return float(img[0][ring].mean() - img[0][inside].mean()), calls
+
+
 def test_real_appearance_weights_follow_a_head_outline(tmp_path: Path) -> None:
     """The real-appearance weights (v5) serve both looks; a partial layout (a head ring,
     nothing else) gives a TT scan whose head the outline bounds (brighter ring than its
     inside)."""
-    from fetalflex.anatomy.layout import Shape, StructureList, rasterize, shape_mask
     from fetalflex.weights import REAL_WEIGHTS
 
     torch.set_num_threads(2)
     engine = Engine(load_backend("torch", REAL_WEIGHTS))
     assert engine.cfg.appearances == ("phantom", "real")
     assert engine.appearance(None) == "real"
-    head = Shape(structure="skull", kind="ring", center=(0.5, 0.5), axes=(0.3, 0.22))
-    layout = rasterize(StructureList(plane="TT", field_mm=150, fill="unlabelled",
-                                     structures=(head,)), engine.cfg.image_size)
-    img, _ = engine.sample_layouts([layout], [0], appearance="real")
-    ring = shape_mask(head, engine.cfg.image_size)
-    inside = shape_mask(head.model_copy(update={"axes": (0.2, 0.12), "kind": "ellipse"}),
-                        engine.cfg.image_size)
-    assert img[0][ring].mean() > img[0][inside].mean() + 10
+    assert _head_ring_contrast(engine)[0] > 10
 
 
 def test_the_real_student_draws_a_head_outline_in_four_rows() -> None:
     """The 4-row student of v6 serves both looks with guidance folded in: a request that
     leaves the sampling unset costs 4 denoiser rows, and a head ring in the real look still
     bounds a brighter skull than its inside."""
-    from fetalflex.anatomy.layout import Shape, StructureList, rasterize, shape_mask
     from fetalflex.weights import REAL_STUDENT_WEIGHTS
 
     torch.set_num_threads(2)
@@ -78,12 +84,6 @@ def test_the_real_student_draws_a_head_outline_in_four_rows() -> None:
     rec = engine.cfg.sampling
     assert engine.cfg.appearances == ("phantom", "real")
     assert (rec.steps, rec.guidance, rec.sampler, rec.guidance_folded) == (4, 1.0, "ddim", True)
-    head = Shape(structure="skull", kind="ring", center=(0.5, 0.5), axes=(0.3, 0.22))
-    layout = rasterize(StructureList(plane="TT", field_mm=150, fill="unlabelled",
-                                     structures=(head,)), engine.cfg.image_size)
-    img, calls = engine.sample_layouts([layout], [0], appearance="real")
+    contrast, calls = _head_ring_contrast(engine)
     assert calls == 4  # one conditional row per step
-    ring = shape_mask(head, engine.cfg.image_size)
-    inside = shape_mask(head.model_copy(update={"axes": (0.2, 0.12), "kind": "ellipse"}),
-                        engine.cfg.image_size)
-    assert img[0][ring].mean() > img[0][inside].mean() + 10
+    assert contrast > 10

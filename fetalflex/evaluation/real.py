@@ -151,14 +151,12 @@ def generate_for(engine: Engine, val: RealSet, opts: RealEvalOptions, cache: Pat
                  log: Any) -> NDArray[np.uint8]:
     """One generated scan per validation record, from its layout and GA (seed =
     ``generation_seed`` x 10^6 + index); kept in ``cache`` (keyed by the model, the layouts
-    and the seeds)."""
+    the sampling as it runs and the seeds)."""
     base = opts.generation_seed * 10**6
     key = cache_key(engine.backend.model_hash, opts.appearance,
-               effective_guidance(engine, opts.appearance, opts.guidance),
+               effective_sampling(engine, opts),
                hashlib.sha256(val.label_maps.tobytes()).hexdigest(),
-               [r.ga_weeks for r in val.records], *([base] if base else []),
-               *([opts.sampler, opts.steps] if (opts.sampler, opts.steps) != (None, None)
-                 else []))
+               [r.ga_weeks for r in val.records], base)
     path = cache / f"generated-{key}.npz"
     if path.is_file():
         with np.load(path) as z:

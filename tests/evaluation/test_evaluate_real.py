@@ -109,11 +109,12 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     again = evaluate_real(engine, real_manifests, tmp_path / "ev", opts, log=lambda _m: None)
     assert again["instrument_training_s"] == {}
     assert again["planes"] == res["planes"]
-    # another generation seed: the same instruments (kept), other draws of the same requests
+    # the sampling is recorded as it ran
+    assert res["sampling"]["steps"] >= 1 and res["sampling"]["guidance"] == res["guidance"]
+    # another generation seed (and sampling): the same instruments (kept), other draws of
+    # the same requests
     from dataclasses import replace
 
-    # (and another sampling: asked, recorded as it ran)
-    assert res["sampling"]["steps"] >= 1 and res["sampling"]["guidance"] == res["guidance"]
     other = evaluate_real(engine, real_manifests, tmp_path / "ev",
                           replace(opts, generation_seed=1, steps=2, sampler="ddim"),
                           log=lambda _m: None)
