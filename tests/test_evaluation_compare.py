@@ -78,3 +78,19 @@ def test_evaluate_real_results_compare_side_by_side(
     phantom.write_text(json.dumps(_result(6, 2.0, 1.0, True)))
     assert main(["compare-evaluations", str(teacher), str(phantom)]) == 2
     assert "mix `fetalflex evaluate` and `fetalflex evaluate-real`" in capsys.readouterr().err
+
+
+def test_columns_are_named_by_folder_or_by_file_stem(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Results copied to one folder (docs/benchmarks/real_eval_v6.json, ...) keep their own
+    names; an int8 graph's rows say so."""
+    a, b = tmp_path / "real_eval_v6.json", tmp_path / "real_eval_student_int8.json"
+    student = _real(0.16, 4, 1.0, True)
+    student["sampling"]["precision"] = "int8"
+    a.write_text(json.dumps(_real(0.05, 6, 2.0, True)))
+    b.write_text(json.dumps(student))
+    assert main(["compare-evaluations", str(a), str(b)]) == 0
+    md = capsys.readouterr().out
+    assert "| figure | target | real_eval_v6 | real_eval_student_int8 |" in md
+    assert "| denoiser rows per image | - | 11 (dpmsolver++ 6, guidance 2) | " \
+           "4 (dpmsolver++ 4, guidance 1, int8) |" in md

@@ -14,11 +14,14 @@ denoiser. So the choice is measured, not assumed:
   states at early, middle and late timesteps), and its output's relative RMS error against
   ONNX Runtime fp32 -- the arithmetic every ``fetalflex evaluate`` table was made with -- is
   recorded. Only arithmetic with an end-to-end quality measurement may be picked: fp32
-  (must agree to ``FP32_TOLERANCE``) and int8 (``docs/EVALUATION.md``: adherence, brightness
-  and every anomaly twin held at the default). bf16 has no such table; it is admitted when,
-  on this host and these inputs, it is at least as close to fp32 as the evaluated int8 graph
-  (``INT8_EVALUATED_ERROR`` when int8 is not measured in the same run). The reason for each
-  refusal is in the report.
+  (must agree to ``FP32_TOLERANCE``) and int8 where its error stays within
+  ``INT8_ADMITTED_ERROR``: v3's int8 graph (0.032 here) held adherence, brightness and every
+  anomaly twin (``docs/EVALUATION.md``), but the int8 graph of the real-look student (0.105)
+  doubled its FRD on real scans and lost TV recognition (session 21,
+  ``benchmarks/real_eval_student_v6_int8.json``): an int8 graph is not good because it is
+  int8. bf16 has no such table; it is admitted when, on this host and these inputs, it is at
+  least as close to fp32 as an admitted int8 graph (``INT8_EVALUATED_ERROR`` when none is
+  measured in the same run). The reason for each refusal is in the report.
 * **Cache**: ``$FETALFLEX_CACHE/tune/<key>.json``, the key hashing the host's facts (CPU
   model, CPU count, the ISA flags that matter, GPU), the weights' content hash and the
   versions of fetalflex, ONNX Runtime and torch: another machine type, other weights or an
@@ -65,6 +68,10 @@ FP32_TOLERANCE = 1e-3
 # `fetalflex evaluate --precision int8` measured (docs/EVALUATION.md). Used as bf16's bar
 # when int8 is not measured in the same run.
 INT8_EVALUATED_ERROR = 0.032
+# The most an int8 graph may differ from fp32 to be picked: the evaluated level with 25 %
+# headroom for the same graph on another host. Measured above it and refused by evaluation:
+# the real-look student's int8 graph, 0.105 (session 21).
+INT8_ADMITTED_ERROR = 0.04
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
              "amx_tile")
 
@@ -238,9 +245,11 @@ def rel_error(got: list[Tensor], ref: list[Tensor]) -> float:
 
 def judge(rows: list[Measured]) -> list[Measured]:
     """Mark each measured row validated or give the reason it is not; the eligible rows.
-    fp32 must match the reference; int8 is admitted (evaluated end to end); bf16 must be
-    no further from fp32 than int8 (measured in the same run, else the evaluated level)."""
-    int8 = [r.rel_error for r in rows if r.engine.precision == "int8" and r.rel_error is not None]
+    fp32 must match the reference; int8 must stay within ``INT8_ADMITTED_ERROR`` (the level
+    evaluated end to end); bf16 must be no further from fp32 than an admitted int8 graph
+    (measured in the same run, else the evaluated level)."""
+    int8 = [r.rel_error for r in rows if r.engine.precision == "int8" and r.rel_error is not None
+            and r.rel_error <= INT8_ADMITTED_ERROR]
     bar = max(int8) if int8 else INT8_EVALUATED_ERROR
     for r in rows:
         if r.reason or r.rel_error is None or r.ms is None:
@@ -249,6 +258,10 @@ def judge(rows: list[Measured]) -> list[Measured]:
         p = r.engine.precision
         if p == "fp32" and r.rel_error > FP32_TOLERANCE:
             r.reason = f"fp32 output differs from the reference by {r.rel_error:.1e}"
+        elif p == "int8" and r.rel_error > INT8_ADMITTED_ERROR:
+            r.reason = (f"int8 output differs from fp32 by {r.rel_error:.1e}, more than the "
+                        f"evaluated level ({INT8_ADMITTED_ERROR:.1e}): these weights lose "
+                        f"quality in int8")
         elif p == "bf16" and r.rel_error > bar:
             r.reason = (f"bf16 has no end-to-end evaluation and is further from fp32 "
                         f"({r.rel_error:.1e}) than the evaluated int8 graph ({bar:.1e})")
@@ -306,9 +319,27 @@ def cached_report(weights: Path) -> TuneReport | None:
         return None  # an unreadable cache is measured again
 
 
+def rejudge(report: TuneReport) -> TuneReport:
+    """The cached measurements judged again by today's rules (a rule may have tightened
+    since they were made: a cached choice is never used past the rules that admit it)."""
+    for r in report.rows:
+        if not r.reason.startswith("failed"):
+            r.reason = ""
+    ok = judge(report.rows)
+    report.choice = min(ok, key=lambda r: r.ms or float("inf")).engine if ok else None
+    return report
+
+
 def tuned_engine(weights: Path, log: Log = _log.info) -> Engine:
-    """The cached choice for this host and weights, measured first when there is none."""
+    """The cached choice for this host and weights (judged by today's rules), measured
+    first when there is none."""
     report = cached_report(weights)
+    if report is not None:
+        before = report.choice
+        report = rejudge(report)
+        if before is not None and report.choice != before:
+            log(f"tune: the cached choice {before.label} is no longer admitted "
+                f"({next(r.reason for r in report.rows if r.engine == before)})")
     if report is None or report.choice is None:
         log("tune: no measurement for this host and these weights yet: measuring (once)")
         report = tune(weights, log=log)

@@ -18,7 +18,8 @@ def register(sub: Subcommands) -> None:
                    help="evaluation.json files written by evaluate, or real_eval.json files "
                         "written by evaluate-real")
     p.add_argument("--names", nargs="+", default=None,
-                   help="column names (default: each result's folder name)")
+                   help="column names (default: the folder of a result of the default "
+                        "file name, else the file's stem)")
     p.add_argument("--out", default=None, help="also write the table to this file")
     p.set_defaults(func=run)
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from fetalflex.cli.args import Subcommands
+from fetalflex.request import DEFAULT_PRECISION, PRECISION_BACKENDS
 
 
 def register(sub: Subcommands) -> None:
@@ -45,6 +46,10 @@ def register(sub: Subcommands) -> None:
                         "index) with the same instruments: the generator's seed-to-seed "
                         "spread")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default=DEFAULT_PRECISION,
+                   choices=[k for k, v in PRECISION_BACKENDS.items() if "embedded" in v],
+                   help="arithmetic of the generator's embedded graph (int8: the static "
+                        "calibrated graph, built on first use)")
     p.set_defaults(func=run)
 
 
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     engine = Engine(load_backend("embedded", Path(args.weights) if args.weights else None,
-                                 threads=args.threads))
+                                 threads=args.threads, precision=args.precision))
     baseline = (Engine(load_backend("embedded", Path(args.baseline_weights),
                                     threads=args.threads)) if args.baseline_weights else None)
     opts = RealEvalOptions(reader_steps=args.reader_steps, segmenter_steps=args.segmenter_steps,
@@ -81,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     gen = np.load(out / "cache" / "generated_latest.npy")
     smp = res["sampling"]
     title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}, "
-             f"{smp['sampler']} {smp['steps']} steps, guidance {res['guidance']:g}\n"
+             f"{smp['sampler']} {smp['steps']} steps, guidance {res['guidance']:g}, "
+             f"{smp['precision']}\n"
              "generated from the validation layouts")
     examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
     examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,

@@ -90,7 +90,8 @@ def effective_guidance(engine: Engine, appearance: str, guidance: float | None) 
 
 
 def effective_sampling(engine: Engine, opts: RealEvalOptions) -> dict[str, Any]:
-    """Sampler, steps and guidance of every generated scan (asked, else recommended)."""
+    """Sampler, steps, guidance and arithmetic of every generated scan (asked, else
+    recommended; the precision is the engine's graph: fp32 or int8)."""
     from fetalflex.request import GenerationRequest
 
     asked = {k: v for k, v in {"steps": opts.steps, "sampler": opts.sampler}.items()
@@ -99,7 +100,8 @@ def effective_sampling(engine: Engine, opts: RealEvalOptions) -> dict[str, Any]:
         {"plane": "TT", "appearance": opts.appearance, **asked}))
     return {"sampler": req.sampler, "steps": req.steps,
             "guidance": effective_guidance(engine, opts.appearance, opts.guidance),
-            "guidance_below_t": engine.cfg.sampling.guidance_below_t}
+            "guidance_below_t": engine.cfg.sampling.guidance_below_t,
+            "precision": engine.backend.precision}
 
 
 def reader_planes(train: RealSet) -> tuple[str, ...]:

@@ -87,10 +87,19 @@ def compare_markdown(named: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DEFAULT_RESULT_FILES = ("evaluation.json", "real_eval.json")  # what the commands write
+
+
+def column_name(path: Path) -> str:
+    """A result's default column: its folder for a file of the default name (out/eval_x/
+    evaluation.json), else the file's own stem (docs/benchmarks/real_eval_v6.json)."""
+    return path.parent.name if path.name in DEFAULT_RESULT_FILES else path.stem
+
+
 def compare_files(paths: list[Path], names: list[str] | None = None) -> str:
     if names is not None and len(names) != len(paths):
         raise ValueError(f"--names: {len(names)} names for {len(paths)} results")
-    named = [(names[i] if names else p.parent.name, load(p)) for i, p in enumerate(paths)]
+    named = [(names[i] if names else column_name(p), load(p)) for i, p in enumerate(paths)]
     kinds = {is_real_eval(d) for _, d in named}
     if len(kinds) > 1:
         raise ValueError("results: mix `fetalflex evaluate` and `fetalflex evaluate-real` "

@@ -26,7 +26,8 @@ def rows_per_image(data: dict[str, Any]) -> str:
     if s["sampler"] == "two-stage":
         return f"adaptive (two-stage, guidance {s['guidance']:g})"
     n = denoiser_rows(int(s["steps"]), float(s["guidance"]), s.get("guidance_below_t"))
-    return f"{n} ({s['sampler']} {s['steps']}, guidance {s['guidance']:g})"
+    prec = f", {s['precision']}" if s.get("precision", "fp32") != "fp32" else ""
+    return f"{n} ({s['sampler']} {s['steps']}, guidance {s['guidance']:g}{prec})"
 
 
 def _f(v: Any, nd: int = 2) -> str:

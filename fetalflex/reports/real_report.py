@@ -31,6 +31,7 @@ def markdown(res: dict[str, Any]) -> str:
     smp = res.get("sampling")
     lines = [f"# evaluate-real: model `{res['model'][:12]}`, appearance {res['appearance']}"
              + (f", {smp['sampler']} {smp['steps']} steps" if smp else "")
+             + (f", {smp['precision']} graph" if smp and smp.get("precision") else "")
              + (f", guidance {g:g}" if g is not None else ""),
              "", f"World: {res['world']}. {res['n_train']} training / {res['n_val']} validation "
              "scans.", "", "## Plane reader: accuracy on generated vs on real validation scans",

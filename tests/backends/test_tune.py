@@ -11,6 +11,7 @@ import torch
 
 from fetalflex.backends import tune as tune_mod
 from fetalflex.backends.tune import (
+    INT8_ADMITTED_ERROR,
     INT8_EVALUATED_ERROR,
     Engine,
     Measured,
@@ -70,6 +71,12 @@ def test_judge_admits_only_what_matches_the_evaluated_arithmetic() -> None:
     # a row that failed to run is never eligible
     failed = Measured(Engine("embedded", "int8", 1), reason="failed: RuntimeError: x")
     assert judge([failed]) == []
+    # an int8 graph further from fp32 than the evaluated level is refused, however fast
+    # (the real-look student's: 0.105), and does not lower bf16's bar to its own
+    rows = [_row("fp32", 33, 1e-6), _row("int8", 28, 0.105), _row("bf16", 10, 0.09, "torch")]
+    assert [r.engine.precision for r in judge(rows)] == ["fp32"]
+    assert "lose quality in int8" in rows[1].reason and "1.0e-01" in rows[1].reason
+    assert judge([_row("int8", 20, INT8_ADMITTED_ERROR)]) != []
 
 
 def test_tune_measures_validates_caches_and_auto_uses_it(
@@ -127,3 +134,28 @@ def test_a_precision_names_the_backend_that_runs_it(tiny_weights: Path, backend:
 
     with pytest.raises(ValueError, match="^" + re.escape(f"precision: {precision} {fix}")):
         load_backend(backend, tiny_weights, precision=precision)  # type: ignore[arg-type]
+
+
+def test_a_cached_choice_is_judged_by_todays_rules(
+        tiny_weights: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache written before a rule tightened (an int8 graph of 0.105 error chosen) is not
+    used past that rule: the fastest engine still admitted is, without measuring again."""
+    from fetalflex.backends.onnx_model import weights_hash
+    from fetalflex.backends.tune import TuneReport, tune_key, tune_path
+
+    monkeypatch.setattr(tune_mod, "host_facts", lambda: dict(AVX2))
+    key = tune_key(dict(AVX2), weights_hash(tiny_weights))
+    fp32, int8 = Engine("embedded", "fp32", 2), Engine("embedded", "int8", 2)
+    old = TuneReport(key, dict(AVX2), "x", 1, 8,
+                     rows=[Measured(fp32, 33.4, 0.0, True), Measured(int8, 28.1, 0.105, True)],
+                     choice=int8)
+    tune_path(key).parent.mkdir(parents=True)
+    tune_path(key).write_text(old.to_json())
+
+    def no_measuring(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached measurements were enough")
+
+    monkeypatch.setattr(tune_mod, "tune", no_measuring)
+    lines: list[str] = []
+    assert tuned_engine(tiny_weights, log=lines.append) == fp32
+    assert any("no longer admitted" in m and "lose quality in int8" in m for m in lines)

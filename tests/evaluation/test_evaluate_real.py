@@ -111,6 +111,7 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     assert again["planes"] == res["planes"]
     # the sampling is recorded as it ran
     assert res["sampling"]["steps"] >= 1 and res["sampling"]["guidance"] == res["guidance"]
+    assert res["sampling"]["precision"] == "fp32"
     # another generation seed (and sampling): the same instruments (kept), other draws of
     # the same requests
     from dataclasses import replace
@@ -125,6 +126,17 @@ def test_evaluate_real_measures_every_row_and_keeps_its_instruments(
     assert len(drawn) == 2
     a, b = (np.load(f)["images"] for f in drawn)
     assert a.shape == b.shape and not np.array_equal(a, b)
+    # the int8 graph of the same weights: its own draws (not the fp32 cache), named as such
+    import os
+
+    os.environ["FETALFLEX_CACHE"] = str(tmp_path / "onnx")
+    try:
+        int8 = Engine(load_backend("embedded", tmp_path / "w", precision="int8"))
+        q = evaluate_real(int8, real_manifests, tmp_path / "ev", opts, log=lambda _m: None)
+    finally:
+        del os.environ["FETALFLEX_CACHE"]
+    assert q["sampling"]["precision"] == "int8" and "int8 graph" in markdown(q)
+    assert len(sorted((tmp_path / "ev" / "cache").glob("generated-*.npz"))) == 3
     # the v1-v3 style weights (no appearances) refuse the real appearance by name
     plain = Engine(load_backend("torch", tiny_weights))
     with pytest.raises(ValueError, match="appearance: 'real' is not served"):
