@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="fetalflex", formatter_class=HelpWithDefaults,
         description="Anatomy-guided synthesis of fetal ultrasound planes. Every image is "
-                    "SYNTHETIC (phantom world) and not for diagnosis.",
+                    "SYNTHETIC (phantom or real-scan look, as asked) and not for "
+                    "diagnosis.",
     )
     ap.add_argument("--version", action="version", version=f"fetalflex {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from fetalflex.about import __version__
 from fetalflex.io.atomic import FILE_MODE
 
-SYNTHETIC = "SYNTHETIC (FetalFlex, phantom-trained; not for clinical use)"
+SYNTHETIC = "SYNTHETIC (FetalFlex-generated; not for clinical use)"
 
 
 def image_panel(ax: Any, img: Any, title: str) -> None:
