@@ -154,7 +154,9 @@ def _plot(rows: list[dict[str, Any]], path: Path, steps: int | None) -> None:
     for setup in dict.fromkeys(r["setup"] for r in rows):
         sel = [r for r in rows if r["setup"] == setup]
         c = [r["concurrency"] for r in sel]
-        name = f"{setup} ({sel[0].get('precision', 'fp32')})"
+        w = Path(str(sel[0].get("weights", ""))).name
+        what = f", {w}, {sel[0].get('rows_per_image', '?')} rows" if w else ""
+        name = f"{setup} ({sel[0].get('precision', 'fp32')}{what})"
         line = a0.plot(c, [r["images_per_s"] for r in sel], "o-", label=name)[0]
         a1.plot(c, [r["p95_s"] for r in sel], "o-", color=line.get_color(),
                 label=f"{name} p95")
