@@ -28,7 +28,7 @@ def register(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fetalflex.backends.backends import weights_dir
-    from fetalflex.backends.tune import cached_report, tune
+    from fetalflex.backends.tune import cached_report, rejudge, tune
 
     w = weights_dir(Path(args.weights) if args.weights else None)
     if args.show:
@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
         if report is None:
             print(f"no measurement cached for this host and {w}: run `fetalflex tune`")
             return 1
+        before = report.choice
+        report = rejudge(report)  # what --backend auto would use today
+        if report.choice != before:
+            print(f"(cached choice {before.label if before else 'none'} is no longer "
+                  f"admitted by today's rules)")
     else:
         report = tune(w, calls=args.calls, batch=args.batch,
                       precisions=tuple(args.precisions), log=lambda m: print(m, flush=True))

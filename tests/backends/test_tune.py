@@ -137,7 +137,8 @@ def test_a_precision_names_the_backend_that_runs_it(tiny_weights: Path, backend:
 
 
 def test_a_cached_choice_is_judged_by_todays_rules(
-        tiny_weights: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_weights: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """A cache written before a rule tightened (an int8 graph of 0.105 error chosen) is not
     used past that rule: the fastest engine still admitted is, without measuring again."""
     from fetalflex.backends.onnx_model import weights_hash
@@ -159,3 +160,10 @@ def test_a_cached_choice_is_judged_by_todays_rules(
     lines: list[str] = []
     assert tuned_engine(tiny_weights, log=lines.append) == fp32
     assert any("no longer admitted" in m and "lose quality in int8" in m for m in lines)
+    # `fetalflex tune --show` prints the cache as today's rules judge it
+    from fetalflex.cli import main
+
+    assert main(["tune", "--weights", str(tiny_weights), "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert "no longer admitted" in shown and "lose quality in int8" in shown
+    assert "fp32 x2 threads **(chosen)**" in shown
