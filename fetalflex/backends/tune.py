@@ -339,7 +339,7 @@ def tuned_engine(weights: Path, log: Log = _log.info) -> Engine:
         report = rejudge(report)
         if before is not None and report.choice != before:
             log(f"tune: the cached choice {before.label} is no longer admitted "
-                f"({next(r.reason for r in report.rows if r.engine == before)})")
+                f"({next((r.reason for r in report.rows if r.engine == before), 'not measured')})")
     if report is None or report.choice is None:
         log("tune: no measurement for this host and these weights yet: measuring (once)")
         report = tune(weights, log=log)
