@@ -298,14 +298,13 @@ def tune(weights: Path, calls: int = 8, batch: int = 2,
         row.rel_error = rel_error(out, ref)
         report.rows.append(row)
         log(f"tune: {e.label}: {row.ms:.1f} ms, rel. error {row.rel_error:.2e}")
-    ok = judge(report.rows)
-    if not ok:
+    choice = rejudge(report).choice
+    if choice is None:
         raise RuntimeError("tune: no engine ran and validated on this host (see the log)")
-    report.choice = min(ok, key=lambda r: r.ms or float("inf")).engine
     path = tune_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, report.to_json())
-    log(f"tune: chose {report.choice.label}; cached in {path}")
+    log(f"tune: chose {choice.label}; cached in {path}")
     return report
 
 
