@@ -21,7 +21,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--substeps", type=int, default=5,
                    help="teacher DDIM steps per student step (guided: two rows each)")
     p.add_argument("--trajectories", type=int, default=2000,
-                   help="teacher trajectories cached in OUT (the training set)")
+                   help="teacher trajectories (the training set), made and cached in OUT in "
+                        "shards of 640: raising it later reuses the shards already made")
     p.add_argument("--train-steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -37,11 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fetalflex.backends.backends import load_backend, weights_dir
     from fetalflex.distill.student import train_student
-    from fetalflex.distill.trajectories import (
-        Trajectories,
-        make_trajectories,
-        trajectories_key,
-    )
+    from fetalflex.distill.trajectories import make_trajectories
     from fetalflex.generation import Engine
 
     deadline = (time.monotonic() + 60 * args.budget_minutes
@@ -53,15 +50,9 @@ def run(args: argparse.Namespace) -> int:
     teacher = weights_dir(Path(args.teacher) if args.teacher else None)
     engine = Engine(load_backend("embedded", teacher, threads=args.threads))
     out, data = Path(args.out), Path(args.data)
-    key = trajectories_key(engine.backend.model_hash, data, args.trajectories,
-                           args.student_steps, args.substeps, args.seed)
-    path = out / f"trajectories-{key}.npz"
-    if path.is_file():
-        traj = Trajectories.load(path)
-    else:
-        traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
-                                 args.substeps, args.seed, log=lambda m: print(m, flush=True))
-        traj.save(path)
+    traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
+                             args.substeps, args.seed, log=lambda m: print(m, flush=True),
+                             cache=out)
     final = train_student(teacher, traj, out, args.train_steps, batch=args.batch_size,
                           lr=args.lr, seed=args.seed, deadline=deadline,
                           log=lambda m: print(m, flush=True))

@@ -90,12 +90,24 @@ class Trajectories:
                        meta["appearances"], meta["guidance"], meta["teacher"])
 
 
-def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int,
-                      substeps: int, seed: int = 0, batch: int = 16, log: Log = print
-                      ) -> Trajectories:
-    """``n`` teacher trajectories from the manifest's training records (drawn with
-    replacement when ``n`` exceeds them; validation records never), seed i = seed * 10^6 +
-    i."""
+SHARD = 640
+"""Trajectories are made and cached in shards of this many: asking for more trajectories
+later reuses every whole shard made before (the picks and noise of a shard do not depend
+on how many shards follow)."""
+
+
+def shard_spans(n: int) -> list[tuple[int, int]]:
+    """The [start, stop) trajectory indices of each shard of ``n`` trajectories."""
+    return [(s, min(n, s + SHARD)) for s in range(0, n, SHARD)]
+
+
+def make_shard(engine: Engine, manifest: Path, start: int, stop: int, student_steps: int,
+               substeps: int, seed: int = 0, batch: int = 16, log: Log = print
+               ) -> Trajectories:
+    """Teacher trajectories ``start`` .. ``stop`` - 1 (one shard) from the manifest's
+    training records (validation records never): shard k = start / SHARD draws its records
+    with ``default_rng(seed)`` (k = 0) or ``default_rng([seed, k])``, with replacement when
+    the shard is larger than the records; trajectory i's noise seed is seed * 10^6 + i."""
     recs = [r for r in read_manifest(manifest, check_files=False)
             if r.split != "val" and not r.abnormal and r.plane in PLANE_CODES]
     served = set(engine.cfg.appearances) or {"phantom"}
@@ -104,7 +116,8 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
         raise ValueError(f"data: {manifest} has no training record in an appearance these "
                          f"weights serve ({', '.join(sorted(served))})")
     ts = student_timesteps(engine, student_steps, substeps)
-    rng = np.random.default_rng(seed)
+    k, n = start // SHARD, stop - start
+    rng = np.random.default_rng(seed if k == 0 else [seed, k])
     pick = rng.choice(len(recs), n, replace=n > len(recs))
     chosen = [recs[int(i)] for i in pick]
     maps = np.stack([read_label_map(resolve(manifest.parent, r.label_map)) for r in chosen])
@@ -123,14 +136,14 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
             chunk = idx[s:s + batch]
             layouts = [chosen[i].layout(maps[i]) for i in chunk]
             app = look if engine.cfg.appearances else None
-            st = engine.sample_states(layouts, [seed * 10**6 + i for i in chunk],
+            st = engine.sample_states(layouts, [seed * 10**6 + start + i for i in chunk],
                                       steps=student_steps * substeps, every=substeps,
                                       appearance=app)
             states[chunk] = st.astype(np.float16)
             done += len(chunk)
         guidance[look] = engine.resolve(GenerationRequest.model_validate(
             {"plane": plane, "appearance": app})).guidance
-        log(f"teacher trajectories: {done}/{n} ({plane} {look}; "
+        log(f"teacher trajectories {start}-{stop - 1}: {done}/{n} ({plane} {look}; "
             f"{time.perf_counter() - t0:.0f} s)")
     return Trajectories(states, ts, maps, [r.plane for r in chosen],
                         np.array([np.nan if r.ga_weeks is None else r.ga_weeks
@@ -140,8 +153,55 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
                         [r.appearance for r in chosen], guidance, engine.backend.model_hash)
 
 
+def concat(parts: list[Trajectories]) -> Trajectories:
+    """Shards of one teacher on one grid, in order, as one training set."""
+    first = parts[0]
+    for p in parts[1:]:
+        if p.timesteps != first.timesteps or p.teacher != first.teacher:
+            raise ValueError("trajectories: shards of different teachers or grids "
+                             f"({first.teacher[:12]} {first.timesteps} vs {p.teacher[:12]} "
+                             f"{p.timesteps})")
+    guidance: dict[str, float] = {}
+    for p in parts:
+        guidance.update(p.guidance)
+    return Trajectories(np.concatenate([p.states for p in parts]), first.timesteps,
+                        np.concatenate([p.label_maps for p in parts]),
+                        [x for p in parts for x in p.planes],
+                        np.concatenate([p.ga for p in parts]),
+                        np.concatenate([p.field_mm for p in parts]),
+                        [x for p in parts for x in p.appearances], guidance, first.teacher)
+
+
+def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int,
+                      substeps: int, seed: int = 0, batch: int = 16, log: Log = print,
+                      cache: Path | None = None) -> Trajectories:
+    """``n`` teacher trajectories, shard by shard (``make_shard``); with ``cache`` (a
+    folder) each shard is kept there as ``trajectories-KEY.npz`` and reused."""
+    parts = []
+    for start, stop in shard_spans(n):
+        path = None
+        if cache is not None:
+            key = trajectories_key(engine.backend.model_hash, manifest, stop - start,
+                                   student_steps, substeps, seed, start // SHARD)
+            path = cache / f"trajectories-{key}.npz"
+            if path.is_file():
+                parts.append(Trajectories.load(path))
+                log(f"teacher trajectories {start}-{stop - 1}: cached ({path.name})")
+                continue
+        part = make_shard(engine, manifest, start, stop, student_steps, substeps, seed,
+                          batch, log)
+        if path is not None:
+            part.save(path)
+        parts.append(part)
+    return concat(parts)
+
+
 def trajectories_key(teacher_hash: str, manifest: Path, n: int, student_steps: int,
-                     substeps: int, seed: int) -> str:
+                     substeps: int, seed: int, shard: int = 0) -> str:
+    """The cache key of one shard of ``n`` trajectories (shard 0: the key of caches made
+    before shards existed, which it reuses)."""
     h = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    return hashlib.sha256(json.dumps([teacher_hash, h, n, student_steps, substeps, seed]
-                                     ).encode()).hexdigest()[:16]
+    ident: list[object] = [teacher_hash, h, n, student_steps, substeps, seed]
+    if shard:
+        ident.append(shard)
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]

@@ -12,7 +12,13 @@ import torch
 
 from fetalflex.backends.backends import load_backend
 from fetalflex.distill.student import x0_targets
-from fetalflex.distill.trajectories import Trajectories, make_trajectories, student_timesteps
+from fetalflex.distill import trajectories as trajectories_mod
+from fetalflex.distill.trajectories import (
+    Trajectories,
+    concat,
+    make_trajectories,
+    student_timesteps,
+)
 from fetalflex.generation import Engine
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.diffusion import alphas_cumprod_for
@@ -84,3 +90,37 @@ def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path)
     assert main(["distill", "--teacher", str(tiny_weights), "--data", str(tiny_data),
                  "--out", str(tmp_path / "run"), "--student-steps", "2", "--substeps", "2",
                  "--trajectories", "6", "--train-steps", "3", "--batch-size", "2"]) == 0
+
+
+def test_more_trajectories_reuse_the_cached_shards(tiny_weights: Path, tiny_data: Path,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raising the count later reuses every whole shard made before, byte for byte; a
+    partial shard is made again at its new size."""
+    monkeypatch.setattr(trajectories_mod, "SHARD", 4)
+    engine = Engine(load_backend("torch", tiny_weights))
+    said: list[str] = []
+
+    def make(n: int) -> Trajectories:
+        return make_trajectories(engine, tiny_data, n, student_steps=2, substeps=2, seed=3,
+                                 log=said.append, cache=tmp_path)
+
+    four = make(4)
+    assert len(list(tmp_path.glob("trajectories-*.npz"))) == 1
+    said.clear()
+    six = make(6)
+    assert any("0-3: cached" in m for m in said), said
+    assert not any("4-5: cached" in m for m in said)
+    assert six.states.shape[0] == 6 and len(six.planes) == 6
+    assert np.array_equal(six.states[:4], four.states)
+    assert np.array_equal(six.label_maps[:4], four.label_maps)
+    assert len(list(tmp_path.glob("trajectories-*.npz"))) == 2
+    # shard 1 draws its own records and noise: not a copy of shard 0
+    assert not np.array_equal(six.states[4:6], four.states[:2])
+    said.clear()
+    assert np.array_equal(make(6).states, six.states)
+    assert sum("cached" in m for m in said) == 2
+    other = make_trajectories(engine, tiny_data, 2, student_steps=1, substeps=2, seed=3,
+                              log=said.append)
+    with pytest.raises(ValueError, match="different teachers or grids"):
+        concat([four, other])
