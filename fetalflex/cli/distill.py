@@ -23,6 +23,10 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--trajectories", type=int, default=2000,
                    help="teacher trajectories (the training set), made and cached in OUT in "
                         "shards of 640: raising it later reuses the shards already made")
+    p.add_argument("--holdout", type=int, default=64,
+                   help="teacher trajectories on the manifest's validation layouts (never "
+                        "trained on): the student's x0 error on them is logged at every "
+                        "checkpoint beside its error on as many training ones (0: none)")
     p.add_argument("--train-steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fetalflex.backends.backends import load_backend, weights_dir
     from fetalflex.distill.student import train_student
-    from fetalflex.distill.trajectories import make_trajectories
+    from fetalflex.distill.trajectories import holdout_trajectories, make_trajectories
     from fetalflex.generation import Engine
 
     deadline = (time.monotonic() + 60 * args.budget_minutes
@@ -53,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
                              args.substeps, args.seed, log=lambda m: print(m, flush=True),
                              cache=out)
+    held = holdout_trajectories(engine, data, args.holdout, args.student_steps, args.substeps,
+                                args.seed, log=lambda m: print(m, flush=True), cache=out)
     final = train_student(teacher, traj, out, args.train_steps, batch=args.batch_size,
-                          lr=args.lr, seed=args.seed, deadline=deadline,
+                          lr=args.lr, seed=args.seed, deadline=deadline, holdout=held,
                           log=lambda m: print(m, flush=True))
     print(f"student weights: {final} ({args.student_steps} denoiser rows per image by "
           f"default); measure it beside the teacher with `fetalflex evaluate --weights`")

@@ -9,6 +9,11 @@ sigma' = 0: x0* = x', the teacher's image). The student (v-prediction, x0 = alph
 sigma v) is trained with the mean squared error of its x0 against x0*. It starts from the
 teacher's weights; its config says how to sample it (``sampling``: K DDIM steps, guidance 1:
 K denoiser rows per image), so requests that leave the sampling unset get exactly that.
+
+With held-out trajectories (the teacher on validation layouts, never trained on), each
+checkpoint logs the EMA student's x0 error per student step on them beside the same error
+on as many training trajectories: the gap says when more trajectories, not more steps,
+are what the student needs.
 """
 
 from __future__ import annotations
@@ -53,6 +58,39 @@ def x0_targets(states: Tensor, timesteps: list[int], ac: Tensor) -> Tensor:
     return torch.stack(out, dim=1)
 
 
+def _conds(traj: Trajectories, idx: Tensor, cfg: DenoiserConfig) -> Tensor:
+    plane = torch.tensor([plane_index(traj.planes[int(q)]) for q in idx])
+    ga = torch.from_numpy(traj.ga[idx.numpy()].astype(np.float32))
+    app = (torch.tensor([appearance_index(traj.appearances[int(q)], cfg.appearances)
+                         for q in idx]) if cfg.appearances else None)
+    return condition_vector(plane, ga, cfg.num_planes, app, len(cfg.appearances))
+
+
+@torch.no_grad()
+def x0_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor, batch: int = 16
+              ) -> list[float]:
+    """Per student step, the mean squared error of the model's x0 against its target on
+    trajectories ``idx`` (what training minimises, measured without training)."""
+    was_training = model.training
+    model.eval()
+    ac = alphas_cumprod_for(model.config)
+    sums = [0.0] * len(traj.timesteps)
+    for s in range(0, len(idx), batch):
+        i = idx[s:s + batch]
+        st = torch.from_numpy(traj.states[i.numpy()])
+        tg = x0_targets(st, traj.timesteps, ac)
+        lay = torch.from_numpy(np.stack([one_hot(traj.label_maps[int(q)]) for q in i]))
+        cond = _conds(traj, i, model.config)
+        for j, t in enumerate(traj.timesteps):
+            x = st[:, j][:, None].float()
+            a = ac[t].float()
+            v = model(x, torch.full((len(i),), t), lay, cond, torch.ones(len(i)))
+            x0 = a.sqrt() * x - (1 - a).sqrt() * v.float()
+            sums[j] += float(((x0[:, 0] - tg[:, j]) ** 2).mean()) * len(i)
+    model.train(was_training)
+    return [round(v / len(idx), 6) for v in sums]
+
+
 def student_config(teacher: DenoiserConfig, steps: int) -> DenoiserConfig:
     """The teacher's architecture; sampled with ``steps`` DDIM steps at guidance 1, marked
     ``guidance_folded`` (two-stage then runs it unguided on its own grid)."""
@@ -65,10 +103,13 @@ def student_config(teacher: DenoiserConfig, steps: int) -> DenoiserConfig:
 def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
                   batch: int = 16, lr: float = 5e-5, ema_decay: float = 0.999, seed: int = 0,
                   checkpoint_every: int = 200, log: Log = print,
-                  deadline: float | None = None) -> Path:
+                  deadline: float | None = None, holdout: Trajectories | None = None
+                  ) -> Path:
     """Train (resuming from ``out/checkpoint.pt``) and write the EMA student to
     ``out/final``; returns that folder. ``deadline`` (``time.monotonic()``) stops early
-    with a checkpoint and the weights as they are."""
+    with a checkpoint and the weights as they are. ``holdout``: trajectories on layouts
+    never trained on, measured at every checkpoint (``x0_errors``) beside as many training
+    ones, into ``out/log.jsonl``."""
     teacher = FetalFlexDenoiser.load(teacher_dir)
     k = len(traj.timesteps)
     cfg = student_config(teacher.config, k)
@@ -80,11 +121,7 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     states = torch.from_numpy(traj.states)
     targets = x0_targets(states, traj.timesteps, ac).to(torch.float16)
     layouts = traj.label_maps
-    plane = torch.tensor([plane_index(p) for p in traj.planes])
-    ga = torch.from_numpy(traj.ga.astype(np.float32))
-    app = (torch.tensor([appearance_index(a, cfg.appearances) for a in traj.appearances])
-           if cfg.appearances else None)
-    cond_all = condition_vector(plane, ga, cfg.num_planes, app, len(cfg.appearances))
+    cond_all = _conds(traj, torch.arange(len(traj.planes)), cfg)
     t_all = torch.tensor(traj.timesteps)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
@@ -101,6 +138,28 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     bf16 = bf16_native()
     model.train()
     n = len(traj.planes)
+    probe = model_probe(cfg, ema) if holdout is not None else None
+    fit_idx = (torch.from_numpy(np.random.default_rng(seed).choice(
+        n, min(n, len(holdout.planes)), replace=False)) if holdout is not None else None)
+
+    measured: dict[int, dict[str, Any]] = {}
+
+    def measure(step: int) -> dict[str, Any]:
+        assert probe is not None and holdout is not None and fit_idx is not None
+        if step in measured:
+            return measured[step]
+        probe.load_state_dict(ema.state_dict())
+        fit = x0_errors(probe, traj, fit_idx)
+        held = x0_errors(probe, holdout, torch.arange(len(holdout.planes)))
+        row = {"step": step, "fit_x0_error": fit, "holdout_x0_error": held,
+               "holdout_over_fit": round(float(np.mean(held)) / max(float(np.mean(fit)),
+                                                                     1e-12), 3)}
+        with (out / "log.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"student step {step}: x0 error per step, training {fit}, held out {held}")
+        measured[step] = row
+        return row
+
     t0, losses = time.perf_counter(), []
     stopped = False
     for step in range(done, steps):
@@ -133,16 +192,30 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
             t0, losses = time.perf_counter(), []
         if done % checkpoint_every == 0:
             _checkpoint(ckpt, model, ema, opt, gen, done)
+            if probe is not None:
+                measure(done)
     _checkpoint(ckpt, model, ema, opt, gen, done)
     meta: dict[str, Any] = {"distilled_from": traj.teacher, "student_steps": k,
                             "teacher_guidance": traj.guidance, "trajectories": n,
                             "train_steps": done, "timesteps": traj.timesteps}
+    if probe is not None and holdout is not None:
+        last = measure(done)
+        meta["holdout_trajectories"] = len(holdout.planes)
+        meta["holdout_x0_error"] = last["holdout_x0_error"]
+        meta["fit_x0_error"] = last["fit_x0_error"]
     if stopped:
         meta["stopped_at_deadline"] = True
     final = out / "final"
     model.save(final, state=ema.state_dict(), meta=meta)
     log(f"student: {done} steps; weights {final}")
     return final
+
+
+def model_probe(cfg: DenoiserConfig, ema: EMA) -> FetalFlexDenoiser:
+    """A second network that holds the EMA weights while they are measured."""
+    probe = FetalFlexDenoiser(cfg)
+    probe.load_state_dict(ema.state_dict())
+    return probe
 
 
 def _checkpoint(path: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer,

@@ -102,22 +102,25 @@ def shard_spans(n: int) -> list[tuple[int, int]]:
 
 
 def make_shard(engine: Engine, manifest: Path, start: int, stop: int, student_steps: int,
-               substeps: int, seed: int = 0, batch: int = 16, log: Log = print
-               ) -> Trajectories:
+               substeps: int, seed: int = 0, batch: int = 16, log: Log = print,
+               holdout: bool = False) -> Trajectories:
     """Teacher trajectories ``start`` .. ``stop`` - 1 (one shard) from the manifest's
     training records (validation records never): shard k = start / SHARD draws its records
     with ``default_rng(seed)`` (k = 0) or ``default_rng([seed, k])``, with replacement when
-    the shard is larger than the records; trajectory i's noise seed is seed * 10^6 + i."""
+    the shard is larger than the records; trajectory i's noise seed is seed * 10^6 + i.
+    ``holdout``: from the validation records only (``default_rng([seed, 0, 1])``), to
+    measure the student on layouts it never trains on."""
     recs = [r for r in read_manifest(manifest, check_files=False)
-            if r.split != "val" and not r.abnormal and r.plane in PLANE_CODES]
+            if (r.split == "val") == holdout and not r.abnormal and r.plane in PLANE_CODES]
     served = set(engine.cfg.appearances) or {"phantom"}
     recs = [r for r in recs if r.appearance in served]
+    which = "validation" if holdout else "training"
     if not recs:
-        raise ValueError(f"data: {manifest} has no training record in an appearance these "
+        raise ValueError(f"data: {manifest} has no {which} record in an appearance these "
                          f"weights serve ({', '.join(sorted(served))})")
     ts = student_timesteps(engine, student_steps, substeps)
     k, n = start // SHARD, stop - start
-    rng = np.random.default_rng(seed if k == 0 else [seed, k])
+    rng = np.random.default_rng([seed, 0, 1] if holdout else seed if k == 0 else [seed, k])
     pick = rng.choice(len(recs), n, replace=n > len(recs))
     chosen = [recs[int(i)] for i in pick]
     maps = np.stack([read_label_map(resolve(manifest.parent, r.label_map)) for r in chosen])
@@ -143,7 +146,8 @@ def make_shard(engine: Engine, manifest: Path, start: int, stop: int, student_st
             done += len(chunk)
         guidance[look] = engine.resolve(GenerationRequest.model_validate(
             {"plane": plane, "appearance": app})).guidance
-        log(f"teacher trajectories {start}-{stop - 1}: {done}/{n} ({plane} {look}; "
+        log(f"teacher trajectories{' (held out)' if holdout else ''} {start}-{stop - 1}: "
+            f"{done}/{n} ({plane} {look}; "
             f"{time.perf_counter() - t0:.0f} s)")
     return Trajectories(states, ts, maps, [r.plane for r in chosen],
                         np.array([np.nan if r.ga_weeks is None else r.ga_weeks
@@ -172,6 +176,33 @@ def concat(parts: list[Trajectories]) -> Trajectories:
                         [x for p in parts for x in p.appearances], guidance, first.teacher)
 
 
+def holdout_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int,
+                         substeps: int, seed: int = 0, log: Log = print,
+                         cache: Path | None = None) -> Trajectories | None:
+    """``n`` teacher trajectories on the manifest's validation layouts (``make_shard``
+    with ``holdout``; cached like the training shards), or None when it has none."""
+    if n <= 0:
+        return None
+    path = None
+    if cache is not None:
+        key = trajectories_key(engine.backend.model_hash, manifest, n, student_steps,
+                               substeps, seed, holdout=True)
+        path = cache / f"holdout-{key}.npz"
+        if path.is_file():
+            return Trajectories.load(path)
+    try:
+        traj = make_shard(engine, manifest, 0, n, student_steps, substeps, seed, log=log,
+                          holdout=True)
+    except ValueError as e:
+        if "no validation record" not in str(e):
+            raise
+        log(f"held-out trajectories: none ({e})")
+        return None
+    if path is not None:
+        traj.save(path)
+    return traj
+
+
 def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int,
                       substeps: int, seed: int = 0, batch: int = 16, log: Log = print,
                       cache: Path | None = None) -> Trajectories:
@@ -197,11 +228,13 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
 
 
 def trajectories_key(teacher_hash: str, manifest: Path, n: int, student_steps: int,
-                     substeps: int, seed: int, shard: int = 0) -> str:
+                     substeps: int, seed: int, shard: int = 0, holdout: bool = False) -> str:
     """The cache key of one shard of ``n`` trajectories (shard 0: the key of caches made
     before shards existed, which it reuses)."""
     h = hashlib.sha256(manifest.read_bytes()).hexdigest()
     ident: list[object] = [teacher_hash, h, n, student_steps, substeps, seed]
     if shard:
         ident.append(shard)
+    if holdout:
+        ident.append("holdout")
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]

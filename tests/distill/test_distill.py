@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from fetalflex.backends.backends import load_backend
-from fetalflex.distill.student import x0_targets
 from fetalflex.distill import trajectories as trajectories_mod
+from fetalflex.distill.student import x0_errors, x0_targets
 from fetalflex.distill.trajectories import (
     Trajectories,
     concat,
+    holdout_trajectories,
     make_trajectories,
     student_timesteps,
 )
@@ -124,3 +125,69 @@ def test_more_trajectories_reuse_the_cached_shards(tiny_weights: Path, tiny_data
                               log=said.append)
     with pytest.raises(ValueError, match="different teachers or grids"):
         concat([four, other])
+
+
+def _with_validation(manifest: Path, out: Path, n_val: int) -> Path:
+    """The manifest with its first ``n_val`` records marked validation (absolute paths)."""
+    lines = []
+    for i, line in enumerate(manifest.read_text().splitlines()):
+        rec = json.loads(line)
+        rec["image"] = str(manifest.parent / rec["image"])
+        rec["label_map"] = str(manifest.parent / rec["label_map"])
+        rec["split"] = "val" if i < n_val else "train"
+        lines.append(json.dumps(rec))
+    path = out / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_holdout_trajectories_come_from_validation_layouts_only(
+        tiny_weights: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from fetalflex.io.png import read_label_map
+
+    data = _with_validation(tiny_data, tmp_path, 3)
+    recs = [json.loads(x) for x in data.read_text().splitlines()]
+    val_maps = [read_label_map(Path(r["label_map"])) for r in recs if r["split"] == "val"]
+    engine = Engine(load_backend("torch", tiny_weights))
+    held = holdout_trajectories(engine, data, 4, 2, 2, seed=1, log=lambda _m: None,
+                                cache=tmp_path)
+    assert held is not None and held.states.shape[0] == 4
+    for m in held.label_maps:
+        assert any(np.array_equal(m, v) for v in val_maps)
+    train = make_trajectories(engine, data, 6, 2, 2, seed=1, log=lambda _m: None)
+    for m in train.label_maps:
+        assert not any(np.array_equal(m, v) for v in val_maps)
+    assert list(tmp_path.glob("holdout-*.npz"))
+    # no validation records: no held-out set, said, not an error
+    said: list[str] = []
+    assert holdout_trajectories(engine, tiny_data, 4, 2, 2, log=said.append) is None
+    assert said and "no validation record" in said[0]
+    # the error measure does not depend on batching
+    from fetalflex.model.denoiser import FetalFlexDenoiser
+
+    model = FetalFlexDenoiser.load(tiny_weights)
+    idx = torch.arange(4)
+    one, four = x0_errors(model, held, idx, batch=1), x0_errors(model, held, idx, batch=4)
+    assert len(one) == 2 and all(v > 0 for v in one)
+    np.testing.assert_allclose(one, four, rtol=1e-3)
+
+
+def test_distill_logs_the_held_out_error_beside_the_training_one(
+        tiny_weights: Path, tiny_data: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from fetalflex.cli import main
+
+    data = _with_validation(tiny_data, tmp_path, 3)
+    run = tmp_path / "run"
+    assert main(["distill", "--teacher", str(tiny_weights), "--data", str(data), "--out",
+                 str(run), "--student-steps", "2", "--substeps", "2", "--trajectories", "6",
+                 "--holdout", "3", "--train-steps", "2", "--batch-size", "2"]) == 0
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    held = [r for r in rows if "holdout_x0_error" in r]
+    assert len(held) == 1 and held[0]["step"] == 2
+    assert len(held[0]["holdout_x0_error"]) == 2 and len(held[0]["fit_x0_error"]) == 2
+    with safe_open(str(run / "final" / "model.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["fetalflex"])
+    assert meta["holdout_trajectories"] == 3
+    assert meta["holdout_x0_error"] == held[0]["holdout_x0_error"]
