@@ -34,7 +34,7 @@ from fetalflex.appearance import appearance_index
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig, SamplingDefaults
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
-from fetalflex.model.diffusion import alphas_cumprod_for
+from fetalflex.model.diffusion import alphas_cumprod_for, predict_x0
 from fetalflex.model.hardware import bf16_native
 from fetalflex.training.ema import EMA
 
@@ -83,9 +83,9 @@ def x0_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor, batch: 
         cond = _conds(traj, i, model.config)
         for j, t in enumerate(traj.timesteps):
             x = st[:, j][:, None].float()
-            a = ac[t].float()
-            v = model(x, torch.full((len(i),), t), lay, cond, torch.ones(len(i)))
-            x0 = a.sqrt() * x - (1 - a).sqrt() * v.float()
+            tt = torch.full((len(i),), t)
+            x0 = predict_x0(model.config.prediction_type, ac, x,
+                            model(x, tt, lay, cond, torch.ones(len(i))).float(), tt)
             sums[j] += float(((x0[:, 0] - tg[:, j]) ** 2).mean()) * len(i)
     model.train(was_training)
     return [round(v / len(idx), 6) for v in sums]
@@ -171,11 +171,10 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         x = states[i, j][:, None].float()
         tgt = targets[i, j][:, None].float()
         t = t_all[j]
-        a = ac[t].float()[:, None, None, None]
         lay = torch.from_numpy(np.stack([one_hot(layouts[int(q)]) for q in i]))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             v = model(x, t, lay, cond_all[i], torch.ones(len(i)))
-        x0 = a.sqrt() * x - (1 - a).sqrt() * v.float()
+        x0 = predict_x0(cfg.prediction_type, ac, x, v.float(), t)
         loss = nn.functional.mse_loss(x0, tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()

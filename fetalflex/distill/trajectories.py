@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,10 @@ def shard_spans(n: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + SHARD)) for s in range(0, n, SHARD)]
 
 
+class NoRecordsError(ValueError):
+    """The manifest has no record of the asked split in an appearance the weights serve."""
+
+
 def make_shard(engine: Engine, manifest: Path, start: int, stop: int, student_steps: int,
                substeps: int, seed: int = 0, batch: int = 16, log: Log = print,
                holdout: bool = False) -> Trajectories:
@@ -116,7 +121,7 @@ def make_shard(engine: Engine, manifest: Path, start: int, stop: int, student_st
     recs = [r for r in recs if r.appearance in served]
     which = "validation" if holdout else "training"
     if not recs:
-        raise ValueError(f"data: {manifest} has no {which} record in an appearance these "
+        raise NoRecordsError(f"data: {manifest} has no {which} record in an appearance these "
                          f"weights serve ({', '.join(sorted(served))})")
     ts = student_timesteps(engine, student_steps, substeps)
     k, n = start // SHARD, stop - start
@@ -176,6 +181,17 @@ def concat(parts: list[Trajectories]) -> Trajectories:
                         [x for p in parts for x in p.appearances], guidance, first.teacher)
 
 
+def _cached(path: Path | None, make: Callable[[], Trajectories]) -> tuple[Trajectories, bool]:
+    """The trajectories kept at ``path`` (and True), else ``make()``, kept there when a path
+    is given (and False)."""
+    if path is not None and path.is_file():
+        return Trajectories.load(path), True
+    traj = make()
+    if path is not None:
+        traj.save(path)
+    return traj, False
+
+
 def holdout_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int,
                          substeps: int, seed: int = 0, log: Log = print,
                          cache: Path | None = None) -> Trajectories | None:
@@ -188,19 +204,12 @@ def holdout_trajectories(engine: Engine, manifest: Path, n: int, student_steps: 
         key = trajectories_key(engine.backend.model_hash, manifest, n, student_steps,
                                substeps, seed, holdout=True)
         path = cache / f"holdout-{key}.npz"
-        if path.is_file():
-            return Trajectories.load(path)
     try:
-        traj = make_shard(engine, manifest, 0, n, student_steps, substeps, seed, log=log,
-                          holdout=True)
-    except ValueError as e:
-        if "no validation record" not in str(e):
-            raise
+        return _cached(path, lambda: make_shard(engine, manifest, 0, n, student_steps,
+                                                substeps, seed, log=log, holdout=True))[0]
+    except NoRecordsError as e:
         log(f"held-out trajectories: none ({e})")
         return None
-    if path is not None:
-        traj.save(path)
-    return traj
 
 
 def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int,
@@ -215,14 +224,10 @@ def make_trajectories(engine: Engine, manifest: Path, n: int, student_steps: int
             key = trajectories_key(engine.backend.model_hash, manifest, stop - start,
                                    student_steps, substeps, seed, start // SHARD)
             path = cache / f"trajectories-{key}.npz"
-            if path.is_file():
-                parts.append(Trajectories.load(path))
-                log(f"teacher trajectories {start}-{stop - 1}: cached ({path.name})")
-                continue
-        part = make_shard(engine, manifest, start, stop, student_steps, substeps, seed,
-                          batch, log)
-        if path is not None:
-            part.save(path)
+        part, was_cached = _cached(path, partial(make_shard, engine, manifest, start, stop,
+                                                 student_steps, substeps, seed, batch, log))
+        if was_cached and path is not None:
+            log(f"teacher trajectories {start}-{stop - 1}: cached ({path.name})")
         parts.append(part)
     return concat(parts)
 
