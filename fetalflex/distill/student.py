@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from fetalflex.anatomy.layout import one_hot
 from fetalflex.anatomy.planes import plane_index
 from fetalflex.appearance import appearance_index
+from fetalflex.distill.figure import plot_distill
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig, SamplingDefaults
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
@@ -160,6 +161,9 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         measured[step] = row
         return row
 
+    if done < steps:
+        with (out / "log.jsonl").open("a") as f:
+            f.write(json.dumps({"step": done, "event": "start", "trajectories": n}) + "\n")
     t0, losses = time.perf_counter(), []
     stopped = False
     for step in range(done, steps):
@@ -206,6 +210,7 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         meta["stopped_at_deadline"] = True
     final = out / "final"
     model.save(final, state=ema.state_dict(), meta=meta)
+    plot_distill(out / "log.jsonl", out / "distill.png", list(traj.timesteps))
     log(f"student: {done} steps; weights {final}")
     return final
 

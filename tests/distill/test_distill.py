@@ -191,3 +191,40 @@ def test_distill_logs_the_held_out_error_beside_the_training_one(
         meta = json.loads(f.metadata()["fetalflex"])
     assert meta["holdout_trajectories"] == 3
     assert meta["holdout_x0_error"] == held[0]["holdout_x0_error"]
+    starts = [r for r in rows if r.get("event") == "start"]
+    assert starts == [{"step": 0, "event": "start", "trajectories": 6}]
+    from PIL import Image
+
+    from fetalflex.distill.figure import read_curves
+
+    with Image.open(run / "distill.png") as im:
+        assert im.format == "PNG" and "held-out" in im.info["Description"]
+    curves = read_curves(run / "log.jsonl")
+    assert curves.error_steps == [2] and curves.starts == [(0, 6)]
+    assert curves.holdout == [held[0]["holdout_x0_error"]]
+
+
+def test_distill_figure_reads_every_kind_of_row(tmp_path: Path) -> None:
+    """Loss rows, a checkpoint measured twice (counted once), resumptions with more
+    trajectories, and the torn last line of a killed run."""
+    from fetalflex.distill.figure import plot_distill, read_curves
+
+    rows = [{"step": 0, "event": "start", "trajectories": 640},
+            {"step": 25, "loss": 0.004, "steps_per_s": 0.5},
+            {"step": 50, "loss": 0.003, "steps_per_s": 0.5},
+            {"step": 50, "fit_x0_error": [2e-3, 1e-3], "holdout_x0_error": [3e-3, 1e-3],
+             "holdout_over_fit": 1.33},
+            {"step": 50, "fit_x0_error": [2e-3, 1e-3], "holdout_x0_error": [3e-3, 1e-3],
+             "holdout_over_fit": 1.33},
+            {"step": 50, "event": "start", "trajectories": 1280},
+            {"step": 75, "loss": 0.002, "steps_per_s": 0.5},
+            {"step": 100, "fit_x0_error": [1e-3, 5e-4], "holdout_x0_error": [2e-3, 6e-4],
+             "holdout_over_fit": 1.73}]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 10')
+    c = read_curves(log)
+    assert c.loss_steps == [25, 50, 75] and c.loss == [0.004, 0.003, 0.002]
+    assert c.error_steps == [50, 100] and c.holdout == [[3e-3, 1e-3], [2e-3, 6e-4]]
+    assert c.fit[1] == [1e-3, 5e-4] and c.starts == [(0, 640), (50, 1280)]
+    out = plot_distill(log, tmp_path / "d.png", [999, 499])
+    assert out.stat().st_size > 10_000
