@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from fetalflex.cli.args import Subcommands
@@ -34,6 +35,10 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="stop training at this wall-clock budget (checkpointed; rerun resumes)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--measure", nargs="+", type=Path, default=None, metavar="W",
+                   help="no training: print (JSON) the x0 error per student step of these "
+                        "students' weights on the run's held-out and training trajectories "
+                        "(made first where not cached)")
     p.set_defaults(func=run)
 
 
@@ -41,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from fetalflex.backends.backends import load_backend, weights_dir
-    from fetalflex.distill.student import train_student
+    from fetalflex.distill.student import measure_students, train_student
     from fetalflex.distill.trajectories import holdout_trajectories, make_trajectories
     from fetalflex.generation import Engine
 
@@ -59,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
                              cache=out)
     held = holdout_trajectories(engine, data, args.holdout, args.student_steps, args.substeps,
                                 args.seed, log=lambda m: print(m, flush=True), cache=out)
+    if args.measure:
+        if held is None:
+            raise ValueError("--measure: needs held-out trajectories (--holdout N > 0 and "
+                             "validation records in --data)")
+        rows = measure_students(args.measure, traj, held, args.seed)
+        print(json.dumps(rows, indent=1))
+        return 0
     final = train_student(teacher, traj, out, args.train_steps, batch=args.batch_size,
                           lr=args.lr, seed=args.seed, deadline=deadline, holdout=held,
                           log=lambda m: print(m, flush=True))

@@ -92,6 +92,49 @@ def x0_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor, batch: 
     return [round(v / len(idx), 6) for v in sums]
 
 
+def fit_indices(n: int, m: int, seed: int) -> Tensor:
+    """The training trajectories measured beside ``m`` held-out ones: as many, drawn
+    once per seed."""
+    return torch.from_numpy(np.random.default_rng(seed).choice(n, min(n, m), replace=False))
+
+
+def error_row(model: FetalFlexDenoiser, traj: Trajectories, holdout: Trajectories,
+              fit_idx: Tensor) -> dict[str, Any]:
+    """The x0 error per student step on training trajectories ``fit_idx`` and on every
+    held-out one, and the ratio of their means."""
+    fit = x0_errors(model, traj, fit_idx)
+    held = x0_errors(model, holdout, torch.arange(len(holdout.planes)))
+    return {"fit_x0_error": fit, "holdout_x0_error": held,
+            "holdout_over_fit": round(float(np.mean(held)) / max(float(np.mean(fit)), 1e-12),
+                                      3)}
+
+
+def measure_students(weights: list[Path], traj: Trajectories, holdout: Trajectories,
+                     seed: int) -> list[dict[str, Any]]:
+    """The error rows of trained students (``OUT/final`` or a copy of it) on one run's
+    trajectories, without training: what ``distill --measure`` prints."""
+    from safetensors import safe_open
+
+    rows = []
+    fit_idx = fit_indices(len(traj.planes), len(holdout.planes), seed)
+    for w in weights:
+        model = FetalFlexDenoiser.load(w)
+        steps = model.config.sampling.steps
+        if steps != len(traj.timesteps) or not model.config.sampling.guidance_folded:
+            raise ValueError(f"--measure {w}: not a {len(traj.timesteps)}-step student of "
+                             f"this run (its sampling: {steps} steps, guidance folded "
+                             f"{model.config.sampling.guidance_folded}); pass weights that "
+                             f"distill wrote with --student-steps {len(traj.timesteps)}")
+        with safe_open(str(w / "model.safetensors"), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("fetalflex", "{}"))
+        rows.append({"weights": str(w), "train_steps": meta.get("train_steps"),
+                     "trained_on_trajectories": meta.get("trajectories"),
+                     "measured_on_trajectories": len(traj.planes),
+                     "holdout_trajectories": len(holdout.planes),
+                     **error_row(model, traj, holdout, fit_idx)})
+    return rows
+
+
 def student_config(teacher: DenoiserConfig, steps: int) -> DenoiserConfig:
     """The teacher's architecture; sampled with ``steps`` DDIM steps at guidance 1, marked
     ``guidance_folded`` (two-stage then runs it unguided on its own grid)."""
@@ -140,8 +183,7 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     model.train()
     n = len(traj.planes)
     probe = model_probe(cfg, ema) if holdout is not None else None
-    fit_idx = (torch.from_numpy(np.random.default_rng(seed).choice(
-        n, min(n, len(holdout.planes)), replace=False)) if holdout is not None else None)
+    fit_idx = fit_indices(n, len(holdout.planes), seed) if holdout is not None else None
 
     measured: dict[int, dict[str, Any]] = {}
 
@@ -150,14 +192,11 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         if step in measured:
             return measured[step]
         probe.load_state_dict(ema.state_dict())
-        fit = x0_errors(probe, traj, fit_idx)
-        held = x0_errors(probe, holdout, torch.arange(len(holdout.planes)))
-        row = {"step": step, "fit_x0_error": fit, "holdout_x0_error": held,
-               "holdout_over_fit": round(float(np.mean(held)) / max(float(np.mean(fit)),
-                                                                     1e-12), 3)}
+        row = {"step": step, **error_row(probe, traj, holdout, fit_idx)}
         with (out / "log.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
-        log(f"student step {step}: x0 error per step, training {fit}, held out {held}")
+        log(f"student step {step}: x0 error per step, training {row['fit_x0_error']}, "
+            f"held out {row['holdout_x0_error']}")
         measured[step] = row
         return row
 

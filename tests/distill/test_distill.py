@@ -228,3 +228,32 @@ def test_distill_figure_reads_every_kind_of_row(tmp_path: Path) -> None:
     assert c.fit[1] == [1e-3, 5e-4] and c.starts == [(0, 640), (50, 1280)]
     out = plot_distill(log, tmp_path / "d.png", [999, 499])
     assert out.stat().st_size > 10_000
+
+
+def test_distill_measure_reports_a_students_error_without_training(
+        tiny_weights: Path, tiny_data: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--measure W``: the same numbers the run logged for its final EMA weights; no
+    training step taken; a teacher (not a student of this run) is refused by name."""
+    from fetalflex.cli import main
+
+    data = _with_validation(tiny_data, tmp_path, 3)
+    run = tmp_path / "run"
+    args = ["distill", "--teacher", str(tiny_weights), "--data", str(data), "--out", str(run),
+            "--student-steps", "2", "--substeps", "2", "--trajectories", "6", "--holdout", "3",
+            "--batch-size", "2"]
+    assert main([*args, "--train-steps", "2"]) == 0
+    logged = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    held = [r for r in logged if "holdout_x0_error" in r][-1]
+    before = (run / "log.jsonl").read_text()
+    capsys.readouterr()
+    assert main([*args, "--train-steps", "50", "--measure", str(run / "final")]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out[out.index("["):])
+    assert len(rows) == 1 and rows[0]["train_steps"] == 2
+    assert rows[0]["holdout_x0_error"] == held["holdout_x0_error"]
+    assert rows[0]["fit_x0_error"] == held["fit_x0_error"]
+    assert rows[0]["measured_on_trajectories"] == 6 and rows[0]["holdout_trajectories"] == 3
+    assert (run / "log.jsonl").read_text() == before  # nothing trained
+    assert main([*args, "--measure", str(tiny_weights)]) != 0
+    assert "--measure" in capsys.readouterr().err
