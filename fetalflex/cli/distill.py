@@ -46,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from fetalflex.backends.backends import load_backend, weights_dir
-    from fetalflex.distill.student import measure_students, train_student
-    from fetalflex.distill.trajectories import holdout_trajectories, make_trajectories
+    from fetalflex.distill.student import check_student, measure_students, train_student
+    from fetalflex.distill.trajectories import (
+        holdout_trajectories,
+        make_trajectories,
+        student_timesteps,
+    )
     from fetalflex.generation import Engine
 
     deadline = (time.monotonic() + 60 * args.budget_minutes
@@ -59,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     teacher = weights_dir(Path(args.teacher) if args.teacher else None)
     engine = Engine(load_backend("embedded", teacher, threads=args.threads))
     out, data = Path(args.out), Path(args.data)
+    if args.measure:  # refused before any trajectory is made (that can take an hour)
+        if args.holdout <= 0:
+            raise ValueError("--measure: needs held-out trajectories; pass --holdout N > 0")
+        grid = student_timesteps(engine, args.student_steps, args.substeps)
+        for w in args.measure:
+            check_student(w, engine.backend.model_hash, grid, engine.cfg.image_size, set())
     traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
                              args.substeps, args.seed, log=lambda m: print(m, flush=True),
                              cache=out)
@@ -66,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
                                 args.seed, log=lambda m: print(m, flush=True), cache=out)
     if args.measure:
         if held is None:
-            raise ValueError("--measure: needs held-out trajectories (--holdout N > 0 and "
-                             "validation records in --data)")
+            raise ValueError("--measure: --data has no validation records to hold out; "
+                             "pass a manifest with a validation split")
         rows = measure_students(args.measure, traj, held, args.seed)
         print(json.dumps(rows, indent=1))
         return 0

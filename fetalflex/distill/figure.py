@@ -24,50 +24,82 @@ class DistillCurves:
 
 
 def read_curves(log_path: Path) -> DistillCurves:
-    """Parse ``log.jsonl``: loss rows, x0-error rows (one per checkpoint step; a step
-    measured twice counts once) and start rows. Unknown rows are skipped; a truncated
-    last line (a run killed while writing) is ignored."""
+    """Parse ``log.jsonl`` (empty curves when there is none): loss rows, x0-error rows (one
+    per checkpoint step; a step measured twice counts once) and start rows. A start at step
+    s drops the rows logged past s before it (a run killed between checkpoints resumes from
+    the last one and logs those steps again); a start that does not change the number of
+    trajectories is a plain resume and draws no line. Rows of another kind or shape, and a
+    torn last line, are skipped."""
     c = DistillCurves()
-    seen: set[int] = set()
+    if not log_path.is_file():
+        return c
     for line in log_path.read_text().splitlines():
         try:
-            row: dict[str, Any] = json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if not isinstance(row, dict):
+            continue
         step = int(row.get("step", -1))
-        if "loss" in row:
+        if row.get("event") == "start":
+            _cut(c, step)
+            n = int(row["trajectories"])
+            if not c.starts or c.starts[-1][1] != n:
+                c.starts.append((step, n))
+        elif "loss" in row:
             c.loss_steps.append(step)
             c.loss.append(float(row["loss"]))
-        elif "holdout_x0_error" in row and step not in seen:
-            seen.add(step)
+        elif "holdout_x0_error" in row and step not in c.error_steps:
             c.error_steps.append(step)
             c.holdout.append([float(v) for v in row["holdout_x0_error"]])
             c.fit.append([float(v) for v in row["fit_x0_error"]])
-        elif row.get("event") == "start":
-            c.starts.append((step, int(row["trajectories"])))
     return c
+
+
+def _cut(c: DistillCurves, step: int) -> None:
+    keep = [i for i, s in enumerate(c.loss_steps) if s <= step]
+    c.loss_steps = [c.loss_steps[i] for i in keep]
+    c.loss = [c.loss[i] for i in keep]
+    keep = [i for i, s in enumerate(c.error_steps) if s <= step]
+    c.error_steps = [c.error_steps[i] for i in keep]
+    c.holdout = [c.holdout[i] for i in keep]
+    c.fit = [c.fit[i] for i in keep]
 
 
 def plot_distill(log_path: Path, out: Path, timesteps: list[int]) -> Path:
     """Write the run's figure to ``out`` (PNG); ``timesteps``: the student's, one curve
     each."""
-    import matplotlib.pyplot as plt
-
     from fetalflex.reports.figures import save_figure
 
-    c = read_curves(log_path)
+    return save_figure(draw_distill(read_curves(log_path), timesteps), out, TITLE)
+
+
+TITLE = "FetalFlex distillation: loss and student error on held-out layouts"
+
+
+def draw_distill(c: DistillCurves, timesteps: list[int]) -> Any:
+    """The figure: training loss (left); per student step, the x0 error on held-out
+    layouts (solid) and on training ones (dashed) (right); a dotted line where the number
+    of trajectories changed. Error rows of another step count are left out."""
+    import matplotlib.pyplot as plt
+
+    from fetalflex.distill.student import LOG_EVERY
+
+    k_all = len(timesteps)
+    rows = [i for i, h in enumerate(c.holdout) if len(h) == k_all == len(c.fit[i])]
+    steps = [c.error_steps[i] for i in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4.4), sharex=True)
     a.plot(c.loss_steps, c.loss, lw=1)
     a.set_yscale("log")
     a.set_xlabel("student training step")
-    a.set_ylabel("x0 loss of a batch (mean of 25 steps, log)")
+    a.set_ylabel(f"x0 loss of a batch (mean of {LOG_EVERY} steps, log)")
     a.set_title("training loss (on teacher trajectories)")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, t in enumerate(timesteps):
         col = colours[k % len(colours)]
-        b.plot(c.error_steps, [h[k] for h in c.holdout], color=col, marker=".",
+        b.plot(steps, [c.holdout[i][k] for i in rows], color=col, marker=".",
                label=f"step {k + 1} (t={t}): held-out layouts")
-        b.plot(c.error_steps, [f[k] for f in c.fit], color=col, ls="--", marker="x",
+        b.plot(steps, [c.fit[i][k] for i in rows], color=col, ls="--", marker="x",
                label=f"step {k + 1}: training layouts")
     b.set_yscale("log")
     b.set_xlabel("student training step")
@@ -79,8 +111,7 @@ def plot_distill(log_path: Path, out: Path, timesteps: list[int]) -> Path:
             ax.annotate(f"{n} trajectories from here", (step, 1),
                         xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
                         fontsize=7, color="grey")
-    if c.error_steps:
+    if steps:
         b.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    title = "FetalFlex distillation: loss and student error on held-out layouts"
-    fig.suptitle(title)
-    return save_figure(fig, out, title)
+    fig.suptitle(TITLE)
+    return fig

@@ -40,6 +40,22 @@ from fetalflex.model.hardware import bf16_native
 from fetalflex.training.ema import EMA
 
 Log = Callable[[str], None]
+LOG_EVERY = 25  # training steps per loss row of log.jsonl (their mean loss)
+
+
+def append_log(out: Path, row: dict[str, Any]) -> None:
+    """One row of the run's ``log.jsonl``."""
+    with (out / "log.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_meta(weights: Path) -> dict[str, Any]:
+    """What ``train_student`` wrote into the weights' metadata (empty for other weights)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights / "model.safetensors"), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("fetalflex", "{}"))
+    return meta if isinstance(meta, dict) else {}
 
 
 def x0_targets(states: Tensor, timesteps: list[int], ac: Tensor) -> Tensor:
@@ -109,29 +125,45 @@ def error_row(model: FetalFlexDenoiser, traj: Trajectories, holdout: Trajectorie
                                       3)}
 
 
+def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_size: int,
+                  appearances: set[str]) -> None:
+    """Refuse ``--measure`` weights that are not a student of this teacher on this grid
+    (their numbers would look plausible and mean nothing)."""
+    cfg = FetalFlexDenoiser.load(weights).config
+    meta = read_meta(weights)
+    why = []
+    if meta.get("distilled_from") != teacher_hash:
+        why.append(f"distilled from {str(meta.get('distilled_from'))[:12]}, not from this "
+                   f"teacher {teacher_hash[:12]}")
+    if meta.get("timesteps") != list(timesteps):
+        why.append(f"its timesteps {meta.get('timesteps')}, this run's {list(timesteps)}")
+    if cfg.image_size != image_size:
+        why.append(f"{cfg.image_size} px, this run's trajectories {image_size} px")
+    missing = appearances - set(cfg.appearances or ["phantom"])
+    if missing:
+        why.append(f"no {sorted(missing)} appearance")
+    if why:
+        raise ValueError(f"--measure {weights}: not a student of this run ({'; '.join(why)}); "
+                         f"pass weights that `fetalflex distill` wrote into OUT/final with "
+                         f"the same --teacher, --student-steps and --substeps")
+
+
 def measure_students(weights: list[Path], traj: Trajectories, holdout: Trajectories,
                      seed: int) -> list[dict[str, Any]]:
     """The error rows of trained students (``OUT/final`` or a copy of it) on one run's
     trajectories, without training: what ``distill --measure`` prints."""
-    from safetensors import safe_open
-
     rows = []
     fit_idx = fit_indices(len(traj.planes), len(holdout.planes), seed)
+    size = int(traj.states.shape[-1])
     for w in weights:
-        model = FetalFlexDenoiser.load(w)
-        steps = model.config.sampling.steps
-        if steps != len(traj.timesteps) or not model.config.sampling.guidance_folded:
-            raise ValueError(f"--measure {w}: not a {len(traj.timesteps)}-step student of "
-                             f"this run (its sampling: {steps} steps, guidance folded "
-                             f"{model.config.sampling.guidance_folded}); pass weights that "
-                             f"distill wrote with --student-steps {len(traj.timesteps)}")
-        with safe_open(str(w / "model.safetensors"), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("fetalflex", "{}"))
+        check_student(w, traj.teacher, traj.timesteps, size,
+                      set(traj.appearances) | set(holdout.appearances))
+        meta = read_meta(w)
         rows.append({"weights": str(w), "train_steps": meta.get("train_steps"),
                      "trained_on_trajectories": meta.get("trajectories"),
                      "measured_on_trajectories": len(traj.planes),
                      "holdout_trajectories": len(holdout.planes),
-                     **error_row(model, traj, holdout, fit_idx)})
+                     **error_row(FetalFlexDenoiser.load(w), traj, holdout, fit_idx)})
     return rows
 
 
@@ -193,22 +225,21 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
             return measured[step]
         probe.load_state_dict(ema.state_dict())
         row = {"step": step, **error_row(probe, traj, holdout, fit_idx)}
-        with (out / "log.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_log(out, row)
         log(f"student step {step}: x0 error per step, training {row['fit_x0_error']}, "
             f"held out {row['holdout_x0_error']}")
         measured[step] = row
         return row
 
-    if done < steps:
-        with (out / "log.jsonl").open("a") as f:
-            f.write(json.dumps({"step": done, "event": "start", "trajectories": n}) + "\n")
     t0, losses = time.perf_counter(), []
     stopped = False
+    first = done
     for step in range(done, steps):
         if deadline is not None and time.monotonic() >= deadline:
             stopped = True
             break
+        if step == first:  # written only when a step is really trained
+            append_log(out, {"step": step, "event": "start", "trajectories": n})
         i = torch.randint(0, n, (min(batch, n),), generator=gen)
         j = torch.randint(0, k, (len(i),), generator=gen)
         x = states[i, j][:, None].float()
@@ -226,11 +257,10 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         ema.update(model, step + 1)
         losses.append(loss.item())
         done = step + 1
-        if done % 25 == 0 or done == steps:
-            with (out / "log.jsonl").open("a") as f:
-                f.write(json.dumps({"step": done, "loss": round(float(np.mean(losses)), 6),
-                                    "steps_per_s": round(len(losses) / max(
-                                        time.perf_counter() - t0, 1e-9), 3)}) + "\n")
+        if done % LOG_EVERY == 0 or done == steps:
+            append_log(out, {"step": done, "loss": round(float(np.mean(losses)), 6),
+                             "steps_per_s": round(len(losses) / max(
+                                 time.perf_counter() - t0, 1e-9), 3)})
             t0, losses = time.perf_counter(), []
         if done % checkpoint_every == 0:
             _checkpoint(ckpt, model, ema, opt, gen, done)
@@ -249,7 +279,8 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         meta["stopped_at_deadline"] = True
     final = out / "final"
     model.save(final, state=ema.state_dict(), meta=meta)
-    plot_distill(out / "log.jsonl", out / "distill.png", list(traj.timesteps))
+    if (out / "log.jsonl").is_file():
+        plot_distill(out / "log.jsonl", out / "distill.png", list(traj.timesteps))
     log(f"student: {done} steps; weights {final}")
     return final
 

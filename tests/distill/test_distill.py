@@ -87,10 +87,14 @@ def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path)
     assert 2 <= two.denoiser_calls <= 3, two.denoiser_calls
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and np.isfinite(log[-1]["loss"])
+    assert [r for r in log if r.get("event") == "start"] == [
+        {"step": 0, "event": "start", "trajectories": 6}]
     # a rerun resumes: nothing left to train, the same weights again
     assert main(["distill", "--teacher", str(tiny_weights), "--data", str(tiny_data),
                  "--out", str(tmp_path / "run"), "--student-steps", "2", "--substeps", "2",
                  "--trajectories", "6", "--train-steps", "3", "--batch-size", "2"]) == 0
+    again = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum(r.get("event") == "start" for r in again) == 1  # nothing trained: no start row
 
 
 def test_more_trajectories_reuse_the_cached_shards(tiny_weights: Path, tiny_data: Path,
@@ -198,36 +202,53 @@ def test_distill_logs_the_held_out_error_beside_the_training_one(
     from fetalflex.distill.figure import read_curves
 
     with Image.open(run / "distill.png") as im:
-        assert im.format == "PNG" and "held-out" in im.info["Description"]
+        assert im.format == "PNG"
     curves = read_curves(run / "log.jsonl")
     assert curves.error_steps == [2] and curves.starts == [(0, 6)]
     assert curves.holdout == [held[0]["holdout_x0_error"]]
 
 
 def test_distill_figure_reads_every_kind_of_row(tmp_path: Path) -> None:
-    """Loss rows, a checkpoint measured twice (counted once), resumptions with more
-    trajectories, and the torn last line of a killed run."""
-    from fetalflex.distill.figure import plot_distill, read_curves
+    """Loss rows, a checkpoint measured twice (counted once), a resumption with more
+    trajectories (a line), a plain resume (no line) after a kill that had logged past its
+    checkpoint (those rows dropped), error rows of another step count (left out of the
+    drawing), a non-object line and the torn last line of a killed run."""
+    from fetalflex.distill.figure import draw_distill, plot_distill, read_curves
 
-    rows = [{"step": 0, "event": "start", "trajectories": 640},
-            {"step": 25, "loss": 0.004, "steps_per_s": 0.5},
-            {"step": 50, "loss": 0.003, "steps_per_s": 0.5},
-            {"step": 50, "fit_x0_error": [2e-3, 1e-3], "holdout_x0_error": [3e-3, 1e-3],
-             "holdout_over_fit": 1.33},
-            {"step": 50, "fit_x0_error": [2e-3, 1e-3], "holdout_x0_error": [3e-3, 1e-3],
-             "holdout_over_fit": 1.33},
-            {"step": 50, "event": "start", "trajectories": 1280},
-            {"step": 75, "loss": 0.002, "steps_per_s": 0.5},
-            {"step": 100, "fit_x0_error": [1e-3, 5e-4], "holdout_x0_error": [2e-3, 6e-4],
-             "holdout_over_fit": 1.73}]
+    err = {"fit_x0_error": [2e-3, 1e-3], "holdout_x0_error": [3e-3, 1e-3],
+           "holdout_over_fit": 1.33}
+    rows: list[object] = [
+        {"step": 0, "event": "start", "trajectories": 640},
+        {"step": 25, "loss": 0.004, "steps_per_s": 0.5},
+        {"step": 50, "loss": 0.003, "steps_per_s": 0.5},
+        {"step": 50, **err}, {"step": 50, **err},
+        {"step": 50, "event": "start", "trajectories": 1280},
+        {"step": 75, "loss": 0.002, "steps_per_s": 0.5},
+        {"step": 100, "fit_x0_error": [1e-3, 5e-4], "holdout_x0_error": [2e-3, 6e-4],
+         "holdout_over_fit": 1.73},
+        {"step": 125, "loss": 0.009, "steps_per_s": 0.5},  # logged, then killed at 130
+        12,
+        {"step": 100, "event": "start", "trajectories": 1280},  # resumed from step 100
+        {"step": 125, "loss": 0.0019, "steps_per_s": 0.5},
+        {"step": 150, "fit_x0_error": [1e-3, 5e-4, 1e-4], "holdout_x0_error": [1, 2, 3],
+         "holdout_over_fit": 1.0},
+    ]
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 10')
     c = read_curves(log)
-    assert c.loss_steps == [25, 50, 75] and c.loss == [0.004, 0.003, 0.002]
-    assert c.error_steps == [50, 100] and c.holdout == [[3e-3, 1e-3], [2e-3, 6e-4]]
+    assert c.loss_steps == [25, 50, 75, 125] and c.loss == [0.004, 0.003, 0.002, 0.0019]
+    assert c.error_steps == [50, 100, 150] and c.holdout[:2] == [[3e-3, 1e-3], [2e-3, 6e-4]]
     assert c.fit[1] == [1e-3, 5e-4] and c.starts == [(0, 640), (50, 1280)]
-    out = plot_distill(log, tmp_path / "d.png", [999, 499])
-    assert out.stat().st_size > 10_000
+    fig = draw_distill(c, [999, 499])
+    loss_ax, err_ax = fig.axes[:2]
+    starts = 2  # one dotted line per change of the trajectory count, in each panel
+    assert len(loss_ax.lines) == 1 + starts
+    assert len(err_ax.lines) == 2 * 2 + starts
+    held1 = err_ax.lines[0]
+    assert list(held1.get_xdata()) == [50, 100] and list(held1.get_ydata()) == [3e-3, 2e-3]
+    assert [ln.get_xdata()[0] for ln in err_ax.lines[4:]] == [0, 50]
+    assert plot_distill(log, tmp_path / "d.png", [999, 499]).is_file()
+    assert read_curves(tmp_path / "none.jsonl").loss == []
 
 
 def test_distill_measure_reports_a_students_error_without_training(
@@ -256,4 +277,11 @@ def test_distill_measure_reports_a_students_error_without_training(
     assert rows[0]["measured_on_trajectories"] == 6 and rows[0]["holdout_trajectories"] == 3
     assert (run / "log.jsonl").read_text() == before  # nothing trained
     assert main([*args, "--measure", str(tiny_weights)]) != 0
-    assert "--measure" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--measure" in err and "not a student of this run" in err
+    # refused before any trajectory is made (a fresh run folder stays empty)
+    fresh = tmp_path / "fresh"
+    assert main([*args[:6], str(fresh), *args[7:], "--measure", str(tiny_weights)]) != 0
+    assert not fresh.exists() or not any(fresh.iterdir())
+    assert main([*args, "--holdout", "0", "--measure", str(run / "final")]) != 0
+    assert "--holdout" in capsys.readouterr().err
