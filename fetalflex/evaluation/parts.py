@@ -16,20 +16,26 @@ from fetalflex.io.atomic import atomic_write_text
 
 
 class PartCheckpoint:
-    """Finished parts of one run, one JSON line each; lines of another model or other
-    options are ignored (and dropped on the next write)."""
+    """Finished parts of one run, one JSON line each. Lines of another model or other
+    options are not used, and kept as they are: a run with other options (say, another
+    ``--reader-steps``) in the same folder never throws away finished parts of the first."""
 
     def __init__(self, path: Path, identity: str) -> None:
         self.path, self.identity = path, identity
         self.parts: dict[str, Any] = {}
+        self.others: list[str] = []
         if path.is_file():
             for line in path.read_text().splitlines():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:  # a line cut by an interruption
                     continue
-                if isinstance(rec, dict) and rec.get("identity") == identity:
+                if not isinstance(rec, dict) or "part" not in rec:
+                    continue
+                if rec.get("identity") == identity:
                     self.parts[rec["part"]] = rec["value"]
+                else:
+                    self.others.append(line)
         self._rewrite()
 
     def get(self, part: str) -> Any:
@@ -40,6 +46,6 @@ class PartCheckpoint:
         self._rewrite()
 
     def _rewrite(self) -> None:
-        lines = [json.dumps({"identity": self.identity, "part": k, "value": v})
-                 for k, v in self.parts.items()]
+        lines = self.others + [json.dumps({"identity": self.identity, "part": k, "value": v})
+                               for k, v in self.parts.items()]
         atomic_write_text(self.path, "".join(f"{x}\n" for x in lines))
