@@ -49,15 +49,6 @@ def append_log(out: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def read_meta(weights: Path) -> dict[str, Any]:
-    """What ``train_student`` wrote into the weights' metadata (empty for other weights)."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights / "model.safetensors"), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("fetalflex", "{}"))
-    return meta if isinstance(meta, dict) else {}
-
-
 def x0_targets(states: Tensor, timesteps: list[int], ac: Tensor) -> Tensor:
     """(N, K + 1, H, W) states -> (N, K, H, W): the x0 each student step must predict."""
     k = len(timesteps)
@@ -126,11 +117,12 @@ def error_row(model: FetalFlexDenoiser, traj: Trajectories, holdout: Trajectorie
 
 
 def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_size: int,
-                  appearances: set[str]) -> None:
-    """Refuse ``--measure`` weights that are not a student of this teacher on this grid
-    (their numbers would look plausible and mean nothing)."""
-    cfg = FetalFlexDenoiser.load(weights).config
-    meta = read_meta(weights)
+                  appearances: set[str]) -> tuple[FetalFlexDenoiser, dict[str, Any]]:
+    """The student at ``weights`` and its metadata; refused for ``--measure`` when it is
+    not a student of this teacher on this grid (its numbers would look plausible and mean
+    nothing)."""
+    model = FetalFlexDenoiser.load(weights)
+    cfg, meta = model.config, FetalFlexDenoiser.read_meta(weights)
     why = []
     if meta.get("distilled_from") != teacher_hash:
         why.append(f"distilled from {str(meta.get('distilled_from'))[:12]}, not from this "
@@ -146,6 +138,7 @@ def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_
         raise ValueError(f"--measure {weights}: not a student of this run ({'; '.join(why)}); "
                          f"pass weights that `fetalflex distill` wrote into OUT/final with "
                          f"the same --teacher, --student-steps and --substeps")
+    return model, meta
 
 
 def measure_students(weights: list[Path], traj: Trajectories, holdout: Trajectories,
@@ -156,14 +149,13 @@ def measure_students(weights: list[Path], traj: Trajectories, holdout: Trajector
     fit_idx = fit_indices(len(traj.planes), len(holdout.planes), seed)
     size = int(traj.states.shape[-1])
     for w in weights:
-        check_student(w, traj.teacher, traj.timesteps, size,
-                      set(traj.appearances) | set(holdout.appearances))
-        meta = read_meta(w)
+        model, meta = check_student(w, traj.teacher, traj.timesteps, size,
+                                    set(traj.appearances) | set(holdout.appearances))
         rows.append({"weights": str(w), "train_steps": meta.get("train_steps"),
                      "trained_on_trajectories": meta.get("trajectories"),
                      "measured_on_trajectories": len(traj.planes),
                      "holdout_trajectories": len(holdout.planes),
-                     **error_row(FetalFlexDenoiser.load(w), traj, holdout, fit_idx)})
+                     **error_row(model, traj, holdout, fit_idx)})
     return rows
 
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -202,6 +204,13 @@ class FetalFlexDenoiser(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in src.items()}
         save_file(tensors, str(directory / "model.safetensors"),
                   metadata={"format": "pt", "fetalflex": json.dumps(meta or {})})
+
+    @staticmethod
+    def read_meta(directory: Path) -> dict[str, Any]:
+        """The ``meta`` that ``save`` wrote with the weights (empty when none)."""
+        with safe_open(str(directory / "model.safetensors"), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("fetalflex", "{}"))
+        return meta if isinstance(meta, dict) else {}
 
     @classmethod
     def load(cls, directory: Path, map_location: str = "cpu") -> FetalFlexDenoiser:
