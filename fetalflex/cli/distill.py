@@ -35,6 +35,15 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="stop training at this wall-clock budget (checkpointed; rerun resumes)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--rollout", type=float, default=0.0, metavar="P",
+                   help="fraction of training rows past the first student step that start "
+                        "from the student's own free-running state (from the teacher's "
+                        "noise) and learn to land on the teacher's next state: trains away "
+                        "the drift that teacher-forced training leaves (0: teacher-forced "
+                        "only)")
+    p.add_argument("--init", type=Path, default=None, metavar="W",
+                   help="start from these student weights (`distill` output of the same "
+                        "--teacher, --student-steps and --substeps) instead of the teacher's")
     p.add_argument("--measure", nargs="+", type=Path, default=None, metavar="W",
                    help="no training: print (JSON) the x0 error per student step of these "
                         "students' weights on the run's held-out and training trajectories "
@@ -63,12 +72,18 @@ def run(args: argparse.Namespace) -> int:
     teacher = weights_dir(Path(args.teacher) if args.teacher else None)
     engine = Engine(load_backend("embedded", teacher, threads=args.threads))
     out, data = Path(args.out), Path(args.data)
-    if args.measure:  # refused before any trajectory is made (that can take an hour)
+    if not 0.0 <= args.rollout <= 1.0:
+        raise ValueError(f"--rollout: a fraction in [0, 1], got {args.rollout}")
+    # refused before any trajectory is made (that can take an hour)
+    grid = student_timesteps(engine, args.student_steps, args.substeps)
+    if args.measure:
         if args.holdout <= 0:
             raise ValueError("--measure: needs held-out trajectories; pass --holdout N > 0")
-        grid = student_timesteps(engine, args.student_steps, args.substeps)
         for w in args.measure:
             check_student(w, engine.backend.model_hash, grid, engine.cfg.image_size, set())
+    if args.init is not None:
+        check_student(args.init, engine.backend.model_hash, grid, engine.cfg.image_size, set(),
+                      flag="--init")
     traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
                              args.substeps, args.seed, log=lambda m: print(m, flush=True),
                              cache=out)
@@ -83,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     final = train_student(teacher, traj, out, args.train_steps, batch=args.batch_size,
                           lr=args.lr, seed=args.seed, deadline=deadline, holdout=held,
+                          rollout=args.rollout, init=args.init,
                           log=lambda m: print(m, flush=True))
     print(f"student weights: {final} ({args.student_steps} denoiser rows per image by "
           f"default); measure it beside the teacher with `fetalflex evaluate --weights`")

@@ -1,7 +1,9 @@
 """The figure of a distillation run (``OUT/distill.png``), read from its ``log.jsonl``:
-the training loss, and the EMA student's x0 error per student step on held-out layouts
-beside the same error on training ones. Where the run was resumed with more teacher
-trajectories, a vertical line says from which step on how many were trained on."""
+the training loss, the EMA student's x0 error per student step on held-out layouts
+beside the same error on training ones (teacher-forced), and, where logged, the distance of
+its own free-running state to the teacher's after each step on held-out layouts. Where the
+run was resumed with more teacher trajectories, a vertical line says from which step on how
+many were trained on."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ class DistillCurves:
     error_steps: list[int] = field(default_factory=list)
     holdout: list[list[float]] = field(default_factory=list)  # [checkpoint][student step]
     fit: list[list[float]] = field(default_factory=list)
+    # free-running (rollout) error per checkpoint, [] where the row has none
+    holdout_rollout: list[list[float]] = field(default_factory=list)
     starts: list[tuple[int, int]] = field(default_factory=list)  # (step, trajectories)
 
 
@@ -53,6 +57,7 @@ def read_curves(log_path: Path) -> DistillCurves:
             c.error_steps.append(step)
             c.holdout.append([float(v) for v in row["holdout_x0_error"]])
             c.fit.append([float(v) for v in row["fit_x0_error"]])
+            c.holdout_rollout.append([float(v) for v in row.get("holdout_rollout_error", [])])
     return c
 
 
@@ -64,6 +69,7 @@ def _cut(c: DistillCurves, step: int) -> None:
     c.error_steps = [c.error_steps[i] for i in keep]
     c.holdout = [c.holdout[i] for i in keep]
     c.fit = [c.fit[i] for i in keep]
+    c.holdout_rollout = [c.holdout_rollout[i] for i in keep]
 
 
 def plot_distill(log_path: Path, out: Path, timesteps: list[int]) -> Path:
@@ -79,7 +85,8 @@ TITLE = "FetalFlex distillation: loss and student error on held-out layouts"
 
 def draw_distill(c: DistillCurves, timesteps: list[int]) -> Any:
     """The figure: training loss (left); per student step, the x0 error on held-out
-    layouts (solid) and on training ones (dashed) (right); a dotted line where the number
+    layouts (solid) and on training ones (dashed) (middle); where rows have it, the
+    free-running state error on held-out layouts (right); a dotted line where the number
     of trajectories changed. Error rows of another step count are left out."""
     import matplotlib.pyplot as plt
 
@@ -88,7 +95,10 @@ def draw_distill(c: DistillCurves, timesteps: list[int]) -> Any:
     k_all = len(timesteps)
     rows = [i for i, h in enumerate(c.holdout) if len(h) == k_all == len(c.fit[i])]
     steps = [c.error_steps[i] for i in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4.4), sharex=True)
+    rolled = [i for i in rows if len(c.holdout_rollout[i]) == k_all]
+    fig, axes = plt.subplots(1, 3 if rolled else 2, figsize=(20 if rolled else 14, 4.4),
+                             sharex=True)
+    a, b = axes[0], axes[1]
     a.plot(c.loss_steps, c.loss, lw=1)
     a.set_yscale("log")
     a.set_xlabel("student training step")
@@ -104,8 +114,20 @@ def draw_distill(c: DistillCurves, timesteps: list[int]) -> Any:
     b.set_yscale("log")
     b.set_xlabel("student training step")
     b.set_ylabel("x0 error vs the teacher (MSE, log)")
-    b.set_title("EMA student vs teacher, per student step")
-    for ax in (a, b):
+    b.set_title("EMA student vs teacher, per student step (from the teacher's state)")
+    if rolled:
+        r = axes[2]
+        for k in range(k_all):
+            r.plot([c.error_steps[i] for i in rolled],
+                   [c.holdout_rollout[i][k] for i in rolled],
+                   color=colours[k % len(colours)], marker=".",
+                   label=f"after step {k + 1}" + (" (the image)" if k + 1 == k_all else ""))
+        r.set_yscale("log")
+        r.set_xlabel("student training step")
+        r.set_ylabel("own state vs teacher's state (MSE, log)")
+        r.set_title("free-running student, held-out layouts")
+        r.legend(fontsize=7)
+    for ax in axes:
         for step, n in c.starts:
             ax.axvline(step, color="grey", lw=0.8, ls=":")
             ax.annotate(f"{n} trajectories from here", (step, 1),

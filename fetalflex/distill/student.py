@@ -32,6 +32,7 @@ from fetalflex.anatomy.layout import one_hot
 from fetalflex.anatomy.planes import plane_index
 from fetalflex.appearance import appearance_index
 from fetalflex.distill.figure import plot_distill
+from fetalflex.distill.rollout import own_states, rollout_errors
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig, SamplingDefaults
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
@@ -49,20 +50,26 @@ def append_log(out: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def x0_target(x: Tensor, nxt: Tensor, t: Tensor, t_next: Tensor | None, ac: Tensor
+              ) -> Tensor:
+    """The x0 whose DDIM move from ``x`` at ``t`` lands on ``nxt`` at ``t_next`` (None:
+    the end, where it is ``nxt`` itself); ``t``, ``t_next`` broadcast against the rows."""
+    if t_next is None:
+        return nxt
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    a, a2 = ac[t].float().reshape(shape), ac[t_next].float().reshape(shape)
+    al, si, al2, si2 = a.sqrt(), (1 - a).sqrt(), a2.sqrt(), (1 - a2).sqrt()
+    return (nxt - si2 / si * x) / (al2 - si2 * al / si)
+
+
 def x0_targets(states: Tensor, timesteps: list[int], ac: Tensor) -> Tensor:
     """(N, K + 1, H, W) states -> (N, K, H, W): the x0 each student step must predict."""
     k = len(timesteps)
     out = []
     for j in range(k):
         x, nxt = states[:, j].float(), states[:, j + 1].float()
-        a = ac[timesteps[j]].float()
-        al, si = a.sqrt(), (1 - a).sqrt()
-        if j + 1 == k:
-            out.append(nxt)
-            continue
-        a2 = ac[timesteps[j + 1]].float()
-        al2, si2 = a2.sqrt(), (1 - a2).sqrt()
-        out.append((nxt - si2 / si * x) / (al2 - si2 * al / si))
+        t_next = torch.tensor([timesteps[j + 1]]) if j + 1 < k else None
+        out.append(x0_target(x, nxt, torch.tensor([timesteps[j]]), t_next, ac))
     return torch.stack(out, dim=1)
 
 
@@ -110,14 +117,22 @@ def error_row(model: FetalFlexDenoiser, traj: Trajectories, holdout: Trajectorie
     """The x0 error per student step on training trajectories ``fit_idx`` and on every
     held-out one, and the ratio of their means."""
     fit = x0_errors(model, traj, fit_idx)
-    held = x0_errors(model, holdout, torch.arange(len(holdout.planes)))
+    held_idx = torch.arange(len(holdout.planes))
+    held = x0_errors(model, holdout, held_idx)
+    ac = alphas_cumprod_for(model.config)
     return {"fit_x0_error": fit, "holdout_x0_error": held,
             "holdout_over_fit": round(float(np.mean(held)) / max(float(np.mean(fit)), 1e-12),
-                                      3)}
+                                      3),
+            "fit_rollout_error": rollout_errors(model, traj, fit_idx,
+                                                _conds(traj, fit_idx, model.config), ac),
+            "holdout_rollout_error": rollout_errors(model, holdout, held_idx,
+                                                    _conds(holdout, held_idx, model.config),
+                                                    ac)}
 
 
 def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_size: int,
-                  appearances: set[str]) -> tuple[FetalFlexDenoiser, dict[str, Any]]:
+                  appearances: set[str], flag: str = "--measure"
+                  ) -> tuple[FetalFlexDenoiser, dict[str, Any]]:
     """The student at ``weights`` and its metadata; refused for ``--measure`` when it is
     not a student of this teacher on this grid (its numbers would look plausible and mean
     nothing)."""
@@ -135,7 +150,7 @@ def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_
     if missing:
         why.append(f"no {sorted(missing)} appearance")
     if why:
-        raise ValueError(f"--measure {weights}: not a student of this run ({'; '.join(why)}); "
+        raise ValueError(f"{flag} {weights}: not a student of this run ({'; '.join(why)}); "
                          f"pass weights that `fetalflex distill` wrote into OUT/final with "
                          f"the same --teacher, --student-steps and --substeps")
     return model, meta
@@ -171,18 +186,31 @@ def student_config(teacher: DenoiserConfig, steps: int) -> DenoiserConfig:
 def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
                   batch: int = 16, lr: float = 5e-5, ema_decay: float = 0.999, seed: int = 0,
                   checkpoint_every: int = 200, log: Log = print,
-                  deadline: float | None = None, holdout: Trajectories | None = None
-                  ) -> Path:
+                  deadline: float | None = None, holdout: Trajectories | None = None,
+                  rollout: float = 0.0, init: Path | None = None) -> Path:
     """Train (resuming from ``out/checkpoint.pt``) and write the EMA student to
     ``out/final``; returns that folder. ``deadline`` (``time.monotonic()``) stops early
     with a checkpoint and the weights as they are. ``holdout``: trajectories on layouts
-    never trained on, measured at every checkpoint (``x0_errors``) beside as many training
-    ones, into ``out/log.jsonl``."""
+    never trained on, measured at every checkpoint (``x0_errors``, ``rollout_errors``)
+    beside as many training ones, into ``out/log.jsonl``. ``rollout``: the fraction of
+    rows past the first student step that start from the student's own state (``rollout.py``)
+    instead of the teacher's, with the x0 that lands on the teacher's next state as target.
+    ``init``: start from these student weights (of this teacher and grid) instead of the
+    teacher's."""
+    if not 0.0 <= rollout <= 1.0:
+        raise ValueError(f"rollout: a fraction in [0, 1], got {rollout}")
     teacher = FetalFlexDenoiser.load(teacher_dir)
     k = len(traj.timesteps)
     cfg = student_config(teacher.config, k)
     model = FetalFlexDenoiser(cfg)
-    model.load_state_dict(teacher.state_dict())
+    if init is not None:
+        start_from, _ = check_student(init, traj.teacher, traj.timesteps,
+                                      int(traj.states.shape[-1]), set(traj.appearances),
+                                      flag="--init")
+        model.load_state_dict(start_from.state_dict())
+        del start_from
+    else:
+        model.load_state_dict(teacher.state_dict())
     del teacher
     ema = EMA(model, ema_decay)
     ac = alphas_cumprod_for(cfg)
@@ -238,6 +266,16 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         tgt = targets[i, j][:, None].float()
         t = t_all[j]
         lay = torch.from_numpy(np.stack([one_hot(layouts[int(q)]) for q in i]))
+        if rollout > 0:
+            own = ((torch.rand(len(i), generator=gen) < rollout) & (j > 0)).nonzero().flatten()
+            if len(own):
+                x[own] = own_states(model, states[i[own], 0][:, None].float(), j[own],
+                                    traj.timesteps, lay[own], cond_all[i[own]], ac, bf16)
+                tgt[own] = states[i[own], k][:, None].float()  # the last step's: the image
+                mid = own[j[own] + 1 < k]
+                if len(mid):
+                    tgt[mid] = x0_target(x[mid], states[i[mid], j[mid] + 1][:, None].float(),
+                                         t[mid], t_all[j[mid] + 1], ac)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             v = model(x, t, lay, cond_all[i], torch.ones(len(i)))
         x0 = predict_x0(cfg.prediction_type, ac, x, v.float(), t)
@@ -262,6 +300,10 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     meta: dict[str, Any] = {"distilled_from": traj.teacher, "student_steps": k,
                             "teacher_guidance": traj.guidance, "trajectories": n,
                             "train_steps": done, "timesteps": traj.timesteps}
+    if rollout > 0:
+        meta["rollout"] = rollout
+    if init is not None:
+        meta["initialised_from"] = str(init)
     if probe is not None and holdout is not None:
         last = measure(done)
         meta["holdout_trajectories"] = len(holdout.planes)

@@ -1,0 +1,86 @@
+"""The student on its own states: free-running rollouts from the teacher's starting noise.
+
+Training and the x0 error of ``student.py`` are *teacher-forced*: every student step starts
+from the teacher's state. When the student samples it starts each step from its own
+previous output, so its errors compound, and the error that matters for the images is the
+free-running one. This module steps the student exactly as the service samples it (DDIM, eta
+0, x0 clipped to the image range and the noise estimate recomputed from the clipped x0,
+guidance 1: one conditional row per step) and gives
+
+- ``rollout_errors``: per student step, the mean squared distance of the student's own state
+  after that step to the teacher's state at the same timestep, from the same noise (the last
+  one is the final image against the teacher's image);
+- ``own_states``: the student's own state at a given step of given trajectories, the input
+  of rollout training (``train_student(rollout=...)``): from there the student learns to land
+  on the teacher's next state, i.e. to correct its own drift, not only to follow the teacher's
+  path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fetalflex.anatomy.layout import one_hot
+from fetalflex.distill.trajectories import Trajectories
+from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.model.diffusion import predict_x0
+
+
+def ddim_move(x: Tensor, x0: Tensor, t: int, t_next: int | None, ac: Tensor) -> Tensor:
+    """One DDIM (eta 0) move from ``x`` at ``t`` to ``t_next`` along the line through
+    ``x0`` (None: the end, where the state is ``x0``)."""
+    if t_next is None:
+        return x0
+    a, a2 = ac[t].float(), ac[t_next].float()
+    eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+    return a2.sqrt() * x0 + (1 - a2).sqrt() * eps
+
+
+def student_x0(model: FetalFlexDenoiser, x: Tensor, t: int, lay: Tensor, cond: Tensor,
+               ac: Tensor, bf16: bool = False) -> Tensor:
+    """The model's x0 for (N, 1, H, W) states at timestep ``t``, clipped to [-1, 1] as the
+    sampler clips it."""
+    tt = torch.full((x.shape[0],), t)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        pred = model(x, tt, lay, cond, torch.ones(x.shape[0]))
+    return predict_x0(model.config.prediction_type, ac, x, pred.float(), tt).clamp(-1, 1)
+
+
+@torch.no_grad()
+def own_states(model: FetalFlexDenoiser, start: Tensor, steps: Tensor, timesteps: list[int],
+               lay: Tensor, cond: Tensor, ac: Tensor, bf16: bool = False) -> Tensor:
+    """(N, 1, H, W): for each row, the model's own state after ``steps[row]`` student steps
+    from the noise ``start`` (0: the noise itself), sampled as the service samples it."""
+    x = start.clone()
+    for s in range(int(steps.max()) if len(steps) else 0):
+        rows = (steps > s).nonzero().flatten()
+        xr = x[rows]
+        x0 = student_x0(model, xr, timesteps[s], lay[rows], cond[rows], ac, bf16)
+        nxt = timesteps[s + 1] if s + 1 < len(timesteps) else None
+        x[rows] = ddim_move(xr, x0, timesteps[s], nxt, ac)
+    return x
+
+
+@torch.no_grad()
+def rollout_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor,
+                   conds: Tensor, ac: Tensor, batch: int = 16) -> list[float]:
+    """Per student step, the mean squared distance of the free-running student's state
+    after it to the teacher's state there, on trajectories ``idx`` (``conds``: their
+    condition vectors). The last entry is the final image against the teacher's."""
+    was_training = model.training
+    model.eval()
+    k = len(traj.timesteps)
+    sums = [0.0] * k
+    for s in range(0, len(idx), batch):
+        i = idx[s:s + batch]
+        st = torch.from_numpy(traj.states[i.numpy()]).float()
+        lay = torch.from_numpy(np.stack([one_hot(traj.label_maps[int(q)]) for q in i]))
+        x = st[:, 0][:, None]
+        for j, t in enumerate(traj.timesteps):
+            x0 = student_x0(model, x, t, lay, conds[s:s + batch], ac)
+            x = ddim_move(x, x0, t, traj.timesteps[j + 1] if j + 1 < k else None, ac)
+            sums[j] += float(((x[:, 0] - st[:, j + 1]) ** 2).mean()) * len(i)
+    model.train(was_training)
+    return [round(v / len(idx), 6) for v in sums]
