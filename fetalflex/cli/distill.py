@@ -80,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
         if args.holdout <= 0:
             raise ValueError("--measure: needs held-out trajectories; pass --holdout N > 0")
         for w in args.measure:
-            check_student(w, engine.backend.model_hash, grid, engine.cfg.image_size, set())
+            check_student(w, engine.backend.model_hash, grid, engine.cfg.image_size, set(),
+                          substeps=args.substeps)
     if args.init is not None:
         check_student(args.init, engine.backend.model_hash, grid, engine.cfg.image_size, set(),
-                      flag="--init")
+                      flag="--init", substeps=args.substeps)
     traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
                              args.substeps, args.seed, log=lambda m: print(m, flush=True),
                              cache=out)
@@ -93,12 +94,12 @@ def run(args: argparse.Namespace) -> int:
         if held is None:
             raise ValueError("--measure: --data has no validation records to hold out; "
                              "pass a manifest with a validation split")
-        rows = measure_students(args.measure, traj, held, args.seed)
+        rows = measure_students(args.measure, traj, held, args.seed, args.substeps)
         print(json.dumps(rows, indent=1))
         return 0
     final = train_student(teacher, traj, out, args.train_steps, batch=args.batch_size,
                           lr=args.lr, seed=args.seed, deadline=deadline, holdout=held,
-                          rollout=args.rollout, init=args.init,
+                          rollout=args.rollout, init=args.init, substeps=args.substeps,
                           log=lambda m: print(m, flush=True))
     print(f"student weights: {final} ({args.student_steps} denoiser rows per image by "
           f"default); measure it beside the teacher with `fetalflex evaluate --weights`")

@@ -131,7 +131,7 @@ def error_row(model: FetalFlexDenoiser, traj: Trajectories, holdout: Trajectorie
 
 
 def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_size: int,
-                  appearances: set[str], flag: str = "--measure"
+                  appearances: set[str], flag: str = "--measure", substeps: int | None = None
                   ) -> tuple[FetalFlexDenoiser, dict[str, Any]]:
     """The student at ``weights`` and its metadata; refused for ``--measure`` when it is
     not a student of this teacher on this grid (its numbers would look plausible and mean
@@ -144,6 +144,9 @@ def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_
                    f"teacher {teacher_hash[:12]}")
     if meta.get("timesteps") != list(timesteps):
         why.append(f"its timesteps {meta.get('timesteps')}, this run's {list(timesteps)}")
+    if substeps is not None and meta.get("substeps", substeps) != substeps:
+        # students written before the metadata said it pass: their grid check is all there is
+        why.append(f"{meta['substeps']} teacher steps per student step, this run's {substeps}")
     if cfg.image_size != image_size:
         why.append(f"{cfg.image_size} px, this run's trajectories {image_size} px")
     missing = appearances - set(cfg.appearances or ["phantom"])
@@ -157,7 +160,7 @@ def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_
 
 
 def measure_students(weights: list[Path], traj: Trajectories, holdout: Trajectories,
-                     seed: int) -> list[dict[str, Any]]:
+                     seed: int, substeps: int | None = None) -> list[dict[str, Any]]:
     """The error rows of trained students (``OUT/final`` or a copy of it) on one run's
     trajectories, without training: what ``distill --measure`` prints."""
     rows = []
@@ -165,7 +168,8 @@ def measure_students(weights: list[Path], traj: Trajectories, holdout: Trajector
     size = int(traj.states.shape[-1])
     for w in weights:
         model, meta = check_student(w, traj.teacher, traj.timesteps, size,
-                                    set(traj.appearances) | set(holdout.appearances))
+                                    set(traj.appearances) | set(holdout.appearances),
+                                    substeps=substeps)
         rows.append({"weights": str(w), "train_steps": meta.get("train_steps"),
                      "trained_on_trajectories": meta.get("trajectories"),
                      "measured_on_trajectories": len(traj.planes),
@@ -187,7 +191,8 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
                   batch: int = 16, lr: float = 5e-5, ema_decay: float = 0.999, seed: int = 0,
                   checkpoint_every: int = 200, log: Log = print,
                   deadline: float | None = None, holdout: Trajectories | None = None,
-                  rollout: float = 0.0, init: Path | None = None) -> Path:
+                  rollout: float = 0.0, init: Path | None = None,
+                  substeps: int | None = None) -> Path:
     """Train (resuming from ``out/checkpoint.pt``) and write the EMA student to
     ``out/final``; returns that folder. ``deadline`` (``time.monotonic()``) stops early
     with a checkpoint and the weights as they are. ``holdout``: trajectories on layouts
@@ -196,7 +201,8 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     rows past the first student step that start from the student's own state (``rollout.py``)
     instead of the teacher's, with the x0 that lands on the teacher's next state as target.
     ``init``: start from these student weights (of this teacher and grid) instead of the
-    teacher's."""
+    teacher's. ``substeps``: teacher steps per student step, kept in the weights' metadata
+    (``check_student`` compares it)."""
     if not 0.0 <= rollout <= 1.0:
         raise ValueError(f"rollout: a fraction in [0, 1], got {rollout}")
     teacher = FetalFlexDenoiser.load(teacher_dir)
@@ -206,7 +212,7 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     if init is not None:
         start_from, _ = check_student(init, traj.teacher, traj.timesteps,
                                       int(traj.states.shape[-1]), set(traj.appearances),
-                                      flag="--init")
+                                      flag="--init", substeps=substeps)
         model.load_state_dict(start_from.state_dict())
         del start_from
     else:
@@ -300,6 +306,8 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     meta: dict[str, Any] = {"distilled_from": traj.teacher, "student_steps": k,
                             "teacher_guidance": traj.guidance, "trajectories": n,
                             "train_steps": done, "timesteps": traj.timesteps}
+    if substeps is not None:
+        meta["substeps"] = substeps
     if rollout > 0:
         meta["rollout"] = rollout
     if init is not None:

@@ -141,12 +141,21 @@ def test_distill_rollout_and_init(tiny_weights: Path, tiny_data: Path, tmp_path:
     assert not fresh.exists() or not any(fresh.iterdir())
     assert main([*base, "--out", str(fresh), "--rollout", "1.5"]) != 0
     assert "--rollout" in capsys.readouterr().err
+    # the same student grid made from another number of teacher steps: refused by name
+    other = [*base[:8], "4", *base[9:]]
+    assert other[7:9] == ["--substeps", "4"]
+    for flag in ("--measure", "--init"):
+        assert main([*other, "--out", str(fresh), flag, str(first / "final")]) != 0
+        err = capsys.readouterr().err
+        assert flag in err and "2 teacher steps per student step, this run's 4" in err
+    assert not fresh.exists() or not any(fresh.iterdir())
     second = tmp_path / "second"
     assert main([*base, "--out", str(second), "--train-steps", "2", "--rollout", "1",
                  "--init", str(first / "final")]) == 0
     with safe_open(str(second / "final" / "model.safetensors"), "pt") as f:
         meta = json.loads(f.metadata()["fetalflex"])
     assert meta["rollout"] == 1.0 and meta["initialised_from"] == str(first / "final")
+    assert meta["substeps"] == 2
     rows = [json.loads(x) for x in (second / "log.jsonl").read_text().splitlines()]
     held = [r for r in rows if "holdout_rollout_error" in r]
     assert held and len(held[-1]["holdout_rollout_error"]) == 2
