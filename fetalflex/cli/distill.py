@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     out, data = Path(args.out), Path(args.data)
     if not 0.0 <= args.rollout <= 1.0:
         raise ValueError(f"--rollout: a fraction in [0, 1], got {args.rollout}")
+    if args.rollout > 0 and args.student_steps == 1:
+        raise ValueError("--rollout: a 1-step student always starts from the noise (no own "
+                         "state to train from); leave --rollout at 0 or use --student-steps > 1")
     # refused before any trajectory is made (that can take an hour)
     grid = student_timesteps(engine, args.student_steps, args.substeps)
     if args.measure:

@@ -10,10 +10,10 @@ guidance 1: one conditional row per step) and gives
 - ``rollout_errors``: per student step, the mean squared distance of the student's own state
   after that step to the teacher's state at the same timestep, from the same noise (the last
   one is the final image against the teacher's image);
-- ``own_states``: the student's own state at a given step of given trajectories, the input
-  of rollout training (``train_student(rollout=...)``): from there the student learns to land
-  on the teacher's next state, i.e. to correct its own drift, not only to follow the teacher's
-  path.
+- ``own_rows``: the student's own state at a given step of given trajectories and the x0
+  that lands from there on the teacher's next state (``x0_target``, the inverse of
+  ``ddim_move``): rollout training rows (``train_student(rollout=...)``), from which the
+  student learns to correct its own drift, not only to follow the teacher's path.
 """
 
 from __future__ import annotations
@@ -36,6 +36,18 @@ def ddim_move(x: Tensor, x0: Tensor, t: int, t_next: int | None, ac: Tensor) -> 
     a, a2 = ac[t].float(), ac[t_next].float()
     eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
     return a2.sqrt() * x0 + (1 - a2).sqrt() * eps
+
+
+def x0_target(x: Tensor, nxt: Tensor, t: Tensor, t_next: Tensor | None, ac: Tensor
+              ) -> Tensor:
+    """The x0 whose DDIM move from ``x`` at ``t`` lands on ``nxt`` at ``t_next`` (None:
+    the end, where it is ``nxt`` itself); ``t``, ``t_next`` broadcast against the rows."""
+    if t_next is None:
+        return nxt
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    a, a2 = ac[t].float().reshape(shape), ac[t_next].float().reshape(shape)
+    al, si, al2, si2 = a.sqrt(), (1 - a).sqrt(), a2.sqrt(), (1 - a2).sqrt()
+    return (nxt - si2 / si * x) / (al2 - si2 * al / si)
 
 
 def student_x0(model: FetalFlexDenoiser, x: Tensor, t: int, lay: Tensor, cond: Tensor,
@@ -84,3 +96,22 @@ def rollout_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor,
             sums[j] += float(((x[:, 0] - st[:, j + 1]) ** 2).mean()) * len(i)
     model.train(was_training)
     return [round(v / len(idx), 6) for v in sums]
+
+
+def own_rows(model: FetalFlexDenoiser, states: Tensor, steps: Tensor, timesteps: list[int],
+             lay: Tensor, cond: Tensor, ac: Tensor, bf16: bool = False
+             ) -> tuple[Tensor, Tensor]:
+    """Rollout training rows: for trajectories ``states`` (N, K + 1, H, W) and student steps
+    ``steps`` (each >= 1), the student's own state there (N, 1, H, W) and the x0 that lands
+    from it on the teacher's next state (the teacher's image at the last step). Targets
+    can leave the image range where the own state has drifted far: the loss (unclipped x0)
+    still pulls towards them, as for teacher-forced targets."""
+    k = len(timesteps)
+    x = own_states(model, states[:, 0][:, None].float(), steps, timesteps, lay, cond, ac, bf16)
+    tgt = states[:, k][:, None].float().clone()  # the last step's target: the image
+    mid = (steps + 1 < k).nonzero().flatten()
+    if len(mid):
+        t_all = torch.tensor(timesteps)
+        tgt[mid] = x0_target(x[mid], states[mid, steps[mid] + 1][:, None].float(),
+                             t_all[steps[mid]], t_all[steps[mid] + 1], ac)
+    return x, tgt

@@ -32,7 +32,7 @@ from fetalflex.anatomy.layout import one_hot
 from fetalflex.anatomy.planes import plane_index
 from fetalflex.appearance import appearance_index
 from fetalflex.distill.figure import plot_distill
-from fetalflex.distill.rollout import own_states, rollout_errors
+from fetalflex.distill.rollout import own_rows, rollout_errors, x0_target
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig, SamplingDefaults
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
@@ -48,18 +48,6 @@ def append_log(out: Path, row: dict[str, Any]) -> None:
     """One row of the run's ``log.jsonl``."""
     with (out / "log.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
-
-
-def x0_target(x: Tensor, nxt: Tensor, t: Tensor, t_next: Tensor | None, ac: Tensor
-              ) -> Tensor:
-    """The x0 whose DDIM move from ``x`` at ``t`` lands on ``nxt`` at ``t_next`` (None:
-    the end, where it is ``nxt`` itself); ``t``, ``t_next`` broadcast against the rows."""
-    if t_next is None:
-        return nxt
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    a, a2 = ac[t].float().reshape(shape), ac[t_next].float().reshape(shape)
-    al, si, al2, si2 = a.sqrt(), (1 - a).sqrt(), a2.sqrt(), (1 - a2).sqrt()
-    return (nxt - si2 / si * x) / (al2 - si2 * al / si)
 
 
 def x0_targets(states: Tensor, timesteps: list[int], ac: Tensor) -> Tensor:
@@ -203,10 +191,13 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     ``init``: start from these student weights (of this teacher and grid) instead of the
     teacher's. ``substeps``: teacher steps per student step, kept in the weights' metadata
     (``check_student`` compares it)."""
+    k = len(traj.timesteps)
     if not 0.0 <= rollout <= 1.0:
         raise ValueError(f"rollout: a fraction in [0, 1], got {rollout}")
+    if rollout > 0 and k == 1:
+        raise ValueError("rollout: a 1-step student always starts from the noise (no own "
+                         "state to train from); leave --rollout at 0 or use --student-steps > 1")
     teacher = FetalFlexDenoiser.load(teacher_dir)
-    k = len(traj.timesteps)
     cfg = student_config(teacher.config, k)
     model = FetalFlexDenoiser(cfg)
     if init is not None:
@@ -253,7 +244,8 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         row = {"step": step, **error_row(probe, traj, holdout, fit_idx)}
         append_log(out, row)
         log(f"student step {step}: x0 error per step, training {row['fit_x0_error']}, "
-            f"held out {row['holdout_x0_error']}")
+            f"held out {row['holdout_x0_error']}; free-running state error, held out "
+            f"{row['holdout_rollout_error']}")
         measured[step] = row
         return row
 
@@ -275,13 +267,8 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         if rollout > 0:
             own = ((torch.rand(len(i), generator=gen) < rollout) & (j > 0)).nonzero().flatten()
             if len(own):
-                x[own] = own_states(model, states[i[own], 0][:, None].float(), j[own],
-                                    traj.timesteps, lay[own], cond_all[i[own]], ac, bf16)
-                tgt[own] = states[i[own], k][:, None].float()  # the last step's: the image
-                mid = own[j[own] + 1 < k]
-                if len(mid):
-                    tgt[mid] = x0_target(x[mid], states[i[mid], j[mid] + 1][:, None].float(),
-                                         t[mid], t_all[j[mid] + 1], ac)
+                x[own], tgt[own] = own_rows(model, states[i[own]], j[own], traj.timesteps,
+                                            lay[own], cond_all[i[own]], ac, bf16)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             v = model(x, t, lay, cond_all[i], torch.ones(len(i)))
         x0 = predict_x0(cfg.prediction_type, ac, x, v.float(), t)
@@ -317,6 +304,7 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         meta["holdout_trajectories"] = len(holdout.planes)
         meta["holdout_x0_error"] = last["holdout_x0_error"]
         meta["fit_x0_error"] = last["fit_x0_error"]
+        meta["holdout_rollout_error"] = last["holdout_rollout_error"]
     if stopped:
         meta["stopped_at_deadline"] = True
     final = out / "final"

@@ -12,8 +12,15 @@ import pytest
 import torch
 
 from fetalflex.anatomy.layout import one_hot
-from fetalflex.distill.rollout import ddim_move, own_states, rollout_errors, student_x0
-from fetalflex.distill.student import _conds, x0_errors, x0_target
+from fetalflex.distill.rollout import (
+    ddim_move,
+    own_rows,
+    own_states,
+    rollout_errors,
+    student_x0,
+    x0_target,
+)
+from fetalflex.distill.student import _conds, x0_errors, x0_targets
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
@@ -33,12 +40,14 @@ def _model(seed: int = 0) -> FetalFlexDenoiser:
     return m.eval()
 
 
-def _trajectories_of(model: FetalFlexDenoiser, n: int = 3) -> Trajectories:
-    """Trajectories whose 'teacher' is ``model`` itself, sampled as the service samples."""
+def _trajectories_of(model: FetalFlexDenoiser, n: int = 3, ts: list[int] = TS
+                     ) -> Trajectories:
+    """Trajectories whose 'teacher' is ``model`` itself, sampled as the service samples
+    (``own_states``, checked against the diffusers DDIM step by the first test)."""
     size = model.config.image_size
     g = torch.Generator().manual_seed(1)
     maps = torch.randint(0, 5, (n, size, size), generator=g).numpy().astype(np.uint8)
-    traj = Trajectories(np.zeros((n, len(TS) + 1, size, size), np.float16), TS, maps,
+    traj = Trajectories(np.zeros((n, len(ts) + 1, size, size), np.float16), ts, maps,
                         ["TV"] * n, np.full(n, np.nan, np.float32),
                         np.full(n, 100.0, np.float32), ["phantom"] * n, {"phantom": 2.0},
                         "t" * 64)
@@ -47,8 +56,8 @@ def _trajectories_of(model: FetalFlexDenoiser, n: int = 3) -> Trajectories:
     lay = torch.from_numpy(np.stack([one_hot(m) for m in maps]))
     cond = _conds(traj, torch.arange(n), model.config)
     states = [x[:, 0]]
-    for j in range(len(TS)):
-        states.append(own_states(model, x, torch.full((n,), j + 1), TS, lay, cond, ac)[:, 0])
+    for j in range(len(ts)):
+        states.append(own_states(model, x, torch.full((n,), j + 1), ts, lay, cond, ac)[:, 0])
     traj.states = torch.stack(states, 1).numpy().astype(np.float16)
     return traj
 
@@ -96,7 +105,7 @@ def test_x0_target_lands_on_the_next_state_from_any_state() -> None:
 
 def test_rollout_error_is_zero_for_the_model_that_made_the_trajectories() -> None:
     """Its own trajectories: free-running and teacher-forced errors vanish; another
-    model's are positive and grow free-running compared with its own first step."""
+    model's are positive."""
     model = _model(0)
     traj = _trajectories_of(model)
     idx = torch.arange(3)
@@ -116,6 +125,35 @@ def test_rollout_error_is_zero_for_the_model_that_made_the_trajectories() -> Non
     # teacher-forced on its own path: the first step's x0 is its own (the error of the last
     # one counts x0 beyond the image range, which sampling clips)
     assert x0_errors(model, traj, idx)[0] < 1e-3
+
+
+def test_rollout_rows_land_on_the_teachers_next_state() -> None:
+    """``own_rows``: on its own trajectories the model's rows are the teacher-forced ones;
+    for another model the target moves its own state onto the teacher's next state (the
+    image at the last step), and the cached trajectories are left as they were."""
+    ts = [999, 666, 332]
+    model = _model(0)
+    traj = _trajectories_of(model, ts=ts)
+    ac = alphas_cumprod_for(model.config)
+    states = torch.from_numpy(traj.states)
+    before = states.clone()
+    idx = torch.arange(3)
+    lay = torch.from_numpy(np.stack([one_hot(m) for m in traj.label_maps]))
+    cond = _conds(traj, idx, model.config)
+    steps = torch.tensor([1, 2, 1])
+    x, tgt = own_rows(model, states, steps, ts, lay, cond, ac)
+    forced = x0_targets(states, ts, ac)
+    for r, j in enumerate(steps.tolist()):
+        torch.testing.assert_close(x[r, 0], states[r, j].float(), atol=2e-3, rtol=0)
+        torch.testing.assert_close(tgt[r, 0], forced[r, j], atol=2e-2, rtol=0)
+    x, tgt = own_rows(_model(5), states, steps, ts, lay, cond, ac)
+    assert float((x[0, 0] - states[0, 1].float()).abs().max()) > 1e-2  # it has drifted
+    for r, j in enumerate(steps.tolist()):
+        nxt = ts[j + 1] if j + 1 < len(ts) else None
+        torch.testing.assert_close(ddim_move(x[r], tgt[r], ts[j], nxt, ac)[0],
+                                   states[r, j + 1].float(), atol=1e-3, rtol=1e-3)
+    assert torch.equal(tgt[1, 0], states[1, 3].float())  # the last step: the image
+    assert torch.equal(states, before)
 
 
 def test_distill_rollout_and_init(tiny_weights: Path, tiny_data: Path, tmp_path: Path,
@@ -140,6 +178,10 @@ def test_distill_rollout_and_init(tiny_weights: Path, tiny_data: Path, tmp_path:
     assert "--init" in err and "not a student of this run" in err
     assert not fresh.exists() or not any(fresh.iterdir())
     assert main([*base, "--out", str(fresh), "--rollout", "1.5"]) != 0
+    assert "--rollout" in capsys.readouterr().err
+    one = [*base[:6], "1", *base[7:]]
+    assert one[5:7] == ["--student-steps", "1"]
+    assert main([*one, "--out", str(fresh), "--rollout", "0.5"]) != 0
     assert "--rollout" in capsys.readouterr().err
     # the same student grid made from another number of teacher steps: refused by name
     other = [*base[:8], "4", *base[9:]]
