@@ -38,9 +38,10 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--rollout", type=float, default=0.0, metavar="P",
                    help="fraction of training rows past the first student step that start "
                         "from the student's own free-running state (from the teacher's "
-                        "noise) and learn to land on the teacher's next state: trains away "
-                        "the drift that teacher-forced training leaves (0: teacher-forced "
-                        "only)")
+                        "noise) and learn to land where the teacher, asked in the loop, goes "
+                        "from there (its guided substeps: 2 x substeps teacher rows per such "
+                        "row): the student learns on the states it visits itself (0: "
+                        "teacher-forced only)")
     p.add_argument("--init", type=Path, default=None, metavar="W",
                    help="start from these student weights (`distill` output of the same "
                         "--teacher, --student-steps and --substeps) instead of the teacher's")
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from fetalflex.backends.backends import load_backend, weights_dir
+    from fetalflex.distill.rollout import TeacherSegment
     from fetalflex.distill.student import check_student, measure_students, train_student
     from fetalflex.distill.trajectories import (
         holdout_trajectories,
@@ -103,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     final = train_student(teacher, traj, out, args.train_steps, batch=args.batch_size,
                           lr=args.lr, seed=args.seed, deadline=deadline, holdout=held,
                           rollout=args.rollout, init=args.init, substeps=args.substeps,
+                          teacher_segment=TeacherSegment(engine.backend.call, engine.cfg,
+                                                         traj.guidance, args.substeps),
                           log=lambda m: print(m, flush=True))
     print(f"student weights: {final} ({args.student_steps} denoiser rows per image by "
           f"default); measure it beside the teacher with `fetalflex evaluate --weights`")

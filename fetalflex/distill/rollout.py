@@ -11,12 +11,15 @@ guidance 1: one conditional row per step) and gives
   after that step to the teacher's state at the same timestep, from the same noise (the last
   one is the final image against the teacher's image);
 - ``own_rows``: the student's own state at a given step of given trajectories and the x0
-  that lands from there on the teacher's next state (``x0_target``, the inverse of
-  ``ddim_move``): rollout training rows (``train_student(rollout=...)``), from which the
-  student learns to correct its own drift, not only to follow the teacher's path.
+  that lands from there where the teacher, asked in the loop (``TeacherSegment``), goes
+  from that state (``x0_target``, the inverse of ``ddim_move``): rollout training rows
+  (``train_student(rollout=...)``). The student learns the teacher's steps on the states
+  it visits itself, not only on the teacher's own path (DAgger, Ross et al. 2011).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,8 +27,11 @@ from torch import Tensor
 
 from fetalflex.anatomy.layout import one_hot
 from fetalflex.distill.trajectories import Trajectories
+from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import predict_x0
+from fetalflex.sampling.ddim import ddim_scheduler
+from fetalflex.sampling.denoisers import ModelCall, guided
 
 
 def ddim_move(x: Tensor, x0: Tensor, t: int, t_next: int | None, ac: Tensor) -> Tensor:
@@ -98,20 +104,60 @@ def rollout_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor,
     return [round(v / len(idx), 6) for v in sums]
 
 
-def own_rows(model: FetalFlexDenoiser, states: Tensor, steps: Tensor, timesteps: list[int],
-             lay: Tensor, cond: Tensor, ac: Tensor, bf16: bool = False
-             ) -> tuple[Tensor, Tensor]:
+@dataclass(frozen=True)
+class TeacherSegment:
+    """The teacher in the training loop: its guided DDIM calls between two student
+    timesteps, exactly as its trajectories were made (``Engine.sample_states``: the same
+    call, guidance per appearance, guidance interval, ``substeps`` calls per student step)."""
+
+    call: ModelCall
+    cfg: DenoiserConfig
+    guidance: dict[str, float]  # per appearance (the trajectories' own)
+    substeps: int
+
+    @torch.no_grad()
+    def next_states(self, x: Tensor, steps: Tensor, timesteps: list[int], lay: Tensor,
+                    cond: Tensor, appearances: list[str]) -> Tensor:
+        """(N, 1, H, W): where the teacher takes each row's state ``x`` at student step
+        ``steps[row]`` (its timestep ``timesteps[steps[row]]``) to at the next one (after
+        the last: the image)."""
+        sch = ddim_scheduler(self.cfg)
+        sch.set_timesteps(len(timesteps) * self.substeps)
+        grid = [int(t) for t in sch.timesteps]
+        w = torch.tensor([self.guidance[a] for a in appearances])
+        out = x.clone()
+        for j in sorted({int(s) for s in steps}):
+            rows = (steps == j).nonzero().flatten()
+            if grid[j * self.substeps] != timesteps[j]:
+                raise ValueError(f"teacher grid {grid} does not pass through the student's "
+                                 f"timestep {timesteps[j]}")
+            den = guided(self.call, lay[rows], cond[rows], w[rows], 1.0,
+                         guidance_below_t=self.cfg.sampling.guidance_below_t)
+            xr = out[rows]
+            for t in grid[j * self.substeps:(j + 1) * self.substeps]:
+                tt = torch.full((len(rows),), t, dtype=torch.long)
+                xr = sch.step(den(xr, tt), t, xr, eta=0.0,
+                              use_clipped_model_output=True).prev_sample
+            out[rows] = xr
+        return out
+
+
+def own_rows(model: FetalFlexDenoiser, teacher: TeacherSegment, states: Tensor, steps: Tensor,
+             timesteps: list[int], lay: Tensor, cond: Tensor, appearances: list[str],
+             ac: Tensor, bf16: bool = False) -> tuple[Tensor, Tensor]:
     """Rollout training rows: for trajectories ``states`` (N, K + 1, H, W) and student steps
-    ``steps`` (each >= 1), the student's own state there (N, 1, H, W) and the x0 that lands
-    from it on the teacher's next state (the teacher's image at the last step). Targets
-    can leave the image range where the own state has drifted far: the loss (unclipped x0)
-    still pulls towards them, as for teacher-forced targets."""
+    ``steps`` (each >= 1), the student's own state there (N, 1, H, W) and the x0 whose move
+    lands from it where the teacher goes from it (``TeacherSegment``; at the last step, the
+    teacher's image from there). Not the stored trajectory's next state: from a state that
+    has drifted, the teacher goes elsewhere, and landing back on the stored path is a target
+    the student cannot infer from its input (measured: it made the free-running error
+    worse, docs/PERFORMANCE.md)."""
     k = len(timesteps)
     x = own_states(model, states[:, 0][:, None].float(), steps, timesteps, lay, cond, ac, bf16)
-    tgt = states[:, k][:, None].float().clone()  # the last step's target: the image
+    nxt = teacher.next_states(x, steps, timesteps, lay, cond, appearances)
+    tgt = nxt.clone()  # the last step's target: the image
     mid = (steps + 1 < k).nonzero().flatten()
     if len(mid):
         t_all = torch.tensor(timesteps)
-        tgt[mid] = x0_target(x[mid], states[mid, steps[mid] + 1][:, None].float(),
-                             t_all[steps[mid]], t_all[steps[mid] + 1], ac)
+        tgt[mid] = x0_target(x[mid], nxt[mid], t_all[steps[mid]], t_all[steps[mid] + 1], ac)
     return x, tgt

@@ -32,7 +32,7 @@ from fetalflex.anatomy.layout import one_hot
 from fetalflex.anatomy.planes import plane_index
 from fetalflex.appearance import appearance_index
 from fetalflex.distill.figure import plot_distill
-from fetalflex.distill.rollout import own_rows, rollout_errors, x0_target
+from fetalflex.distill.rollout import TeacherSegment, own_rows, rollout_errors, x0_target
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig, SamplingDefaults
 from fetalflex.model.denoiser import FetalFlexDenoiser, condition_vector
@@ -42,6 +42,7 @@ from fetalflex.training.ema import EMA
 
 Log = Callable[[str], None]
 LOG_EVERY = 25  # training steps per loss row of log.jsonl (their mean loss)
+INIT_WARMUP = 100  # steps of linear learning-rate warm-up when going on from a student
 
 
 def append_log(out: Path, row: dict[str, Any]) -> None:
@@ -180,14 +181,16 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
                   checkpoint_every: int = 200, log: Log = print,
                   deadline: float | None = None, holdout: Trajectories | None = None,
                   rollout: float = 0.0, init: Path | None = None,
-                  substeps: int | None = None) -> Path:
+                  substeps: int | None = None, teacher_segment: TeacherSegment | None = None
+                  ) -> Path:
     """Train (resuming from ``out/checkpoint.pt``) and write the EMA student to
     ``out/final``; returns that folder. ``deadline`` (``time.monotonic()``) stops early
     with a checkpoint and the weights as they are. ``holdout``: trajectories on layouts
     never trained on, measured at every checkpoint (``x0_errors``, ``rollout_errors``)
     beside as many training ones, into ``out/log.jsonl``. ``rollout``: the fraction of
-    rows past the first student step that start from the student's own state (``rollout.py``)
-    instead of the teacher's, with the x0 that lands on the teacher's next state as target.
+    rows past the first student step that start from the student's own state instead of the
+    teacher's, with the x0 that lands where ``teacher_segment`` (the teacher in the loop)
+    goes from there as target (``rollout.own_rows``).
     ``init``: start from these student weights (of this teacher and grid) instead of the
     teacher's. ``substeps``: teacher steps per student step, kept in the weights' metadata
     (``check_student`` compares it)."""
@@ -197,6 +200,8 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     if rollout > 0 and k == 1:
         raise ValueError("rollout: a 1-step student always starts from the noise (no own "
                          "state to train from); leave --rollout at 0 or use --student-steps > 1")
+    if rollout > 0 and teacher_segment is None:
+        raise ValueError("rollout: needs the teacher in the loop (teacher_segment)")
     teacher = FetalFlexDenoiser.load(teacher_dir)
     cfg = student_config(teacher.config, k)
     model = FetalFlexDenoiser(cfg)
@@ -267,12 +272,18 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
         if rollout > 0:
             own = ((torch.rand(len(i), generator=gen) < rollout) & (j > 0)).nonzero().flatten()
             if len(own):
-                x[own], tgt[own] = own_rows(model, states[i[own]], j[own], traj.timesteps,
-                                            lay[own], cond_all[i[own]], ac, bf16)
+                assert teacher_segment is not None
+                x[own], tgt[own] = own_rows(model, teacher_segment, states[i[own]], j[own],
+                                            traj.timesteps, lay[own], cond_all[i[own]],
+                                            [traj.appearances[int(q)] for q in i[own]], ac,
+                                            bf16)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             v = model(x, t, lay, cond_all[i], torch.ones(len(i)))
         x0 = predict_x0(cfg.prediction_type, ac, x, v.float(), t)
         loss = nn.functional.mse_loss(x0, tgt)
+        if init is not None:  # a fresh optimizer on trained weights: no full-size first steps
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / INIT_WARMUP)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

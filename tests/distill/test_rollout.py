@@ -13,6 +13,7 @@ import torch
 
 from fetalflex.anatomy.layout import one_hot
 from fetalflex.distill.rollout import (
+    TeacherSegment,
     ddim_move,
     own_rows,
     own_states,
@@ -20,7 +21,7 @@ from fetalflex.distill.rollout import (
     student_x0,
     x0_target,
 )
-from fetalflex.distill.student import _conds, x0_errors, x0_targets
+from fetalflex.distill.student import _conds, x0_errors
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
@@ -127,32 +128,41 @@ def test_rollout_error_is_zero_for_the_model_that_made_the_trajectories() -> Non
     assert x0_errors(model, traj, idx)[0] < 1e-3
 
 
-def test_rollout_rows_land_on_the_teachers_next_state() -> None:
-    """``own_rows``: on its own trajectories the model's rows are the teacher-forced ones;
-    for another model the target moves its own state onto the teacher's next state (the
-    image at the last step), and the cached trajectories are left as they were."""
-    ts = [999, 666, 332]
-    model = _model(0)
-    traj = _trajectories_of(model, ts=ts)
-    ac = alphas_cumprod_for(model.config)
+def test_teacher_in_the_loop_retraces_its_cached_trajectories_and_rows_follow_it(
+        tiny_weights: Path, tiny_data: Path) -> None:
+    """``TeacherSegment`` from the teacher's own state at each student step reaches its
+    cached next state (the same guided calls as ``Engine.sample_states``); ``own_rows``:
+    the target moves the student's own (drifted) state to where the teacher goes from it,
+    the teacher's image at the last step; the cached trajectories are left as they were."""
+    from fetalflex.backends.backends import load_backend
+    from fetalflex.distill.trajectories import make_trajectories
+    from fetalflex.generation import Engine
+
+    engine = Engine(load_backend("torch", tiny_weights))
+    traj = make_trajectories(engine, tiny_data, 4, student_steps=3, substeps=2, seed=2,
+                             log=lambda _m: None)
+    ts = traj.timesteps
+    teacher = TeacherSegment(engine.backend.call, engine.cfg, traj.guidance, 2)
     states = torch.from_numpy(traj.states)
     before = states.clone()
-    idx = torch.arange(3)
+    n = len(traj.planes)
     lay = torch.from_numpy(np.stack([one_hot(m) for m in traj.label_maps]))
-    cond = _conds(traj, idx, model.config)
-    steps = torch.tensor([1, 2, 1])
-    x, tgt = own_rows(model, states, steps, ts, lay, cond, ac)
-    forced = x0_targets(states, ts, ac)
-    for r, j in enumerate(steps.tolist()):
-        torch.testing.assert_close(x[r, 0], states[r, j].float(), atol=2e-3, rtol=0)
-        torch.testing.assert_close(tgt[r, 0], forced[r, j], atol=2e-2, rtol=0)
-    x, tgt = own_rows(_model(5), states, steps, ts, lay, cond, ac)
-    assert float((x[0, 0] - states[0, 1].float()).abs().max()) > 1e-2  # it has drifted
+    cond = _conds(traj, torch.arange(n), engine.cfg)
+    for j in range(len(ts)):
+        got = teacher.next_states(states[:, j][:, None].float(), torch.full((n,), j), ts, lay,
+                                  cond, traj.appearances)
+        torch.testing.assert_close(got[:, 0], states[:, j + 1].float(), atol=3e-3, rtol=0)
+    student = FetalFlexDenoiser.load(tiny_weights)  # unguided: not the guided teacher's path
+    ac = alphas_cumprod_for(engine.cfg)
+    steps = torch.tensor([1, 2, 1, 2])
+    x, tgt = own_rows(student, teacher, states, steps, ts, lay, cond, traj.appearances, ac)
+    assert float((x[0, 0] - states[0, 1].float()).abs().max()) > 1e-3  # it has drifted
+    where = teacher.next_states(x, steps, ts, lay, cond, traj.appearances)
     for r, j in enumerate(steps.tolist()):
         nxt = ts[j + 1] if j + 1 < len(ts) else None
-        torch.testing.assert_close(ddim_move(x[r], tgt[r], ts[j], nxt, ac)[0],
-                                   states[r, j + 1].float(), atol=1e-3, rtol=1e-3)
-    assert torch.equal(tgt[1, 0], states[1, 3].float())  # the last step: the image
+        torch.testing.assert_close(ddim_move(x[r], tgt[r], ts[j], nxt, ac), where[r],
+                                   atol=1e-3, rtol=1e-3)
+    assert torch.equal(tgt[1], where[1])  # the last step: the teacher's image from there
     assert torch.equal(states, before)
 
 
