@@ -150,8 +150,9 @@ def own_rows(model: FetalFlexDenoiser, teacher: TeacherSegment, states: Tensor, 
     lands from it where the teacher goes from it (``TeacherSegment``; at the last step, the
     teacher's image from there). Not the stored trajectory's next state: from a state that
     has drifted, the teacher goes elsewhere, and landing back on the stored path is a target
-    the student cannot infer from its input (measured: it made the free-running error
-    worse, docs/PERFORMANCE.md)."""
+    the student cannot infer from its input (its state does not say which path it left).
+    Neither target brought the free-running student closer to the stored paths in session
+    24's runs (docs/EVALUATION.md)."""
     k = len(timesteps)
     x = own_states(model, states[:, 0][:, None].float(), steps, timesteps, lay, cond, ac, bf16)
     nxt = teacher.next_states(x, steps, timesteps, lay, cond, appearances)
