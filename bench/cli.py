@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, nargs="+", default=None,
                    help="guidance values (default: the request schema's)")
     p.add_argument("--precision", nargs="+", default=[DEFAULT_PRECISION], choices=PRECISIONS,
-                   help="embedded graph precisions to compare")
+                   help="denoiser precisions to compare, each on the first backend that "
+                        "runs it (fp32, int8: the embedded graph; bf16: torch under bf16 "
+                        "autocast, on CPUs with native bf16)")
     p.add_argument("--steps", type=int, nargs="+", default=None,
                    help="sampler steps (default: the request schema's)")
     p.add_argument("--sampler", nargs="+", default=None, choices=SAMPLER_NAMES,

@@ -19,7 +19,12 @@ from bench.results import interleaved, print_table, write_results
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.backends.backends import load_backend
 from fetalflex.generation import Engine
-from fetalflex.request import DEFAULT_PRECISION, GenerationRequest, Precision
+from fetalflex.request import (
+    DEFAULT_PRECISION,
+    PRECISION_BACKENDS,
+    GenerationRequest,
+    Precision,
+)
 from fetalflex.weights import DEFAULT_WEIGHTS
 
 NOTEBOOK_STEPS = 50  # the notebook baseline: diffusers' customary DDIM-50, PyTorch eager
@@ -59,7 +64,10 @@ def bench_main_job(weights: list[Path] | None, out: Path, guidances: tuple[float
     all_weights = weights or [DEFAULT_WEIGHTS]
     for w in all_weights:
         for prec in precisions:
-            engine = Engine(load_backend("embedded", w, threads=threads, precision=prec))
+            # the first backend that runs the precision: the embedded graph for fp32 and
+            # int8, torch under bf16 autocast for bf16 (PRECISION_BACKENDS)
+            engine = Engine(load_backend(PRECISION_BACKENDS[prec][0], w, threads=threads,
+                                         precision=prec))
             for g, s, smp in itertools.product(guidances, steps, samplers):
                 opts = {k: v for k, v in (("guidance", g), ("steps", s), ("sampler", smp))
                         if v is not None}

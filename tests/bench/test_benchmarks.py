@@ -181,6 +181,18 @@ def test_main_job_precisions_steps_and_notebook_baseline(tiny_weights: Path, tmp
         assert r["vs_notebook"] == pytest.approx(nb / r["s_per_image"])
 
 
+def test_main_job_runs_bf16_on_the_backend_that_has_it(tiny_weights: Path, tmp_path: Path
+                                                      ) -> None:
+    """bf16 is torch under autocast (ONNX Runtime's CPU provider has none): the bench
+    runs each precision on the first backend of PRECISION_BACKENDS instead of refusing."""
+    from bench.main_job import bench_main_job
+
+    rows = bench_main_job([tiny_weights], tmp_path, reps=1, planes=("FL",),
+                          precisions=("fp32", "bf16"), steps=(2,))
+    assert [(r["backend"], r["precision"]) for r in rows] == [("embedded", "fp32"),
+                                                              ("torch", "bf16")]
+
+
 def test_end_to_end_int8_setup_serves_the_int8_graph(tiny_weights: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.serving import bench_end_to_end
