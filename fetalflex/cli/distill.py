@@ -57,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
     from fetalflex.backends.backends import load_backend, weights_dir
     from fetalflex.distill.rollout import TeacherSegment
-    from fetalflex.distill.student import check_student, measure_students, train_student
+    from fetalflex.distill.student import (
+        check_rollout,
+        check_student,
+        measure_students,
+        train_student,
+    )
     from fetalflex.distill.trajectories import (
         holdout_trajectories,
         make_trajectories,
@@ -74,11 +79,7 @@ def run(args: argparse.Namespace) -> int:
     teacher = weights_dir(Path(args.teacher) if args.teacher else None)
     engine = Engine(load_backend("embedded", teacher, threads=args.threads))
     out, data = Path(args.out), Path(args.data)
-    if not 0.0 <= args.rollout <= 1.0:
-        raise ValueError(f"--rollout: a fraction in [0, 1], got {args.rollout}")
-    if args.rollout > 0 and args.student_steps == 1:
-        raise ValueError("--rollout: a 1-step student always starts from the noise (no own "
-                         "state to train from); leave --rollout at 0 or use --student-steps > 1")
+    check_rollout(args.rollout, args.student_steps, "--rollout")
     # refused before any trajectory is made (that can take an hour)
     grid = student_timesteps(engine, args.student_steps, args.substeps)
     if args.measure:

@@ -66,6 +66,15 @@ def student_x0(model: FetalFlexDenoiser, x: Tensor, t: int, lay: Tensor, cond: T
     return predict_x0(model.config.prediction_type, ac, x, pred.float(), tt).clamp(-1, 1)
 
 
+def student_step(model: FetalFlexDenoiser, x: Tensor, j: int, timesteps: list[int],
+                 lay: Tensor, cond: Tensor, ac: Tensor, bf16: bool = False) -> Tensor:
+    """Student step ``j`` (from ``timesteps[j]`` to the next one; after the last: the image)
+    as the service samples it."""
+    t = timesteps[j]
+    nxt = timesteps[j + 1] if j + 1 < len(timesteps) else None
+    return ddim_move(x, student_x0(model, x, t, lay, cond, ac, bf16), t, nxt, ac)
+
+
 @torch.no_grad()
 def own_states(model: FetalFlexDenoiser, start: Tensor, steps: Tensor, timesteps: list[int],
                lay: Tensor, cond: Tensor, ac: Tensor, bf16: bool = False) -> Tensor:
@@ -74,10 +83,7 @@ def own_states(model: FetalFlexDenoiser, start: Tensor, steps: Tensor, timesteps
     x = start.clone()
     for s in range(int(steps.max()) if len(steps) else 0):
         rows = (steps > s).nonzero().flatten()
-        xr = x[rows]
-        x0 = student_x0(model, xr, timesteps[s], lay[rows], cond[rows], ac, bf16)
-        nxt = timesteps[s + 1] if s + 1 < len(timesteps) else None
-        x[rows] = ddim_move(xr, x0, timesteps[s], nxt, ac)
+        x[rows] = student_step(model, x[rows], s, timesteps, lay[rows], cond[rows], ac, bf16)
     return x
 
 
@@ -96,9 +102,8 @@ def rollout_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor,
         st = torch.from_numpy(traj.states[i.numpy()]).float()
         lay = torch.from_numpy(np.stack([one_hot(traj.label_maps[int(q)]) for q in i]))
         x = st[:, 0][:, None]
-        for j, t in enumerate(traj.timesteps):
-            x0 = student_x0(model, x, t, lay, conds[s:s + batch], ac)
-            x = ddim_move(x, x0, t, traj.timesteps[j + 1] if j + 1 < k else None, ac)
+        for j in range(k):
+            x = student_step(model, x, j, traj.timesteps, lay, conds[s:s + batch], ac)
             sums[j] += float(((x[:, 0] - st[:, j + 1]) ** 2).mean()) * len(i)
     model.train(was_training)
     return [round(v / len(idx), 6) for v in sums]

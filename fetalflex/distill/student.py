@@ -119,6 +119,16 @@ def error_row(model: FetalFlexDenoiser, traj: Trajectories, holdout: Trajectorie
                                                     ac)}
 
 
+def check_rollout(rollout: float, student_steps: int, name: str = "rollout") -> None:
+    """The named error for a rollout fraction a run cannot train with (``name``: how the
+    caller calls it)."""
+    if not 0.0 <= rollout <= 1.0:
+        raise ValueError(f"{name}: a fraction in [0, 1], got {rollout}")
+    if rollout > 0 and student_steps == 1:
+        raise ValueError(f"{name}: a 1-step student always starts from the noise (no own "
+                         "state to train from); leave --rollout at 0 or use --student-steps > 1")
+
+
 def check_student(weights: Path, teacher_hash: str, timesteps: list[int], image_size: int,
                   appearances: set[str], flag: str = "--measure", substeps: int | None = None
                   ) -> tuple[FetalFlexDenoiser, dict[str, Any]]:
@@ -195,11 +205,7 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     teacher's. ``substeps``: teacher steps per student step, kept in the weights' metadata
     (``check_student`` compares it)."""
     k = len(traj.timesteps)
-    if not 0.0 <= rollout <= 1.0:
-        raise ValueError(f"rollout: a fraction in [0, 1], got {rollout}")
-    if rollout > 0 and k == 1:
-        raise ValueError("rollout: a 1-step student always starts from the noise (no own "
-                         "state to train from); leave --rollout at 0 or use --student-steps > 1")
+    check_rollout(rollout, k)
     if rollout > 0 and teacher_segment is None:
         raise ValueError("rollout: needs the teacher in the loop (teacher_segment)")
     teacher = FetalFlexDenoiser.load(teacher_dir)
