@@ -44,6 +44,7 @@ from fetalflex.sampling.events import Final, SamplerEvent, Step, StopCheck, fina
 from fetalflex.sampling.registry import SAMPLERS, SamplingJob
 from fetalflex.sampling.repaint import edit_region, feathered, repaint_progressive
 from fetalflex.sampling.steps import SampleNoise
+from fetalflex.sampling.tone import apply_tone
 
 
 @dataclass
@@ -102,9 +103,11 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return pixels.to_uint8(x.detach().squeeze(1).numpy())
 
 
-def _twins(repainted: Final, images: np.ndarray, regions: list[np.ndarray]) -> np.ndarray:
-    """The repainted images inside their regions; outside, the reference, byte for byte."""
-    return np.where(np.stack(regions), to_uint8(repainted.x), images)
+def _twins(repainted: Final, images: np.ndarray, regions: list[np.ndarray],
+           curve: tuple[int, ...] | None = None) -> np.ndarray:
+    """The repainted images inside their regions (through the weights' tone ``curve``: they
+    are generated pixels); outside, the reference, byte for byte."""
+    return np.where(np.stack(regions), apply_tone(to_uint8(repainted.x), curve), images)
 
 
 def to_float(img: np.ndarray) -> Tensor:
@@ -138,6 +141,11 @@ class Engine:
             return default_appearance(served)
         appearance_index(requested, served)
         return cast(Appearance, requested.strip().lower())
+
+    def tone_curve(self, appearance: str | None) -> tuple[int, ...] | None:
+        """The grey-level curve these weights apply to the images they sample in this
+        appearance (``fetalflex.sampling.tone``), or None."""
+        return self.cfg.sampling.tone_curve.get(self.appearance(appearance))
 
     def resolve(self, req: GenerationRequest) -> GenerationRequest:
         """The request as these weights run it: the appearance settled (or refused by name)
@@ -220,7 +228,7 @@ class Engine:
             t1 = time.perf_counter()
             sampled = yield from _forward(self._sample(req, target, noise, call, should_stop),
                                           "sample")
-            images = to_uint8(sampled.x)
+            images = apply_tone(to_uint8(sampled.x), self.tone_curve(req.appearance))
             timings["sample_s"] = time.perf_counter() - t1
             if not req.pair:
                 samples = [Sample(seeds[i], target[i], images[i],
@@ -243,7 +251,7 @@ class Engine:
             self._repaint(call, images, abnormal, regions, seeds, req.guidance,
                           req.control_scale, req.repaint, should_stop, req.appearance),
             "repaint")
-        twin = _twins(repainted, images, regions)
+        twin = _twins(repainted, images, regions, self.tone_curve(req.appearance))
         timings["repaint_s"] = time.perf_counter() - t2
         samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
                    for i in range(req.n)]
@@ -276,7 +284,7 @@ class Engine:
         repainted = final(self._repaint(call, images, layouts, regions, seeds, guidance,
                                         control_scale, settings or RepaintSettings(),
                                         appearance=appearance))
-        return _twins(repainted, images, regions), call.calls
+        return _twins(repainted, images, regions, self.tone_curve(appearance)), call.calls
 
     def sample_layouts(self, layouts: list[Layout], seeds: list[int], *,
                        steps: int | None = None, guidance: float | None = None,
@@ -297,7 +305,7 @@ class Engine:
             {"plane": layouts[0].plane, "appearance": appearance, **opts}))
         call = CountingCall(self.backend.call)
         sampled = final(self._sample(req, layouts, SampleNoise(seeds), call, None))
-        return to_uint8(sampled.x), call.calls
+        return apply_tone(to_uint8(sampled.x), self.tone_curve(req.appearance)), call.calls
 
     def sample_states(self, layouts: list[Layout], seeds: list[int], *, steps: int,
                       every: int, guidance: float | None = None,

@@ -49,6 +49,11 @@ def register(sub: Subcommands) -> None:
                    help="no training: print (JSON) the x0 error per student step of these "
                         "students' weights on the run's held-out and training trajectories "
                         "(made first where not cached)")
+    p.add_argument("--calibrate", type=Path, default=None, metavar="W",
+                   help="no training: fit this student's tone curve (its grey levels onto the "
+                        "teacher's, per appearance, on training trajectories only) and write "
+                        "it with the curve to OUT/calibrated; a trained run calibrates "
+                        "OUT/final the same way at its end")
     p.set_defaults(func=run)
 
 
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from fetalflex.backends.backends import load_backend, weights_dir
+    from fetalflex.distill.calibrate import calibrate_student
     from fetalflex.distill.rollout import TeacherSegment
     from fetalflex.distill.student import (
         check_rollout,
@@ -82,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
     check_rollout(args.rollout, args.student_steps, "--rollout")
     # refused before any trajectory is made (that can take an hour)
     grid = student_timesteps(engine, args.student_steps, args.substeps)
+    if args.measure and args.calibrate:
+        raise ValueError("--calibrate: one mode at a time; leave out --measure")
+    if args.calibrate is not None:
+        check_student(args.calibrate, engine.backend.model_hash, grid, engine.cfg.image_size,
+                      set(), flag="--calibrate", substeps=args.substeps)
     if args.measure:
         if args.holdout <= 0:
             raise ValueError("--measure: needs held-out trajectories; pass --holdout N > 0")
@@ -94,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
     traj = make_trajectories(engine, data, args.trajectories, args.student_steps,
                              args.substeps, args.seed, log=lambda m: print(m, flush=True),
                              cache=out)
+    if args.calibrate is not None:
+        model, meta = check_student(args.calibrate, traj.teacher, traj.timesteps,
+                                    engine.cfg.image_size, set(traj.appearances),
+                                    flag="--calibrate", substeps=args.substeps)
+        calibrate_student(model, meta, traj, out / "calibrated", seed=args.seed,
+                          log=lambda m: print(m, flush=True))
+        return 0
     held = holdout_trajectories(engine, data, args.holdout, args.student_steps, args.substeps,
                                 args.seed, log=lambda m: print(m, flush=True), cache=out)
     if args.measure:
@@ -109,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
                           teacher_segment=TeacherSegment(engine.backend.call, engine.cfg,
                                                          traj.guidance, args.substeps),
                           log=lambda m: print(m, flush=True))
+    model, meta = check_student(final, traj.teacher, traj.timesteps, engine.cfg.image_size,
+                                set(traj.appearances), flag="--out", substeps=args.substeps)
+    calibrate_student(model, meta, traj, final, seed=args.seed,
+                      log=lambda m: print(m, flush=True))
     print(f"student weights: {final} ({args.student_steps} denoiser rows per image by "
           f"default); measure it beside the teacher with `fetalflex evaluate --weights`")
     return 0

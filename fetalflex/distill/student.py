@@ -62,7 +62,7 @@ def x0_targets(states: Tensor, timesteps: list[int], ac: Tensor) -> Tensor:
     return torch.stack(out, dim=1)
 
 
-def _conds(traj: Trajectories, idx: Tensor, cfg: DenoiserConfig) -> Tensor:
+def trajectory_conds(traj: Trajectories, idx: Tensor, cfg: DenoiserConfig) -> Tensor:
     plane = torch.tensor([plane_index(traj.planes[int(q)]) for q in idx])
     ga = torch.from_numpy(traj.ga[idx.numpy()].astype(np.float32))
     app = (torch.tensor([appearance_index(traj.appearances[int(q)], cfg.appearances)
@@ -84,7 +84,7 @@ def x0_errors(model: FetalFlexDenoiser, traj: Trajectories, idx: Tensor, batch: 
         st = torch.from_numpy(traj.states[i.numpy()])
         tg = x0_targets(st, traj.timesteps, ac)
         lay = torch.from_numpy(np.stack([one_hot(traj.label_maps[int(q)]) for q in i]))
-        cond = _conds(traj, i, model.config)
+        cond = trajectory_conds(traj, i, model.config)
         for j, t in enumerate(traj.timesteps):
             x = st[:, j][:, None].float()
             tt = torch.full((len(i),), t)
@@ -112,11 +112,10 @@ def error_row(model: FetalFlexDenoiser, traj: Trajectories, holdout: Trajectorie
     return {"fit_x0_error": fit, "holdout_x0_error": held,
             "holdout_over_fit": round(float(np.mean(held)) / max(float(np.mean(fit)), 1e-12),
                                       3),
-            "fit_rollout_error": rollout_errors(model, traj, fit_idx,
-                                                _conds(traj, fit_idx, model.config), ac),
-            "holdout_rollout_error": rollout_errors(model, holdout, held_idx,
-                                                    _conds(holdout, held_idx, model.config),
-                                                    ac)}
+            "fit_rollout_error": rollout_errors(
+                model, traj, fit_idx, trajectory_conds(traj, fit_idx, model.config), ac),
+            "holdout_rollout_error": rollout_errors(
+                model, holdout, held_idx, trajectory_conds(holdout, held_idx, model.config), ac)}
 
 
 def check_rollout(rollout: float, student_steps: int, name: str = "rollout") -> None:
@@ -225,7 +224,7 @@ def train_student(teacher_dir: Path, traj: Trajectories, out: Path, steps: int,
     states = torch.from_numpy(traj.states)
     targets = x0_targets(states, traj.timesteps, ac).to(torch.float16)
     layouts = traj.label_maps
-    cond_all = _conds(traj, torch.arange(len(traj.planes)), cfg)
+    cond_all = trajectory_conds(traj, torch.arange(len(traj.planes)), cfg)
     t_all = torch.tensor(traj.timesteps)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)

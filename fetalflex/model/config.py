@@ -12,6 +12,7 @@ from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.appearance import Appearance
 from fetalflex.request import GUIDANCE_MAX, STEPS_MAX, SamplerName
+from fetalflex.sampling.tone import check_tone_curve
 
 
 class SamplingDefaults(BaseModel):
@@ -36,6 +37,12 @@ class SamplingDefaults(BaseModel):
     # samplers that pick their own guidance per phase (two-stage) run unguided, on the
     # weights' own ``steps`` (``TwoStageOptions.folded``), instead of guiding again.
     guidance_folded: bool = False
+    # Per appearance, the grey-level curve applied to every image these weights sample
+    # (``fetalflex.sampling.tone``): 256 output grey levels, one per input level, never
+    # decreasing. A distilled student's calibration to its teacher's grey levels (``fetalflex
+    # distill --calibrate``): a few-step regression leaves a faint haze where its teacher
+    # writes black. Absent for an appearance: its images are not remapped.
+    tone_curve: dict[Appearance, tuple[int, ...]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _bounded(self) -> SamplingDefaults:
@@ -43,6 +50,8 @@ class SamplingDefaults(BaseModel):
             if not 0.0 <= g <= GUIDANCE_MAX:
                 raise ValueError(f"guidance_by_appearance.{look}: must be within "
                                  f"[0, {GUIDANCE_MAX}], got {g}")
+        for look, curve in self.tone_curve.items():
+            check_tone_curve(curve, f"sampling.tone_curve.{look}")
         return self
 
 

@@ -22,6 +22,7 @@ from fetalflex.distill.trajectories import (
 )
 from fetalflex.generation import Engine
 from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.request import GenerationRequest
 from tests.conftest import TINY_MODEL
@@ -75,9 +76,14 @@ def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path)
     assert rc == 0
     student = tmp_path / "run" / "final"
     cfg = json.loads((student / "config.json").read_text())
+    curves = cfg["sampling"].pop("tone_curve")
     assert cfg["sampling"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim",
                                "guidance_by_appearance": {}, "guidance_below_t": None,
                                "guidance_folded": True}
+    # calibrated at the end of the run: one curve per appearance of its trajectories
+    assert set(curves) == {"phantom"} and len(curves["phantom"]) == 256
+    meta = FetalFlexDenoiser.read_meta(student)
+    assert meta["tone_curve"]["phantom"]["trajectories"] == 6
     served = Engine(load_backend("embedded", student))
     res = served.run(GenerationRequest(plane="TV"))
     assert res.denoiser_calls == 2 and res.request is not None

@@ -21,7 +21,7 @@ from fetalflex.distill.rollout import (
     student_x0,
     x0_target,
 )
-from fetalflex.distill.student import _conds, x0_errors
+from fetalflex.distill.student import trajectory_conds, x0_errors
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
@@ -55,7 +55,7 @@ def _trajectories_of(model: FetalFlexDenoiser, n: int = 3, ts: list[int] = TS
     ac = alphas_cumprod_for(model.config)
     x = torch.randn(n, 1, size, size, generator=g)
     lay = torch.from_numpy(np.stack([one_hot(m) for m in maps]))
-    cond = _conds(traj, torch.arange(n), model.config)
+    cond = trajectory_conds(traj, torch.arange(n), model.config)
     states = [x[:, 0]]
     for j in range(len(ts)):
         states.append(own_states(model, x, torch.full((n,), j + 1), ts, lay, cond, ac)[:, 0])
@@ -80,7 +80,7 @@ def test_student_steps_match_the_services_ddim_sampler() -> None:
                         np.zeros((2, size, size), np.uint8), ["TV", "TV"],
                         np.full(2, np.nan, np.float32), np.full(2, 100.0, np.float32),
                         ["phantom"] * 2, {}, "t")
-    cond = _conds(traj, torch.arange(2), cfg)
+    cond = trajectory_conds(traj, torch.arange(2), cfg)
     ours, theirs = x.clone(), x.clone()
     with torch.no_grad():
         for j, t in enumerate(TS):
@@ -111,7 +111,7 @@ def test_rollout_error_is_zero_for_the_model_that_made_the_trajectories() -> Non
     traj = _trajectories_of(model)
     idx = torch.arange(3)
     ac = alphas_cumprod_for(model.config)
-    conds = _conds(traj, idx, model.config)
+    conds = trajectory_conds(traj, idx, model.config)
     own = rollout_errors(model, traj, idx, conds, ac)
     assert len(own) == 2 and max(own) < 1e-5  # float16 storage only
     other = rollout_errors(_model(5), traj, idx, conds, ac)
@@ -147,7 +147,7 @@ def test_teacher_in_the_loop_retraces_its_cached_trajectories_and_rows_follow_it
     before = states.clone()
     n = len(traj.planes)
     lay = torch.from_numpy(np.stack([one_hot(m) for m in traj.label_maps]))
-    cond = _conds(traj, torch.arange(n), engine.cfg)
+    cond = trajectory_conds(traj, torch.arange(n), engine.cfg)
     for j in range(len(ts)):
         got = teacher.next_states(states[:, j][:, None].float(), torch.full((n,), j), ts, lay,
                                   cond, traj.appearances)
