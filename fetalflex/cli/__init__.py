@@ -17,6 +17,7 @@ from typing import Any
 
 from fetalflex.about import __version__
 from fetalflex.cli import (
+    calibrate_real,
     client,
     compare_evaluations,
     contact_sheet,
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     train_segmenter.register(sub)
     distill.register(sub)
+    calibrate_real.register(sub)
     evaluate.register(sub)
     evaluate_downstream.register(sub)
     evaluate_real.register(sub)

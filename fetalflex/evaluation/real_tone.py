@@ -1,0 +1,114 @@
+"""Real-scan tone calibration: a generator's real-appearance grey levels mapped onto the
+grey levels of real *training* scans (``fetalflex calibrate-real``).
+
+Real scans are darker at the dark end and brighter in the mid-tones than what our
+generators write for the same layouts (session 25: on HC18 / FETAL_PLANES_DB head scans 33 %
+of real pixels are black, 27 % of v6's and 14 % of its student's). ``calibrate_real``
+samples the weights, as they sample by default, on the layouts of real training records,
+pools those images and the records' own scans, and fits the monotone quantile map between
+them (``fetalflex.sampling.tone.fit_tone_curve``); composed with the curve the weights
+already carry, it becomes their ``sampling.tone_curve["real"]``. Only the training split is
+read: the validation scans measure the result (``fetalflex evaluate-real``). The weights'
+tensors are copied byte for byte; the config (and so the model id) changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fetalflex.evaluation.real_data import load_real
+from fetalflex.generation import Engine
+from fetalflex.sampling.tone import apply_tone, fit_tone_curve, identity_curve
+
+Log = Callable[[str], None]
+CALIBRATION_SCANS = 512  # real training scans (and as many generated images) pooled
+REPORT_NAME = "tone_calibration.json"
+
+
+def grey_w1(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
+    """Wasserstein-1 distance (grey levels) between two pooled histograms."""
+    ca = np.cumsum(np.bincount(a.ravel(), minlength=256)) / a.size
+    cb = np.cumsum(np.bincount(b.ravel(), minlength=256)) / b.size
+    return round(float(np.abs(ca - cb).sum()), 3)
+
+
+def _stats(images: NDArray[np.uint8], real: NDArray[np.uint8]) -> dict[str, float]:
+    return {"black_fraction": round(float((images == 0).mean()), 4),
+            "mean_grey": round(float(images.mean()), 2), "w1_to_real": grey_w1(images, real)}
+
+
+def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Path,
+                   n: int = CALIBRATION_SCANS, seed: int = 0, batch: int = 16,
+                   log: Log = print) -> dict[str, Any]:
+    """Fit ``weights``' real-appearance tone curve on ``n`` real training scans of
+    ``manifests`` (``engine``: those weights loaded) and write the weights with it to
+    ``out`` (a new folder); returns the report also written there (``REPORT_NAME``)."""
+    if "real" not in engine.cfg.appearances:
+        raise ValueError(f"weights: {weights} do not serve the real appearance (they serve: "
+                         f"{', '.join(engine.cfg.appearances) or 'phantom'}); calibrate "
+                         f"weights trained on real scans")
+    if n < 1:
+        raise ValueError(f"n: at least one scan, got {n}")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"out: {out} exists and is not empty; choose a new folder")
+    train = load_real(manifests, "train")
+    if train.images.shape[-1] != engine.cfg.image_size:
+        raise ValueError(f"data: the real scans are {train.images.shape[-1]} px, the weights "
+                         f"make {engine.cfg.image_size} px; import them at the model's size")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(train.records), min(n, len(train.records)), replace=False))
+    sub = train.subset(pick)
+    gen = np.zeros_like(sub.images)
+    planes = sub.planes
+    for plane in sorted(set(planes.tolist())):
+        idx = np.nonzero(planes == plane)[0]
+        for s in range(0, len(idx), batch):
+            chunk = idx[s:s + batch]
+            imgs, _ = engine.sample_layouts([sub.layout(int(i)) for i in chunk],
+                                            [seed * 10**6 + int(pick[i]) for i in chunk],
+                                            appearance="real")
+            gen[chunk] = imgs
+        log(f"sampled {len(idx)} {plane} layouts of real training scans")
+    before = engine.tone_curve("real") or identity_curve()
+    fit = fit_tone_curve(gen, sub.images)  # from what the weights write now
+    curve = tuple(fit[v] for v in before)
+    after = apply_tone(gen, fit)
+    report: dict[str, Any] = {
+        "weights": str(weights), "model": engine.backend.model_hash,
+        "scans": len(pick), "planes": {p: int((planes == p).sum())
+                                       for p in sorted(set(planes.tolist()))},
+        "seed": seed, "world": "real scans, training split only (fitted on these)",
+        "real": _stats(sub.images, sub.images), "generated": _stats(gen, sub.images),
+        "calibrated": _stats(after, sub.images),
+        "largest_shift": int(np.max(np.abs(np.subtract(curve, before))))}
+    log(f"tone curve real ({len(pick)} training scans): black pixels "
+        f"{report['generated']['black_fraction']:.3f} -> "
+        f"{report['calibrated']['black_fraction']:.3f} (real "
+        f"{report['real']['black_fraction']:.3f}); grey W1 to real "
+        f"{report['generated']['w1_to_real']:.2f} -> {report['calibrated']['w1_to_real']:.2f}")
+    cfg = engine.cfg
+    curves = {**cfg.sampling.tone_curve, "real": curve}
+    new = cfg.model_copy(update={"sampling": cfg.sampling.model_copy(
+        update={"tone_curve": curves})})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        shutil.copy2(weights / "model.safetensors", tmp / "model.safetensors")
+        new.save(tmp / "config.json")
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
+        if out.exists():
+            out.rmdir()
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"calibrated weights: {out}")
+    return report

@@ -1,0 +1,109 @@
+"""``fetalflex calibrate-real`` (``fetalflex.evaluation.real_tone``): the real-appearance tone
+curve fitted on real training scans only, written as new weights, refused by name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fetalflex.backends.backends import load_backend
+from fetalflex.data.importers.fpdb import import_fpdb
+from fetalflex.data.importers.hc18 import import_hc18
+from fetalflex.evaluation.real_data import load_real
+from fetalflex.evaluation.real_tone import REPORT_NAME, calibrate_real, grey_w1
+from fetalflex.generation import Engine, GenerationRequest
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.denoiser import FetalFlexDenoiser
+from fetalflex.training.init_weights import load_initial
+from tests.conftest import TINY_MODEL
+from tests.real_fixtures import write_fpdb, write_hc18
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FETALFLEX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("real_tone")
+    write_hc18(root / "hc18", n_subjects=8)
+    write_fpdb(root / "fpdb")
+    return [import_hc18(root / "hc18", root / "hc", size=32, val_fraction=0.5)
+            / "manifest.jsonl",
+            import_fpdb(root / "fpdb", root / "fp", size=32, val_fraction=0.5)
+            / "manifest.jsonl"]
+
+
+def _real_weights(tiny_weights: Path, out: Path) -> Path:
+    torch.manual_seed(0)
+    m = FetalFlexDenoiser(DenoiserConfig(**TINY_MODEL, appearances=("phantom", "real")))
+    load_initial(m, tiny_weights)
+    m.save(out)
+    return out
+
+
+def test_calibrated_weights_write_real_grey_levels_and_keep_their_tensors(
+        tiny_weights: Path, manifests: list[Path], tmp_path: Path) -> None:
+    w = _real_weights(tiny_weights, tmp_path / "w")
+    engine = Engine(load_backend("torch", w))
+    rep = calibrate_real(engine, w, manifests, tmp_path / "cal", n=6, log=lambda _m: None)
+    out = tmp_path / "cal"
+    assert (out / "model.safetensors").read_bytes() == (w / "model.safetensors").read_bytes()
+    assert json.loads((out / REPORT_NAME).read_text()) == json.loads(json.dumps(rep))
+    assert rep["scans"] == 6 and sum(rep["planes"].values()) == 6
+    assert rep["calibrated"]["w1_to_real"] < 0.5 * rep["generated"]["w1_to_real"]
+    cal = Engine(load_backend("torch", out))
+    assert cal.tone_curve("real") is not None and cal.tone_curve("phantom") is None
+    # validation scans are never read: without their files the same curve comes out
+    from fetalflex.data.manifest import read_manifest, resolve
+
+    no_val = []
+    for m in manifests:
+        copy = tmp_path / "no_val" / m.parent.name
+        shutil.copytree(m.parent, copy)
+        for r in read_manifest(copy / m.name, check_files=False):
+            if r.split == "val":
+                resolve(copy, r.image).unlink()
+        no_val.append(copy / m.name)
+    blind = calibrate_real(engine, w, no_val, tmp_path / "cal_blind", n=6, log=lambda _m: None)
+    assert blind["calibrated"] == rep["calibrated"]
+    assert (json.loads((tmp_path / "cal_blind" / "config.json").read_text())["sampling"]
+            == json.loads((out / "config.json").read_text())["sampling"])
+    # the curve acts on what these weights sample
+    train = load_real(manifests, "train")
+    lay = [train.layout(i) for i in range(4) if train.records[i].plane == train.records[0].plane]
+    raw, _ = engine.sample_layouts(lay, list(range(len(lay))), appearance="real")
+    toned, _ = cal.sample_layouts(lay, list(range(len(lay))), appearance="real")
+    assert np.array_equal(toned, np.asarray(cal.tone_curve("real"), np.uint8)[raw])
+    assert grey_w1(toned, train.images) <= grey_w1(raw, train.images) + 1e-9
+    # the phantom look is untouched
+    req = GenerationRequest(plane="TV", appearance="phantom", steps=2)
+    assert np.array_equal(engine.run(req).samples[0].image, cal.run(req).samples[0].image)
+    # calibrating the calibrated weights again composes: the fit starts from what they write
+    rep2 = calibrate_real(cal, out, manifests, tmp_path / "cal2", n=6, log=lambda _m: None)
+    assert rep2["generated"]["w1_to_real"] == pytest.approx(rep["calibrated"]["w1_to_real"])
+
+
+def test_refusals_name_the_field(tiny_weights: Path, manifests: list[Path],
+                                 tmp_path: Path) -> None:
+    from fetalflex.cli import main
+
+    phantom_only = Engine(load_backend("torch", tiny_weights))
+    with pytest.raises(ValueError, match="do not serve the real appearance"):
+        calibrate_real(phantom_only, tiny_weights, manifests, tmp_path / "x")
+    w = _real_weights(tiny_weights, tmp_path / "w")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    assert main(["calibrate-real", "--weights", str(w), "--data", *map(str, manifests),
+                 "--out", str(tmp_path / "busy"), "--n", "4"]) != 0
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    assert main(["calibrate-real", "--weights", str(w), "--data", *map(str, manifests),
+                 "--out", str(tmp_path / "ok"), "--n", "4"]) == 0
+    assert (tmp_path / "ok" / "config.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ok-")]  # no leftovers
