@@ -142,10 +142,18 @@ class Engine:
         appearance_index(requested, served)
         return cast(Appearance, requested.strip().lower())
 
-    def tone_curve(self, appearance: str | None) -> tuple[int, ...] | None:
+    def tone_curve(self, appearance: str | None, plane: str | None = None
+                   ) -> tuple[int, ...] | None:
         """The grey-level curve these weights apply to the images they sample in this
-        appearance (``fetalflex.sampling.tone``), or None."""
-        return self.cfg.sampling.tone_curve.get(self.appearance(appearance))
+        appearance and plane (``fetalflex.sampling.tone``: the plane's own where they have
+        one, else the appearance's), or None."""
+        look = self.appearance(appearance)
+        rec = self.cfg.sampling
+        if plane is not None:
+            own = rec.tone_curve_by_plane.get(look, {}).get(plane)
+            if own is not None:
+                return own
+        return rec.tone_curve.get(look)
 
     def resolve(self, req: GenerationRequest) -> GenerationRequest:
         """The request as these weights run it: the appearance settled (or refused by name)
@@ -228,7 +236,7 @@ class Engine:
             t1 = time.perf_counter()
             sampled = yield from _forward(self._sample(req, target, noise, call, should_stop),
                                           "sample")
-            images = apply_tone(to_uint8(sampled.x), self.tone_curve(req.appearance))
+            images = apply_tone(to_uint8(sampled.x), self.tone_curve(req.appearance, req.plane))
             timings["sample_s"] = time.perf_counter() - t1
             if not req.pair:
                 samples = [Sample(seeds[i], target[i], images[i],
@@ -251,7 +259,8 @@ class Engine:
             self._repaint(call, images, abnormal, regions, seeds, req.guidance,
                           req.control_scale, req.repaint, should_stop, req.appearance),
             "repaint")
-        twin = _twins(repainted, images, regions, self.tone_curve(req.appearance))
+        twin = _twins(repainted, images, regions,
+                      self.tone_curve(req.appearance, req.plane))
         timings["repaint_s"] = time.perf_counter() - t2
         samples = [Sample(seeds[i], normals[i], images[i], abnormal[i], twin[i], regions[i])
                    for i in range(req.n)]
@@ -284,7 +293,8 @@ class Engine:
         repainted = final(self._repaint(call, images, layouts, regions, seeds, guidance,
                                         control_scale, settings or RepaintSettings(),
                                         appearance=appearance))
-        return _twins(repainted, images, regions, self.tone_curve(appearance)), call.calls
+        return _twins(repainted, images, regions,
+                      self.tone_curve(appearance, layouts[0].plane)), call.calls
 
     def sample_layouts(self, layouts: list[Layout], seeds: list[int], *,
                        steps: int | None = None, guidance: float | None = None,
@@ -305,7 +315,8 @@ class Engine:
             {"plane": layouts[0].plane, "appearance": appearance, **opts}))
         call = CountingCall(self.backend.call)
         sampled = final(self._sample(req, layouts, SampleNoise(seeds), call, None))
-        return apply_tone(to_uint8(sampled.x), self.tone_curve(req.appearance)), call.calls
+        return apply_tone(to_uint8(sampled.x),
+                          self.tone_curve(req.appearance, layouts[0].plane)), call.calls
 
     def sample_states(self, layouts: list[Layout], seeds: list[int], *, steps: int,
                       every: int, guidance: float | None = None,

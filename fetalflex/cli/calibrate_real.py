@@ -11,7 +11,7 @@ from fetalflex.cli.args import Subcommands
 
 
 def register(sub: Subcommands) -> None:
-    from fetalflex.evaluation.real_tone import CALIBRATION_SCANS
+    from fetalflex.evaluation.real_tone import CALIBRATION_SCANS, PLANE_MIN_SCANS
 
     p = sub.add_parser("calibrate-real",
                        help="map weights' real-appearance grey levels onto real training "
@@ -24,6 +24,9 @@ def register(sub: Subcommands) -> None:
                    help="new folder for the calibrated weights (tensors copied unchanged)")
     p.add_argument("--n", type=int, default=CALIBRATION_SCANS,
                    help="real training scans pooled (and as many generated images)")
+    p.add_argument("--plane-min", type=int, default=PLANE_MIN_SCANS,
+                   help="a plane with at least this many of the scans gets a curve of its "
+                        "own; the others share the pooled one (0: one curve for all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     w = weights_dir(Path(args.weights) if args.weights else None)
     engine = Engine(load_backend("embedded", w, threads=args.threads))
     report = calibrate_real(engine, w, list(args.data), args.out, n=args.n, seed=args.seed,
+                            plane_min=args.plane_min,
                             log=lambda m: print(m, flush=True))
     print(json.dumps({k: report[k] for k in ("real", "generated", "calibrated")}))
     return 0

@@ -30,6 +30,7 @@ from fetalflex.sampling.tone import apply_tone, fit_tone_curve, identity_curve
 
 Log = Callable[[str], None]
 CALIBRATION_SCANS = 512  # real training scans (and as many generated images) pooled
+PLANE_MIN_SCANS = 40  # a plane with at least these many of them gets a curve of its own
 REPORT_NAME = "tone_calibration.json"
 
 
@@ -47,16 +48,21 @@ def _stats(images: NDArray[np.uint8], real: NDArray[np.uint8]) -> dict[str, floa
 
 def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Path,
                    n: int = CALIBRATION_SCANS, seed: int = 0, batch: int = 16,
-                   log: Log = print) -> dict[str, Any]:
+                   plane_min: int = PLANE_MIN_SCANS, log: Log = print) -> dict[str, Any]:
     """Fit ``weights``' real-appearance tone curve on ``n`` real training scans of
     ``manifests`` (``engine``: those weights loaded) and write the weights with it to
-    ``out`` (a new folder); returns the report also written there (``REPORT_NAME``)."""
+    ``out`` (a new folder); returns the report also written there (``REPORT_NAME``).
+    A plane with at least ``plane_min`` of the scans (0: none) gets a curve of its own,
+    fitted on its scans alone; the others use the pooled one."""
     if "real" not in engine.cfg.appearances:
         raise ValueError(f"weights: {weights} do not serve the real appearance (they serve: "
                          f"{', '.join(engine.cfg.appearances) or 'phantom'}); calibrate "
                          f"weights trained on real scans")
     if n < 1:
         raise ValueError(f"n: at least one scan, got {n}")
+    if engine.cfg.sampling.tone_curve_by_plane.get("real"):
+        raise ValueError(f"weights: {weights} already carry per-plane real tone curves; "
+                         f"calibrate the weights they were made from")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"out: {out} exists and is not empty; choose a new folder")
     train = load_real(manifests, "train")
@@ -81,6 +87,17 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
     fit = fit_tone_curve(gen, sub.images)  # from what the weights write now
     curve = tuple(fit[v] for v in before)
     after = apply_tone(gen, fit)
+    by_plane: dict[str, tuple[int, ...]] = {}
+    plane_rows: dict[str, Any] = {}
+    for plane in sorted(set(planes.tolist())):
+        idx = np.nonzero(planes == plane)[0]
+        if plane_min <= 0 or len(idx) < plane_min:
+            continue
+        own = fit_tone_curve(gen[idx], sub.images[idx])
+        by_plane[plane] = tuple(own[v] for v in before)
+        after[idx] = apply_tone(gen[idx], own)
+        plane_rows[plane] = {"generated": _stats(gen[idx], sub.images[idx]),
+                             "calibrated": _stats(after[idx], sub.images[idx])}
     report: dict[str, Any] = {
         "weights": str(weights), "model": engine.backend.model_hash,
         "scans": len(pick), "planes": {p: int((planes == p).sum())
@@ -88,7 +105,8 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
         "seed": seed, "world": "real scans, training split only (fitted on these)",
         "real": _stats(sub.images, sub.images), "generated": _stats(gen, sub.images),
         "calibrated": _stats(after, sub.images),
-        "largest_shift": int(np.max(np.abs(np.subtract(curve, before))))}
+        "largest_shift": int(np.max(np.abs(np.subtract(curve, before)))),
+        "plane_min": plane_min, "own_curve_planes": plane_rows}
     log(f"tone curve real ({len(pick)} training scans): black pixels "
         f"{report['generated']['black_fraction']:.3f} -> "
         f"{report['calibrated']['black_fraction']:.3f} (real "
@@ -96,8 +114,10 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
         f"{report['generated']['w1_to_real']:.2f} -> {report['calibrated']['w1_to_real']:.2f}")
     cfg = engine.cfg
     curves = {**cfg.sampling.tone_curve, "real": curve}
+    by = {**cfg.sampling.tone_curve_by_plane, "real": by_plane} if by_plane else \
+        cfg.sampling.tone_curve_by_plane
     new = cfg.model_copy(update={"sampling": cfg.sampling.model_copy(
-        update={"tone_curve": curves})})
+        update={"tone_curve": curves, "tone_curve_by_plane": by})})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:

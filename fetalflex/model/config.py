@@ -43,6 +43,10 @@ class SamplingDefaults(BaseModel):
     # distill --calibrate``): a few-step regression leaves a faint haze where its teacher
     # writes black. Absent for an appearance: its images are not remapped.
     tone_curve: dict[Appearance, tuple[int, ...]] = Field(default_factory=dict)
+    # Per appearance and plane: a curve that replaces the appearance's own for that plane
+    # (``fetalflex calibrate-real``: real heads and abdomens need different grey maps).
+    tone_curve_by_plane: dict[Appearance, dict[str, tuple[int, ...]]] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def _bounded(self) -> SamplingDefaults:
@@ -52,6 +56,12 @@ class SamplingDefaults(BaseModel):
                                  f"[0, {GUIDANCE_MAX}], got {g}")
         for look, curve in self.tone_curve.items():
             check_tone_curve(curve, f"sampling.tone_curve.{look}")
+        for look, by_plane in self.tone_curve_by_plane.items():
+            for plane, curve in by_plane.items():
+                if plane not in PLANE_CODES:
+                    raise ValueError(f"sampling.tone_curve_by_plane.{look}: unknown plane "
+                                     f"{plane!r} (planes: {', '.join(PLANE_CODES)})")
+                check_tone_curve(curve, f"sampling.tone_curve_by_plane.{look}.{plane}")
         return self
 
 

@@ -52,7 +52,8 @@ def test_calibrated_weights_write_real_grey_levels_and_keep_their_tensors(
         tiny_weights: Path, manifests: list[Path], tmp_path: Path) -> None:
     w = _real_weights(tiny_weights, tmp_path / "w")
     engine = Engine(load_backend("torch", w))
-    rep = calibrate_real(engine, w, manifests, tmp_path / "cal", n=6, log=lambda _m: None)
+    rep = calibrate_real(engine, w, manifests, tmp_path / "cal", n=6, plane_min=0,
+                         log=lambda _m: None)
     out = tmp_path / "cal"
     assert (out / "model.safetensors").read_bytes() == (w / "model.safetensors").read_bytes()
     assert json.loads((out / REPORT_NAME).read_text()) == json.loads(json.dumps(rep))
@@ -71,7 +72,8 @@ def test_calibrated_weights_write_real_grey_levels_and_keep_their_tensors(
             if r.split == "val":
                 resolve(copy, r.image).unlink()
         no_val.append(copy / m.name)
-    blind = calibrate_real(engine, w, no_val, tmp_path / "cal_blind", n=6, log=lambda _m: None)
+    blind = calibrate_real(engine, w, no_val, tmp_path / "cal_blind", n=6, plane_min=0,
+                           log=lambda _m: None)
     assert blind["calibrated"] == rep["calibrated"]
     assert (json.loads((tmp_path / "cal_blind" / "config.json").read_text())["sampling"]
             == json.loads((out / "config.json").read_text())["sampling"])
@@ -86,7 +88,8 @@ def test_calibrated_weights_write_real_grey_levels_and_keep_their_tensors(
     req = GenerationRequest(plane="TV", appearance="phantom", steps=2)
     assert np.array_equal(engine.run(req).samples[0].image, cal.run(req).samples[0].image)
     # calibrating the calibrated weights again composes: the fit starts from what they write
-    rep2 = calibrate_real(cal, out, manifests, tmp_path / "cal2", n=6, log=lambda _m: None)
+    rep2 = calibrate_real(cal, out, manifests, tmp_path / "cal2", n=6, plane_min=0,
+                          log=lambda _m: None)
     assert rep2["generated"]["w1_to_real"] == pytest.approx(rep["calibrated"]["w1_to_real"])
 
 
@@ -107,3 +110,22 @@ def test_refusals_name_the_field(tiny_weights: Path, manifests: list[Path],
                  "--out", str(tmp_path / "ok"), "--n", "4"]) == 0
     assert (tmp_path / "ok" / "config.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ok-")]  # no leftovers
+
+
+def test_planes_with_enough_scans_get_their_own_curve(tiny_weights: Path,
+                                                      manifests: list[Path],
+                                                      tmp_path: Path) -> None:
+    w = _real_weights(tiny_weights, tmp_path / "w")
+    engine = Engine(load_backend("torch", w))
+    rep = calibrate_real(engine, w, manifests, tmp_path / "cal", n=8, plane_min=3,
+                         log=lambda _m: None)
+    own = {p for p, k in rep["planes"].items() if k >= 3}
+    assert own and set(rep["own_curve_planes"]) == own
+    cfg = json.loads((tmp_path / "cal" / "config.json").read_text())["sampling"]
+    assert set(cfg["tone_curve_by_plane"]["real"]) == own and "real" in cfg["tone_curve"]
+    for p in own:  # each fitted on its own scans: at least as close to them as before
+        row = rep["own_curve_planes"][p]
+        assert row["calibrated"]["w1_to_real"] <= row["generated"]["w1_to_real"] + 1e-9
+    cal = Engine(load_backend("torch", tmp_path / "cal"))
+    with pytest.raises(ValueError, match="already carry per-plane real tone curves"):
+        calibrate_real(cal, tmp_path / "cal", manifests, tmp_path / "again")

@@ -58,12 +58,21 @@ def test_apply_and_check_name_what_is_wrong() -> None:
                sampling={"tone_curve": {"real": bad}})
     with pytest.raises(ValueError, match="sampling.tone_curve.real: must never decrease"):
         DenoiserConfig.model_validate(cfg)
+    cfg["sampling"] = {"tone_curve_by_plane": {"real": {"XX": list(range(256))}}}
+    with pytest.raises(ValueError, match="tone_curve_by_plane.real: unknown plane 'XX'"):
+        DenoiserConfig.model_validate(cfg)
+    cfg["sampling"] = {"tone_curve_by_plane": {"real": {"AC": [0, 1]}}}
+    with pytest.raises(ValueError, match="tone_curve_by_plane.real.AC: needs 256"):
+        DenoiserConfig.model_validate(cfg)
 
 
-def _with_curve(weights: Path, out: Path, curve: list[int]) -> Path:
+def _with_curve(weights: Path, out: Path, curve: list[int],
+                by_plane: dict[str, list[int]] | None = None) -> Path:
     shutil.copytree(weights, out)
     cfg = json.loads((out / "config.json").read_text())
     cfg.setdefault("sampling", {})["tone_curve"] = {"phantom": curve}
+    if by_plane:
+        cfg["sampling"]["tone_curve_by_plane"] = {"phantom": by_plane}
     (out / "config.json").write_text(json.dumps(cfg))
     return out
 
@@ -94,3 +103,26 @@ def test_engine_applies_the_curve_to_generated_pixels_only(tiny_weights: Path,
     twins, _ = toned.repaint(ref[None], [lay], [region], [1])
     assert (twins[0][~region] == 77).all()
     assert set(np.unique(twins[0][region])) <= {0, 255}
+
+
+def test_a_planes_own_curve_replaces_the_appearances(tiny_weights: Path, tmp_path: Path
+                                                     ) -> None:
+    """Requests, batches and twins of a plane with its own curve get that curve; the other
+    planes get the appearance's."""
+    pooled, ac_own = [0 if v < 128 else 255 for v in range(256)], [9] * 256
+    plain = Engine(load_backend("torch", tiny_weights))
+    toned = Engine(load_backend("torch", _with_curve(tiny_weights, tmp_path / "w", pooled,
+                                                     {"AC": ac_own})))
+    assert toned.tone_curve("phantom", "AC") == tuple(ac_own)
+    assert toned.tone_curve("phantom", "TV") == tuple(pooled) == toned.tone_curve("phantom")
+    ac = GenerationRequest(plane="AC", steps=2, seed=1)
+    assert (toned.run(ac).samples[0].image == 9).all()
+    lay = toned.anatomy_for(ac, None)[0].normal
+    assert (toned.sample_layouts([lay], [1], steps=2)[0] == 9).all()
+    tv = GenerationRequest(plane="TV", steps=2, seed=1)
+    assert np.array_equal(toned.run(tv).samples[0].image,
+                          np.asarray(pooled, np.uint8)[plain.run(tv).samples[0].image])
+    region = np.zeros((32, 32), bool)
+    region[4:12, 4:12] = True
+    twins, _ = toned.repaint(np.full((1, 32, 32), 77, np.uint8), [lay], [region], [1])
+    assert (twins[0][region] == 9).all() and (twins[0][~region] == 77).all()
