@@ -30,6 +30,7 @@ from fetalflex.appearance import Appearance, appearance_index, default_appearanc
 from fetalflex.backends.backends import Backend
 from fetalflex.errors import InvalidRequestError
 from fetalflex.io import pixels
+from fetalflex.io.tone import apply_tone
 from fetalflex.model.denoiser import plane_conditions
 from fetalflex.model.diffusion import alphas_cumprod_for
 from fetalflex.request import (
@@ -44,7 +45,6 @@ from fetalflex.sampling.events import Final, SamplerEvent, Step, StopCheck, fina
 from fetalflex.sampling.registry import SAMPLERS, SamplingJob
 from fetalflex.sampling.repaint import edit_region, feathered, repaint_progressive
 from fetalflex.sampling.steps import SampleNoise
-from fetalflex.sampling.tone import apply_tone
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Engine:
     def tone_curve(self, appearance: str | None, plane: str | None = None
                    ) -> tuple[int, ...] | None:
         """The grey-level curve these weights apply to the images they sample in this
-        appearance and plane (``fetalflex.sampling.tone``: the plane's own where they have
+        appearance and plane (``fetalflex.io.tone``: the plane's own where they have
         one, else the appearance's), or None."""
         look = self.appearance(appearance)
         rec = self.cfg.sampling

@@ -27,9 +27,9 @@ from fetalflex.distill.rollout import student_step
 from fetalflex.distill.student import trajectory_conds
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.io import pixels
+from fetalflex.io.tone import apply_tone, fit_tone_curve
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import alphas_cumprod_for
-from fetalflex.sampling.tone import apply_tone, fit_tone_curve
 
 Log = Callable[[str], None]
 CALIBRATION_TRAJECTORIES = 256  # per appearance: about 4 M pixels at 128 px

@@ -6,7 +6,7 @@ generators write for the same layouts (session 25: on HC18 / FETAL_PLANES_DB hea
 of real pixels are black, 27 % of v6's and 14 % of its student's). ``calibrate_real``
 samples the weights, as they sample by default, on the layouts of real training records,
 pools those images and the records' own scans, and fits the monotone quantile map between
-them (``fetalflex.sampling.tone.fit_tone_curve``); composed with the curve the weights
+them (``fetalflex.io.tone.fit_tone_curve``); composed with the curve the weights
 already carry, it becomes their ``sampling.tone_curve["real"]``. Only the training split is
 read: the validation scans measure the result (``fetalflex evaluate-real``). The weights'
 tensors are copied byte for byte; the config (and so the model id) changes.
@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from fetalflex.evaluation.real_data import load_real
 from fetalflex.generation import Engine
-from fetalflex.sampling.tone import apply_tone, fit_tone_curve, identity_curve
+from fetalflex.io.tone import apply_tone, fit_tone_curve, identity_curve
 
 Log = Callable[[str], None]
 CALIBRATION_SCANS = 512  # real training scans (and as many generated images) pooled

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.anatomy.structures import NUM_LABELS
 from fetalflex.appearance import Appearance
+from fetalflex.io.tone import check_tone_curve
 from fetalflex.request import GUIDANCE_MAX, STEPS_MAX, SamplerName
-from fetalflex.sampling.tone import check_tone_curve
 
 
 class SamplingDefaults(BaseModel):
@@ -38,7 +38,7 @@ class SamplingDefaults(BaseModel):
     # weights' own ``steps`` (``TwoStageOptions.folded``), instead of guiding again.
     guidance_folded: bool = False
     # Per appearance, the grey-level curve applied to every image these weights sample
-    # (``fetalflex.sampling.tone``): 256 output grey levels, one per input level, never
+    # (``fetalflex.io.tone``): 256 output grey levels, one per input level, never
     # decreasing. A distilled student's calibration to its teacher's grey levels (``fetalflex
     # distill --calibrate``): a few-step regression leaves a faint haze where its teacher
     # writes black. Absent for an appearance: its images are not remapped.

@@ -16,8 +16,8 @@ from fetalflex.distill.calibrate import (
     student_images,
     teacher_images,
 )
+from fetalflex.io.tone import apply_tone, identity_curve
 from fetalflex.model.denoiser import FetalFlexDenoiser
-from fetalflex.sampling.tone import apply_tone, identity_curve
 from tests.distill.test_rollout import _model, _trajectories_of
 
 

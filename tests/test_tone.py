@@ -1,4 +1,4 @@
-"""Tone curves (``fetalflex.sampling.tone``): fitted by quantile mapping, validated by
+"""Tone curves (``fetalflex.io.tone``): fitted by quantile mapping, validated by
 name, and applied by the engine to generated pixels only."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 
 from fetalflex.backends.backends import load_backend
 from fetalflex.generation import Engine, GenerationRequest
-from fetalflex.model.config import DenoiserConfig
-from fetalflex.sampling.tone import (
+from fetalflex.io.tone import (
     apply_tone,
     check_tone_curve,
     fit_tone_curve,
     identity_curve,
 )
+from fetalflex.model.config import DenoiserConfig
 from tests.conftest import TINY_MODEL
 
 
