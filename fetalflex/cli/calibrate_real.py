@@ -27,6 +27,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--plane-min", type=int, default=PLANE_MIN_SCANS,
                    help="a plane with at least this many of the scans gets a curve of its "
                         "own; the others share the pooled one (0: one curve for all)")
+    p.add_argument("--darken-below", type=int, default=0, metavar="LEVEL",
+                   help="the curve only darkens, and only below this grey level (the "
+                        "haze and the fluid; mid-tones untouched); 0: the full fitted curve")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     w = weights_dir(Path(args.weights) if args.weights else None)
     engine = Engine(load_backend("embedded", w, threads=args.threads))
     report = calibrate_real(engine, w, list(args.data), args.out, n=args.n, seed=args.seed,
-                            plane_min=args.plane_min,
+                            plane_min=args.plane_min, darken_below=args.darken_below,
                             log=lambda m: print(m, flush=True))
     print(json.dumps({k: report[k] for k in ("real", "generated", "calibrated")}))
     return 0

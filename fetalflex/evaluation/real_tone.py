@@ -31,6 +31,15 @@ from fetalflex.io.tone import apply_tone, fit_tone_curve, identity_curve
 Log = Callable[[str], None]
 CALIBRATION_SCANS = 512  # real training scans (and as many generated images) pooled
 PLANE_MIN_SCANS = 40  # a plane with at least these many of them gets a curve of its own
+
+
+def darken_only_below(curve: tuple[int, ...], level: int) -> tuple[int, ...]:
+    """``curve`` kept only where it darkens, and only below grey ``level``; unchanged
+    (identity) elsewhere. Still monotone: the minimum of two monotone curves, below
+    ``level`` and identity from it (0: ``curve`` itself)."""
+    if level <= 0:
+        return curve
+    return tuple(min(c, v) if v < level else v for v, c in enumerate(curve))
 REPORT_NAME = "tone_calibration.json"
 
 
@@ -48,12 +57,14 @@ def _stats(images: NDArray[np.uint8], real: NDArray[np.uint8]) -> dict[str, floa
 
 def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Path,
                    n: int = CALIBRATION_SCANS, seed: int = 0, batch: int = 16,
-                   plane_min: int = PLANE_MIN_SCANS, log: Log = print) -> dict[str, Any]:
+                   plane_min: int = PLANE_MIN_SCANS, darken_below: int = 0,
+                   log: Log = print) -> dict[str, Any]:
     """Fit ``weights``' real-appearance tone curve on ``n`` real training scans of
     ``manifests`` (``engine``: those weights loaded) and write the weights with it to
     ``out`` (a new folder); returns the report also written there (``REPORT_NAME``).
     A plane with at least ``plane_min`` of the scans (0: none) gets a curve of its own,
-    fitted on its scans alone; the others use the pooled one."""
+    fitted on its scans alone; the others use the pooled one. ``darken_below`` > 0: every
+    fitted curve only darkens, and only below that grey level (``darken_only_below``)."""
     if "real" not in engine.cfg.appearances:
         raise ValueError(f"weights: {weights} do not serve the real appearance (they serve: "
                          f"{', '.join(engine.cfg.appearances) or 'phantom'}); calibrate "
@@ -84,7 +95,8 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
             gen[chunk] = imgs
         log(f"sampled {len(idx)} {plane} layouts of real training scans")
     before = engine.tone_curve("real") or identity_curve()
-    fit = fit_tone_curve(gen, sub.images)  # from what the weights write now
+    # from what the weights write now
+    fit = darken_only_below(fit_tone_curve(gen, sub.images), darken_below)
     curve = tuple(fit[v] for v in before)
     after = apply_tone(gen, fit)
     by_plane: dict[str, tuple[int, ...]] = {}
@@ -93,7 +105,7 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
         idx = np.nonzero(planes == plane)[0]
         if plane_min <= 0 or len(idx) < plane_min:
             continue
-        own = fit_tone_curve(gen[idx], sub.images[idx])
+        own = darken_only_below(fit_tone_curve(gen[idx], sub.images[idx]), darken_below)
         by_plane[plane] = tuple(own[v] for v in before)
         after[idx] = apply_tone(gen[idx], own)
         plane_rows[plane] = {"generated": _stats(gen[idx], sub.images[idx]),
@@ -106,7 +118,8 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
         "real": _stats(sub.images, sub.images), "generated": _stats(gen, sub.images),
         "calibrated": _stats(after, sub.images),
         "largest_shift": int(np.max(np.abs(np.subtract(curve, before)))),
-        "plane_min": plane_min, "own_curve_planes": plane_rows}
+        "plane_min": plane_min, "darken_below": darken_below,
+        "own_curve_planes": plane_rows}
     log(f"tone curve real ({len(pick)} training scans): black pixels "
         f"{report['generated']['black_fraction']:.3f} -> "
         f"{report['calibrated']['black_fraction']:.3f} (real "

@@ -109,6 +109,13 @@ def test_refusals_name_the_field(tiny_weights: Path, manifests: list[Path],
     assert main(["calibrate-real", "--weights", str(w), "--data", *map(str, manifests),
                  "--out", str(tmp_path / "ok"), "--n", "4"]) == 0
     assert (tmp_path / "ok" / "config.json").is_file()
+    assert main(["calibrate-real", "--weights", str(w), "--data", *map(str, manifests),
+                 "--out", str(tmp_path / "dark"), "--n", "4", "--darken-below", "64"]) == 0
+    dark = json.loads((tmp_path / "dark" / REPORT_NAME).read_text())
+    assert dark["darken_below"] == 64
+    curve = json.loads((tmp_path / "dark" / "config.json").read_text())["sampling"][
+        "tone_curve"]["real"]
+    assert curve[64:] == list(range(64, 256))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ok-")]  # no leftovers
 
 
@@ -129,3 +136,16 @@ def test_planes_with_enough_scans_get_their_own_curve(tiny_weights: Path,
     cal = Engine(load_backend("torch", tmp_path / "cal"))
     with pytest.raises(ValueError, match="already carry per-plane real tone curves"):
         calibrate_real(cal, tmp_path / "cal", manifests, tmp_path / "again")
+
+
+def test_darken_only_below_keeps_mid_tones_and_stays_monotone() -> None:
+    from fetalflex.evaluation.real_tone import darken_only_below
+    from fetalflex.io.tone import check_tone_curve
+
+    stretch = tuple(int(min(255, max(0, round((v - 10) * 1.3)))) for v in range(256))
+    got = darken_only_below(stretch, 64)
+    check_tone_curve(got)
+    assert got[:8] == (0,) * 8  # the dark end still goes black
+    assert all(g <= v for v, g in enumerate(got))  # never brightens
+    assert got[64:] == tuple(range(64, 256))  # mid-tones and highlights untouched
+    assert darken_only_below(stretch, 0) == stretch
