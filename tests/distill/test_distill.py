@@ -77,6 +77,7 @@ def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path)
     student = tmp_path / "run" / "final"
     cfg = json.loads((student / "config.json").read_text())
     curves = cfg["sampling"].pop("tone_curve")
+    assert cfg["sampling"].pop("tone_curve_by_plane") == {}
     assert cfg["sampling"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim",
                                "guidance_by_appearance": {}, "guidance_below_t": None,
                                "guidance_folded": True}
