@@ -12,7 +12,9 @@ outside the sector (measured in session 25: 14 % of the student's head-scan pixe
 black, 27 % of its teacher's, 33 % of real scans'; the rest a faint 1-5 level haze), and
 radiomics texture distances read that haze as a different texture. ``fit_tone_curve`` maps
 the student's grey-level distribution onto its teacher's (quantile mapping) on training
-layouts only; ``fetalflex distill --calibrate`` fits and stores it.
+layouts only; ``fetalflex distill --calibrate`` fits and stores it. ``fetalflex
+calibrate-real`` fits weights' real look onto real training scans the same way (per
+plane, or darkening only, on request; measured, not shipped: docs/EVALUATION.md).
 """
 
 from __future__ import annotations
