@@ -90,3 +90,17 @@ def write_fpdb(root: Path, seed: int = 0, png_every: int = 2, copies: int = 1) -
                 root / "Images" / f"{name}.jpg")
         lines.append(f"{name};{pat};{plane};{brain};Op. 1;Voluson E6;1")
     (root / "FETAL_PLANES_DB_data.csv").write_text("\n".join(lines) + "\n")
+
+
+def imported_manifests(root: Path, n_subjects: int, size: int = 32) -> list[Path]:
+    """Both stand-ins written and imported at ``size`` (half the subjects / patients held
+    out as validation): the HC18 and FETAL_PLANES_DB manifests, in that order."""
+    from fetalflex.data.importers.fpdb import import_fpdb
+    from fetalflex.data.importers.hc18 import import_hc18
+
+    write_hc18(root / "hc18", n_subjects=n_subjects)
+    write_fpdb(root / "fpdb")
+    return [import_hc18(root / "hc18", root / "hc", size=size, val_fraction=0.5)
+            / "manifest.jsonl",
+            import_fpdb(root / "fpdb", root / "fp", size=size, val_fraction=0.5)
+            / "manifest.jsonl"]

@@ -27,7 +27,7 @@ from fetalflex.distill.rollout import student_step
 from fetalflex.distill.student import trajectory_conds
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.io import pixels
-from fetalflex.io.tone import apply_tone, fit_tone_curve
+from fetalflex.io.tone import apply_tone, black_fraction, fit_tone_curve
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import alphas_cumprod_for
 
@@ -57,10 +57,6 @@ def student_images(model: FetalFlexDenoiser, traj: Trajectories, idx: NDArray[np
 def teacher_images(traj: Trajectories, idx: NDArray[np.int64]) -> NDArray[np.uint8]:
     """(N, H, W) uint8: the teacher's images at the end of trajectories ``idx``."""
     return pixels.to_uint8(traj.states[idx, -1].astype(np.float32))
-
-
-def black_fraction(images: NDArray[np.uint8]) -> float:
-    return round(float((images == 0).mean()), 4)
 
 
 def fit_student_curves(model: FetalFlexDenoiser, traj: Trajectories,

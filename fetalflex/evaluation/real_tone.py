@@ -25,8 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fetalflex.evaluation.real_data import load_real
+from fetalflex.evaluation.realism import grey_w1
 from fetalflex.generation import Engine
-from fetalflex.io.tone import apply_tone, fit_tone_curve, identity_curve
+from fetalflex.io.tone import apply_tone, black_fraction, compose, fit_tone_curve, identity_curve
 
 Log = Callable[[str], None]
 CALIBRATION_SCANS = 512  # real training scans (and as many generated images) pooled
@@ -43,16 +44,10 @@ def darken_only_below(curve: tuple[int, ...], level: int) -> tuple[int, ...]:
 REPORT_NAME = "tone_calibration.json"
 
 
-def grey_w1(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
-    """Wasserstein-1 distance (grey levels) between two pooled histograms."""
-    ca = np.cumsum(np.bincount(a.ravel(), minlength=256)) / a.size
-    cb = np.cumsum(np.bincount(b.ravel(), minlength=256)) / b.size
-    return round(float(np.abs(ca - cb).sum()), 3)
-
-
 def _stats(images: NDArray[np.uint8], real: NDArray[np.uint8]) -> dict[str, float]:
-    return {"black_fraction": round(float((images == 0).mean()), 4),
-            "mean_grey": round(float(images.mean()), 2), "w1_to_real": grey_w1(images, real)}
+    return {"black_fraction": black_fraction(images),
+            "mean_grey": round(float(images.mean()), 2),
+            "w1_to_real": round(grey_w1(images, real), 3)}
 
 
 def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Path,
@@ -97,7 +92,7 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
     before = engine.tone_curve("real") or identity_curve()
     # from what the weights write now
     fit = darken_only_below(fit_tone_curve(gen, sub.images), darken_below)
-    curve = tuple(fit[v] for v in before)
+    curve = compose(fit, before)
     after = apply_tone(gen, fit)
     by_plane: dict[str, tuple[int, ...]] = {}
     plane_rows: dict[str, Any] = {}
@@ -106,7 +101,7 @@ def calibrate_real(engine: Engine, weights: Path, manifests: list[Path], out: Pa
         if plane_min <= 0 or len(idx) < plane_min:
             continue
         own = darken_only_below(fit_tone_curve(gen[idx], sub.images[idx]), darken_below)
-        by_plane[plane] = tuple(own[v] for v in before)
+        by_plane[plane] = compose(own, before)
         after[idx] = apply_tone(gen[idx], own)
         plane_rows[plane] = {"generated": _stats(gen[idx], sub.images[idx]),
                              "calibrated": _stats(after[idx], sub.images[idx])}

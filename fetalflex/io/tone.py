@@ -71,6 +71,16 @@ def fit_tone_curve(source: NDArray[np.uint8], target: NDArray[np.uint8]) -> tupl
     return curve
 
 
+def compose(outer: Sequence[int], inner: Sequence[int]) -> tuple[int, ...]:
+    """The curve that applies ``inner``, then ``outer``."""
+    return tuple(int(outer[v]) for v in inner)
+
+
+def black_fraction(images: NDArray[np.uint8]) -> float:
+    """The share of exactly black pixels (4 decimals): what a tone curve's fit reports."""
+    return round(float((images == 0).mean()), 4)
+
+
 def identity_curve() -> tuple[int, ...]:
     """The curve that changes nothing."""
     return tuple(range(TONE_LEVELS))

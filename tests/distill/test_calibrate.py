@@ -16,16 +16,10 @@ from fetalflex.distill.calibrate import (
     student_images,
     teacher_images,
 )
+from fetalflex.evaluation.realism import grey_w1
 from fetalflex.io.tone import apply_tone, identity_curve
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from tests.distill.test_rollout import _model, _trajectories_of
-
-
-def _w1(a: np.ndarray, b: np.ndarray) -> float:
-    """Wasserstein-1 between two pooled grey-level histograms."""
-    ca = np.cumsum(np.bincount(a.ravel(), minlength=256)) / a.size
-    cb = np.cumsum(np.bincount(b.ravel(), minlength=256)) / b.size
-    return float(np.abs(ca - cb).sum())
 
 
 def test_the_teachers_own_images_need_no_curve_and_another_models_move_onto_them() -> None:
@@ -41,7 +35,7 @@ def test_the_teachers_own_images_need_no_curve_and_another_models_move_onto_them
     curves, report = fit_student_curves(other, traj, log=lambda _m: None)
     before = student_images(other, traj, idx)
     after = apply_tone(before, curves["phantom"])
-    assert _w1(after, theirs) < 0.25 * _w1(before, theirs)
+    assert grey_w1(after, theirs) < 0.25 * grey_w1(before, theirs)
     assert report["phantom"]["trajectories"] == 4
     assert report["phantom"]["black_fraction"]["teacher"] == round(float((theirs == 0).mean()), 4)
 

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from fetalflex.backends.backends import load_backend
-from fetalflex.data.importers.fpdb import import_fpdb
-from fetalflex.data.importers.hc18 import import_hc18
 from fetalflex.evaluation.head import circumference_mm, dice, mask_ellipse
 from fetalflex.evaluation.options import RealEvalOptions
 from fetalflex.evaluation.real import evaluate_real
@@ -27,7 +25,7 @@ from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.reports.real_report import markdown
 from fetalflex.training.init_weights import load_initial
 from tests.conftest import TINY_MODEL
-from tests.real_fixtures import write_fpdb, write_hc18
+from tests.real_fixtures import imported_manifests
 
 
 def test_realism_measures() -> None:
@@ -72,13 +70,7 @@ def test_head_measure_reads_an_ellipse() -> None:
 
 @pytest.fixture(scope="module")
 def real_manifests(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("real")
-    write_hc18(root / "hc18", n_subjects=12)
-    write_fpdb(root / "fpdb")
-    return [import_hc18(root / "hc18", root / "hc", size=32, val_fraction=0.5)
-            / "manifest.jsonl",
-            import_fpdb(root / "fpdb", root / "fp", size=32, val_fraction=0.5)
-            / "manifest.jsonl"]
+    return imported_manifests(tmp_path_factory.mktemp("real"), n_subjects=12)
 
 
 def test_evaluate_real_measures_every_row_and_keeps_its_instruments(

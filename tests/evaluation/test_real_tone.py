@@ -12,16 +12,15 @@ import pytest
 import torch
 
 from fetalflex.backends.backends import load_backend
-from fetalflex.data.importers.fpdb import import_fpdb
-from fetalflex.data.importers.hc18 import import_hc18
 from fetalflex.evaluation.real_data import load_real
-from fetalflex.evaluation.real_tone import REPORT_NAME, calibrate_real, grey_w1
+from fetalflex.evaluation.real_tone import REPORT_NAME, calibrate_real
+from fetalflex.evaluation.realism import grey_w1
 from fetalflex.generation import Engine, GenerationRequest
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.training.init_weights import load_initial
 from tests.conftest import TINY_MODEL
-from tests.real_fixtures import write_fpdb, write_hc18
+from tests.real_fixtures import imported_manifests
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +30,7 @@ def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
 
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("real_tone")
-    write_hc18(root / "hc18", n_subjects=8)
-    write_fpdb(root / "fpdb")
-    return [import_hc18(root / "hc18", root / "hc", size=32, val_fraction=0.5)
-            / "manifest.jsonl",
-            import_fpdb(root / "fpdb", root / "fp", size=32, val_fraction=0.5)
-            / "manifest.jsonl"]
+    return imported_manifests(tmp_path_factory.mktemp("real_tone"), n_subjects=8)
 
 
 def _real_weights(tiny_weights: Path, out: Path) -> Path:
