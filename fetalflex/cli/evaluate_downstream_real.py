@@ -11,7 +11,11 @@ from fetalflex.cli.args import Subcommands
 
 
 def register(sub: Subcommands) -> None:
-    from fetalflex.evaluation.options import REAL_DOWNSTREAM_PARTS, RealDownstreamOptions
+    from fetalflex.evaluation.options import (
+        REAL_DOWNSTREAM_PARTS,
+        SYNTH_LAYOUTS,
+        RealDownstreamOptions,
+    )
     from fetalflex.request import APPEARANCE_NAMES
 
     d = RealDownstreamOptions()
@@ -37,6 +41,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--reader-steps", type=int, default=d.reader_steps)
     p.add_argument("--synth-heads", type=int, default=d.synth_heads)
     p.add_argument("--synth-per-class", type=int, default=d.synth_per_class)
+    p.add_argument("--synth-layouts", default=d.synth_layouts, choices=SYNTH_LAYOUTS,
+                   help="what generated plane scans are conditioned on: sector = the field of "
+                        "view of a real training scan of the plane, empty = nothing labelled")
     p.add_argument("--parts", nargs="+", default=list(d.parts), choices=REAL_DOWNSTREAM_PARTS)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
@@ -57,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         head_sizes=tuple(args.head_sizes), plane_sizes=tuple(args.plane_sizes),
         seeds=tuple(args.seeds), segmenter_steps=args.segmenter_steps,
         reader_steps=args.reader_steps, synth_heads=args.synth_heads,
-        synth_per_class=args.synth_per_class, appearance=args.appearance,
+        synth_per_class=args.synth_per_class, synth_layouts=args.synth_layouts,
+        appearance=args.appearance,
         guidance=args.guidance,
         parts=tuple(args.parts))
     engine = Engine(load_backend("embedded", Path(args.weights) if args.weights else None,

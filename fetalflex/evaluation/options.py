@@ -25,6 +25,11 @@ CONDITIONS = ("synthetic", "synthetic_no_control", "normal_only", "oracle")
 # up to v3 (receptive field 46 px), ``wide`` sees a whole 128 x 128 plane (190 px).
 READERS = ("small", "wide")
 DEFAULT_READER = "wide"
+# The layouts ``evaluate-downstream-real`` generates its plane scans from: ``sector``, the
+# field of view of a real training scan of the same plane (its ``background``, the rest not
+# labelled), as the generator saw FETAL_PLANES_DB scans in training; ``empty``, nothing
+# labelled (the runs up to session 25).
+SYNTH_LAYOUTS = ("sector", "empty")
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class RealDownstreamOptions:
     reader_steps: int = 600
     synth_heads: int = 200          # generated head scans (requested outlines)
     synth_per_class: int = 100      # generated scans per plane class
+    synth_layouts: str = "sector"   # what their layouts say (SYNTH_LAYOUTS)
     microcephaly_heads: int = 40    # small requested outlines read back (the anomaly part)
     microcephaly_scale: float = 0.75  # their size against real outlines of the same scans
     bootstrap: int = 1000
@@ -151,5 +157,6 @@ class RealDownstreamOptions:
         if not 0.3 <= self.microcephaly_scale < 1.0:
             raise ValueError(f"microcephaly_scale: must be within [0.3, 1), got "
                              f"{self.microcephaly_scale}")
+        require_one_of("synth_layouts", self.synth_layouts, SYNTH_LAYOUTS)
         for part in self.parts:
             require_one_of("parts", part, REAL_DOWNSTREAM_PARTS)

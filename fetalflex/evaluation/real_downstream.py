@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fetalflex.anatomy.layout import DEFAULT_FIELD_MM, Layout, Shape, StructureList, rasterize
-from fetalflex.anatomy.structures import BY_NAME, UNLABELLED
+from fetalflex.anatomy.structures import BACKGROUND, BY_NAME, UNLABELLED
 from fetalflex.evaluation.classifier import TrainOptions, predict_proba, train_classifier
 from fetalflex.evaluation.head import (
     circumference_mm,
@@ -314,18 +314,45 @@ def _class_labels(data: RealSet, classes: dict[str, tuple[str, ...]]
     return np.array(idx, dtype=np.int64), np.array(lab, dtype=np.int64)
 
 
-def _synthetic_planes(engine: Engine, classes: dict[str, tuple[str, ...]], size: int,
+def _synthetic_layouts(train: RealSet, planes: tuple[str, ...], n: int, seed: int,
+                       mode: str) -> list[Layout]:
+    """``n`` layouts of a class of ``planes`` (split evenly, in turn), GA unknown.
+
+    ``empty``: nothing labelled. ``sector``: the field of view of a FETAL_PLANES_DB training
+    scan of that plane drawn at random (its ``background``, everything else not labelled),
+    what the generator was trained on for such scans: most of them show the imaged sector
+    (docs/EVALUATION.md, session 26)."""
+    size = int(train.images.shape[-1])
+    if mode == "empty":
+        empty = np.full((size, size), UNLABELLED, dtype=np.uint8)
+        return [Layout(planes[i % len(planes)], empty, 160.0) for i in range(n)]
+    rng = np.random.default_rng([seed, 26])
+    donors = {p: [i for i, r in enumerate(train.records)
+                  if r.source == FPDB_SOURCE and r.plane == p] for p in planes}
+    out: list[Layout] = []
+    for i in range(n):
+        plane = planes[i % len(planes)]
+        if not donors[plane]:
+            raise ValueError(f"data: no FETAL_PLANES_DB training scan of plane {plane} to "
+                             f"take a field of view from (use --synth-layouts empty)")
+        d = int(donors[plane][int(rng.integers(len(donors[plane])))])
+        lm = np.where(train.label_maps[d] == BACKGROUND, BACKGROUND,
+                      UNLABELLED).astype(np.uint8)
+        out.append(Layout(plane, lm, train.records[d].field_mm or DEFAULT_FIELD_MM))
+    return out
+
+
+def _synthetic_planes(engine: Engine, classes: dict[str, tuple[str, ...]], train: RealSet,
                       opts: RealDownstreamOptions, out: Path, name: str, log: Log
                       ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
-    """``synth_per_class`` scans per class from "nothing labelled" layouts (a class of
-    several planes split evenly), GA unknown: what a real FETAL_PLANES_DB record says."""
+    """``synth_per_class`` scans per class (``_synthetic_layouts``): what a real
+    FETAL_PLANES_DB record says, its plane."""
     layouts: list[Layout] = []
     labels: list[int] = []
-    empty = np.full((size, size), UNLABELLED, dtype=np.uint8)
     for k, planes in enumerate(classes.values()):
-        for i in range(opts.synth_per_class):
-            layouts.append(Layout(planes[i % len(planes)], empty, 160.0))
-            labels.append(k)
+        layouts += _synthetic_layouts(train, planes, opts.synth_per_class,
+                                      opts.seed * 1000 + k, opts.synth_layouts)
+        labels += [k] * opts.synth_per_class
     seeds = [opts.seed * 100_000 + 60_000 + i for i in range(len(layouts))]
     images = _generate(engine, layouts, seeds, opts, out / "cache", name, log)
     return images, np.array(labels, dtype=np.int64)
@@ -340,8 +367,7 @@ def run_planes(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstrea
     if len(ti) == 0 or len(vi) == 0 or np.bincount(tl, minlength=k).min() == 0:
         raise ValueError(f"data: {task} needs FETAL_PLANES_DB scans of every class "
                          f"({', '.join(classes)}) in both splits (import fpdb)")
-    size = int(train.images.shape[-1])
-    syn, syn_lab = _synthetic_planes(engine, classes, size, opts, out, task, log)
+    syn, syn_lab = _synthetic_planes(engine, classes, train, opts, out, task, log)
     x_val = val.images[vi]
     cells: dict[str, Any] = {}
     sizes = sorted(set(opts.plane_sizes), key=lambda n: (n == 0, n))

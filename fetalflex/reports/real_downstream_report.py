@@ -52,7 +52,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"## {title}", "", "Classes " + ", ".join(
             f"{c} ({'/'.join(v)}): {a} train / {b} val" for (c, v), a, b in
             zip(p["classes"].items(), p["n_train"], p["n_val"], strict=True)) +
-            f"; {p['n_synthetic_per_class']} generated per class; reader "
+            f"; {p['n_synthetic_per_class']} generated per class (layouts: "
+            f"{o.get('synth_layouts', 'empty')}); reader "
             f"{o['reader_steps']} steps.", "",
             "| arm | real | generated | accuracy | macro-F1 |", "| --- | --- | --- | --- | --- |"]
         for name, c in p["cells"].items():

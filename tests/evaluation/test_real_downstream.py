@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from fetalflex.anatomy.structures import UNLABELLED
+from fetalflex.anatomy.structures import BACKGROUND, UNLABELLED
 from fetalflex.backends.backends import load_backend
 from fetalflex.data.importers.fpdb import import_fpdb
 from fetalflex.data.importers.hc18 import import_hc18
 from fetalflex.evaluation.options import RealDownstreamOptions
 from fetalflex.evaluation.real_data import load_real
 from fetalflex.evaluation.real_downstream import (
+    FPDB_SOURCE,
     SKULL,
+    _synthetic_layouts,
     evaluate_downstream_real,
     macro_f1,
     pick,
@@ -70,6 +72,30 @@ def test_drawn_outlines_stay_in_the_scan_and_label_only_the_ring(
         assert not mask[0].any() and not mask[-1].any()  # inside the scan
     # drawn, not copied: sizes, positions and angles recombine
     assert len({lay.label_map.tobytes() for lay, _ in drawn}) == 12
+
+
+def test_plane_layouts_take_a_training_scans_field_of_view(manifests: list[Path]) -> None:
+    train = load_real(manifests, "train")
+    own = {p: {(train.label_maps[i] == BACKGROUND).tobytes()
+               for i, r in enumerate(train.records)
+               if r.source == FPDB_SOURCE and r.plane == p} for p in ("TV", "TT", "TC")}
+    assert any(b"\x01" in m for masks in own.values() for m in masks)  # sectors exist
+    drawn = _synthetic_layouts(train, ("TV", "TT", "TC"), 9, seed=1, mode="sector")
+    assert [x.plane for x in drawn] == ["TV", "TT", "TC"] * 3 and all(
+        x.ga_weeks is None for x in drawn)
+    for x in drawn:
+        # the sector of a training scan of the same plane, nothing else said
+        assert set(np.unique(x.label_map).tolist()) <= {BACKGROUND, UNLABELLED}
+        assert (x.label_map == BACKGROUND).tobytes() in own[x.plane]
+    again = _synthetic_layouts(train, ("TV", "TT", "TC"), 9, seed=1, mode="sector")
+    assert all(np.array_equal(a.label_map, b.label_map) for a, b in zip(drawn, again,
+                                                                       strict=True))
+    empty = _synthetic_layouts(train, ("AC",), 2, seed=1, mode="empty")
+    assert all((x.label_map == UNLABELLED).all() and x.plane == "AC" for x in empty)
+    with pytest.raises(ValueError, match="no FETAL_PLANES_DB training scan of plane LIP"):
+        _synthetic_layouts(train, ("LIP",), 1, seed=1, mode="sector")
+    with pytest.raises(ValueError, match="synth_layouts"):
+        RealDownstreamOptions(synth_layouts="random")
 
 
 def test_every_task_arm_and_resume(tmp_path: Path, tiny_weights: Path,
