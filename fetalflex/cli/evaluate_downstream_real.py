@@ -44,6 +44,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--synth-layouts", default=d.synth_layouts, choices=SYNTH_LAYOUTS,
                    help="what generated plane scans are conditioned on: sector = the field of "
                         "view of a real training scan of the plane, empty = nothing labelled")
+    p.add_argument("--reader-real-share", type=float, default=d.reader_real_share,
+                   help="real + synthetic plane readers: the share of every batch drawn from "
+                        "the real scans (default: one pool)")
     p.add_argument("--parts", nargs="+", default=list(d.parts), choices=REAL_DOWNSTREAM_PARTS)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=tuple(args.seeds), segmenter_steps=args.segmenter_steps,
         reader_steps=args.reader_steps, synth_heads=args.synth_heads,
         synth_per_class=args.synth_per_class, synth_layouts=args.synth_layouts,
+        reader_real_share=args.reader_real_share,
         appearance=args.appearance,
         guidance=args.guidance,
         parts=tuple(args.parts))

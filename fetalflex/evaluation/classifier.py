@@ -117,6 +117,14 @@ class TrainOptions:
     max_shift: int | None = None
     flip: bool | None = None
     bf16: bool | None = None
+    # With ``train_classifier(..., first=mask)``: the share of every batch drawn from the
+    # examples the mask marks (e.g. the real scans among many generated ones), the rest from
+    # the others, each part drawn as the recipe says; None: one pool.
+    first_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.first_share is not None and not 0.0 < self.first_share < 1.0:
+            raise ValueError(f"first_share: must be within (0, 1), got {self.first_share}")
 
     def recipe(self) -> Recipe:
         """The recipe with the reader's defaults filled in."""
@@ -159,9 +167,31 @@ class BatchSampler:
         return self.order[self.starts[cls] + pick]
 
 
+class MixedSampler:
+    """Batches of ``share`` examples from the ``first`` group and the rest from the others,
+    each group drawn by its own ``BatchSampler``."""
+
+    def __init__(self, labels: NDArray[np.int64], n_classes: int, balanced: bool,
+                 first: NDArray[np.bool_], share: float) -> None:
+        self.share = share
+        self.groups = [torch.from_numpy(np.nonzero(m)[0]) for m in (first, ~first)]
+        if balanced and any(len(np.unique(labels[g.numpy()])) < n_classes
+                            for g in self.groups):
+            raise ValueError("first: with class-balanced batches both groups need every class")
+        self.samplers = [BatchSampler(labels[g.numpy()], n_classes, balanced)
+                         for g in self.groups]
+
+    def __call__(self, batch: int, gen: torch.Generator) -> Tensor:
+        n_first = min(batch - 1, max(1, round(batch * self.share)))
+        return torch.cat([g[s(n, gen)] for g, s, n in zip(
+            self.groups, self.samplers, (n_first, batch - n_first), strict=True)])
+
+
 def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_classes: int,
-                     options: TrainOptions = TrainOptions()) -> Reader:
-    """Train from scratch with the reader's recipe (``TrainOptions.recipe``)."""
+                     options: TrainOptions = TrainOptions(),
+                     first: NDArray[np.bool_] | None = None) -> Reader:
+    """Train from scratch with the reader's recipe (``TrainOptions.recipe``); ``first``
+    with ``options.first_share``: that share of every batch from the marked examples."""
     if images.ndim != 3 or len(images) != len(labels):
         raise ValueError(f"images: expected (N, H, W) matching {len(labels)} labels, "
                          f"got {images.shape}")
@@ -178,7 +208,12 @@ def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_cla
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, r.lr, total_steps=options.steps)
     batch = min(options.batch_size, len(labels))
-    sampler = BatchSampler(labels, n_classes, r.balanced)
+    sampler: BatchSampler | MixedSampler = BatchSampler(labels, n_classes, r.balanced)
+    if options.first_share is not None:
+        if first is None or first.shape != labels.shape or first.all() or not first.any():
+            raise ValueError("first: first_share needs a mask over the examples marking "
+                             "some but not all of them")
+        sampler = MixedSampler(labels, n_classes, r.balanced, first, options.first_share)
     model.train()
     for _ in range(options.steps):
         idx = sampler(batch, gen)

@@ -133,6 +133,9 @@ class RealDownstreamOptions:
     synth_heads: int = 200          # generated head scans (requested outlines)
     synth_per_class: int = 100      # generated scans per plane class
     synth_layouts: str = "sector"   # what their layouts say (SYNTH_LAYOUTS)
+    # real + synthetic plane readers: the share of every batch drawn from the real scans
+    # (None: real and generated scans in one pool, the runs up to session 25)
+    reader_real_share: float | None = None
     microcephaly_heads: int = 40    # small requested outlines read back (the anomaly part)
     microcephaly_scale: float = 0.75  # their size against real outlines of the same scans
     bootstrap: int = 1000
@@ -158,5 +161,8 @@ class RealDownstreamOptions:
             raise ValueError(f"microcephaly_scale: must be within [0.3, 1), got "
                              f"{self.microcephaly_scale}")
         require_one_of("synth_layouts", self.synth_layouts, SYNTH_LAYOUTS)
+        if self.reader_real_share is not None and not 0.0 < self.reader_real_share < 1.0:
+            raise ValueError(f"reader_real_share: must be within (0, 1), got "
+                             f"{self.reader_real_share}")
         for part in self.parts:
             require_one_of("parts", part, REAL_DOWNSTREAM_PARTS)

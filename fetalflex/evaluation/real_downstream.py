@@ -388,15 +388,18 @@ def run_planes(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstrea
                                                     2000 + 10 * seed + c)]
                         for c in range(k)])
                     picked, real_lab = ti[pos], tl[pos]
+                    first, share = None, None
                     if arm == "real":
                         x, y = train.images[picked], real_lab
                     elif arm == "real+synthetic":
                         x = np.concatenate([train.images[picked], syn])
                         y = np.concatenate([real_lab, syn_lab])
+                        first = np.arange(len(y)) < len(picked)  # the real scans
+                        share = opts.reader_real_share
                     else:
                         x, y = syn, syn_lab
-                    reader = train_classifier(x, y, k, TrainOptions(steps=opts.reader_steps,
-                                                                    seed=seed))
+                    reader = train_classifier(x, y, k, TrainOptions(
+                        steps=opts.reader_steps, seed=seed, first_share=share), first=first)
                     pred = predict_proba(reader, x_val).argmax(1)
                     got = {"n_real": 0 if arm == "synthetic" else len(picked),
                            "pred": pred.astype(int).tolist(),

@@ -53,7 +53,9 @@ def markdown(res: dict[str, Any]) -> str:
             f"{c} ({'/'.join(v)}): {a} train / {b} val" for (c, v), a, b in
             zip(p["classes"].items(), p["n_train"], p["n_val"], strict=True)) +
             f"; {p['n_synthetic_per_class']} generated per class (layouts: "
-            f"{o.get('synth_layouts', 'empty')}); reader "
+            f"{o.get('synth_layouts', 'empty')}); "
+            + (f"batches {o['reader_real_share']:.0%} real in real+synthetic; "
+               if o.get("reader_real_share") else "") + "reader "
             f"{o['reader_steps']} steps.", "",
             "| arm | real | generated | accuracy | macro-F1 |", "| --- | --- | --- | --- | --- |"]
         for name, c in p["cells"].items():

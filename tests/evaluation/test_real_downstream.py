@@ -96,6 +96,8 @@ def test_plane_layouts_take_a_training_scans_field_of_view(manifests: list[Path]
         _synthetic_layouts(train, ("LIP",), 1, seed=1, mode="sector")
     with pytest.raises(ValueError, match="synth_layouts"):
         RealDownstreamOptions(synth_layouts="random")
+    with pytest.raises(ValueError, match="reader_real_share"):
+        RealDownstreamOptions(reader_real_share=0.0)
 
 
 def test_every_task_arm_and_resume(tmp_path: Path, tiny_weights: Path,
@@ -151,7 +153,9 @@ def test_the_command_writes_report_and_figure(tmp_path: Path, tiny_weights: Path
                str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--head-sizes", "2",
                "--plane-sizes", "1", "--seeds", "0", "--segmenter-steps", "1",
                "--reader-steps", "1", "--synth-heads", "2", "--synth-per-class", "1",
-               "--parts", "heads", "planes"])
+               "--reader-real-share", "0.5", "--parts", "heads", "planes"])
     assert rc == 0
     assert (tmp_path / "o" / "real_downstream.png").stat().st_size > 10_000
-    assert "Plane classification" in (tmp_path / "o" / "real_downstream.md").read_text()
+    md = (tmp_path / "o" / "real_downstream.md").read_text()
+    assert "Plane classification" in md and "layouts: sector" in md
+    assert "batches 50% real in real+synthetic; reader 1 steps" in md
