@@ -28,8 +28,8 @@ DEFAULT_READER = "wide"
 # The layouts ``evaluate-downstream-real`` generates its plane scans from: ``sector``, the
 # field of view of a real training scan of the same plane (its ``background``, the rest not
 # labelled), as the generator saw FETAL_PLANES_DB scans in training; ``empty``, nothing
-# labelled (the runs up to session 25).
-SYNTH_LAYOUTS = ("sector", "empty")
+# labelled, the default: sector layouts measured no better (docs/EVALUATION.md, session 26).
+SYNTH_LAYOUTS = ("empty", "sector")
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class RealDownstreamOptions:
     reader_steps: int = 600
     synth_heads: int = 200          # generated head scans (requested outlines)
     synth_per_class: int = 100      # generated scans per plane class
-    synth_layouts: str = "sector"   # what their layouts say (SYNTH_LAYOUTS)
+    synth_layouts: str = "empty"    # what their layouts say (SYNTH_LAYOUTS)
     # real + synthetic plane readers: the share of every batch drawn from the real scans
     # (None: real and generated scans in one pool, the runs up to session 25)
     reader_real_share: float | None = None

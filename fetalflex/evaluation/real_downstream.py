@@ -321,7 +321,7 @@ def _synthetic_layouts(train: RealSet, planes: tuple[str, ...], n: int, seed: in
     ``empty``: nothing labelled. ``sector``: the field of view of a FETAL_PLANES_DB training
     scan of that plane drawn at random (its ``background``, everything else not labelled),
     what the generator was trained on for such scans: most of them show the imaged sector
-    (docs/EVALUATION.md, session 26)."""
+    (docs/EVALUATION.md, session 26: no better for the readers than ``empty``)."""
     size = int(train.images.shape[-1])
     if mode == "empty":
         empty = np.full((size, size), UNLABELLED, dtype=np.uint8)

@@ -112,6 +112,9 @@ def figure(res: dict[str, Any], path: Path) -> None:
             if n and n not in ns:
                 ns.append(n)
         xs = np.arange(len(ns))
+        share = res.get("options", {}).get("reader_real_share")
+        mixed = (f"real+synthetic ({share:.0%} real per batch)"
+                 if share and task != "heads" else "real+synthetic")
         for arm, color in (("real", "tab:blue"), ("real+synthetic", "tab:orange")):
             vals = [cells.get(next((c for c in cells if c.startswith(arm + " ")
                                     and _n_of(c) == n), ""), None) for n in ns]
@@ -121,7 +124,8 @@ def figure(res: dict[str, Any], path: Path) -> None:
                             yerr=np.abs(np.array([[p[2][0] for p in pts],
                                                   [p[2][1] for p in pts]])
                                         - np.array([p[1] for p in pts])),
-                            marker="o", capsize=3, color=color, label=arm)
+                            marker="o", capsize=3, color=color,
+                            label=mixed if arm == "real+synthetic" else arm)
         syn = cells.get("synthetic")
         if syn:
             ax.axhline(syn[key], color="tab:green", ls="--", label="synthetic only")
