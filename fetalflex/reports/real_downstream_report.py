@@ -113,8 +113,9 @@ def figure(res: dict[str, Any], path: Path) -> None:
                 ns.append(n)
         xs = np.arange(len(ns))
         share = res.get("options", {}).get("reader_real_share")
-        mixed = (f"real+synthetic ({share:.0%} real per batch)"
-                 if share and task != "heads" else "real+synthetic")
+        mixed = ("real+synthetic" if task == "heads" else
+                 f"real+synthetic ({share:.0%} real per batch)" if share else
+                 "real+synthetic (one pool)")
         for arm, color in (("real", "tab:blue"), ("real+synthetic", "tab:orange")):
             vals = [cells.get(next((c for c in cells if c.startswith(arm + " ")
                                     and _n_of(c) == n), ""), None) for n in ns]
