@@ -153,7 +153,8 @@ def test_the_command_writes_report_and_figure(tmp_path: Path, tiny_weights: Path
                str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--head-sizes", "2",
                "--plane-sizes", "1", "--seeds", "0", "--segmenter-steps", "1",
                "--reader-steps", "1", "--synth-heads", "2", "--synth-per-class", "1",
-               "--reader-real-share", "0.5", "--parts", "heads", "planes"])
+               "--reader-real-share", "0.5", "--synth-layouts", "sector",
+               "--parts", "heads", "planes"])
     assert rc == 0
     assert (tmp_path / "o" / "real_downstream.png").stat().st_size > 10_000
     md = (tmp_path / "o" / "real_downstream.md").read_text()
