@@ -168,17 +168,20 @@ class BatchSampler:
 
 
 class MixedSampler:
-    """Batches of ``share`` examples from the ``first`` group and the rest from the others,
-    each group drawn by its own ``BatchSampler``."""
+    """Class-balanced batches of which ``share`` (rounded, at least one example and at most
+    all but one) come from the ``first`` group and the rest from the others, each group
+    drawn by its own ``BatchSampler``."""
 
-    def __init__(self, labels: NDArray[np.int64], n_classes: int, balanced: bool,
+    def __init__(self, labels: NDArray[np.int64], n_classes: int,
                  first: NDArray[np.bool_], share: float) -> None:
         self.share = share
         self.groups = [torch.from_numpy(np.nonzero(m)[0]) for m in (first, ~first)]
-        if balanced and any(len(np.unique(labels[g.numpy()])) < n_classes
-                            for g in self.groups):
-            raise ValueError("first: with class-balanced batches both groups need every class")
-        self.samplers = [BatchSampler(labels[g.numpy()], n_classes, balanced)
+        for name, g in zip(("marked", "other"), self.groups, strict=True):
+            lack = sorted(set(range(n_classes)) - set(labels[g.numpy()].tolist()))
+            if lack:
+                raise ValueError(f"first: the {name} examples lack classes {lack}; each "
+                                 f"group needs examples of every class")
+        self.samplers = [BatchSampler(labels[g.numpy()], n_classes, True)
                          for g in self.groups]
 
     def __call__(self, batch: int, gen: torch.Generator) -> Tensor:
@@ -210,10 +213,14 @@ def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_cla
     batch = min(options.batch_size, len(labels))
     sampler: BatchSampler | MixedSampler = BatchSampler(labels, n_classes, r.balanced)
     if options.first_share is not None:
-        if first is None or first.shape != labels.shape or first.all() or not first.any():
-            raise ValueError("first: first_share needs a mask over the examples marking "
-                             "some but not all of them")
-        sampler = MixedSampler(labels, n_classes, r.balanced, first, options.first_share)
+        if (first is None or first.dtype != np.bool_ or first.shape != labels.shape
+                or first.all() or not first.any()):
+            raise ValueError("first: first_share needs a boolean mask over the examples "
+                             "marking some but not all of them")
+        if not r.balanced or batch < 2:
+            raise ValueError("first_share: needs class-balanced batches of at least 2 (the "
+                             "'wide' reader's recipe, or balanced=True)")
+        sampler = MixedSampler(labels, n_classes, first, options.first_share)
     model.train()
     for _ in range(options.steps):
         idx = sampler(batch, gen)

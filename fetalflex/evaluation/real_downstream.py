@@ -321,7 +321,9 @@ def _synthetic_layouts(train: RealSet, planes: tuple[str, ...], n: int, seed: in
     ``empty``: nothing labelled. ``sector``: the field of view of a FETAL_PLANES_DB training
     scan of that plane drawn at random (its ``background``, everything else not labelled),
     what the generator was trained on for such scans: most of them show the imaged sector
-    (docs/EVALUATION.md, session 26: no better for the readers than ``empty``)."""
+    (docs/EVALUATION.md, session 26: no better for the readers than ``empty``). The donors
+    are any training scans of the plane, not only a cell's N real ones: in this mode the
+    generated scans carry the fan shapes of the whole training split."""
     size = int(train.images.shape[-1])
     if mode == "empty":
         empty = np.full((size, size), UNLABELLED, dtype=np.uint8)
@@ -482,10 +484,14 @@ def evaluate_downstream_real(engine: Engine, manifests: list[Path], out: Path,
                          f"{engine.cfg.image_size} px (import with --size "
                          f"{engine.cfg.image_size})")
     data_key = cache_key([hashlib.sha256(m.read_bytes()).hexdigest() for m in manifests])
+    # options added later count only when set, so earlier checkpoints stay valid
+    later = {"synth_layouts": "empty", "reader_real_share": None}
     ident = json.dumps({"model": engine.backend.model_hash, "data": data_key,
                         "options": {k: v for k, v in asdict(opts).items()
                                     if k not in ("head_sizes", "plane_sizes", "seeds",
-                                                 "parts", "bootstrap")}}, sort_keys=True)
+                                                 "parts", "bootstrap")
+                                    and not (k in later and v == later[k])}},
+                       sort_keys=True)
     out.mkdir(parents=True, exist_ok=True)
     done = PartCheckpoint(out / "real_downstream_parts.jsonl", ident)
     result: dict[str, Any] = {

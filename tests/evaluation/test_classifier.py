@@ -117,28 +117,31 @@ def test_seed_ensemble_keeps_the_seed_that_found_the_sign() -> None:
 
 
 def test_mixed_batches_hold_the_share_of_the_first_group() -> None:
-    # 8 "real" examples among 200 "generated" ones, two classes
+    # 8 "real" examples scattered among 200 "generated" ones, two classes
     labels = np.arange(208) % 2
-    first = np.arange(208) < 8
+    first = np.isin(np.arange(208), [3, 30, 57, 84, 110, 141, 170, 203])
     gen = torch.Generator().manual_seed(0)
-    for balanced in (False, True):
-        s = MixedSampler(labels, 2, balanced, first, share=0.5)
-        idx = torch.cat([s(32, gen) for _ in range(50)]).numpy()
-        assert first[idx].mean() == 0.5  # 16 of every 32, however few the real ones
-        assert set(idx[first[idx]].tolist()) == set(range(8))  # every real one drawn
-        if balanced:
-            assert labels[idx[first[idx]]].mean() == 0.5
-    pooled = BatchSampler(labels, 2, False)(32 * 50, gen).numpy()
-    assert first[pooled].mean() < 0.1
+    s = MixedSampler(labels, 2, first, share=0.5)
+    idx = torch.cat([s(32, gen) for _ in range(50)]).numpy()
+    assert first[idx].mean() == 0.5  # 16 of every 32, however few the real ones
+    assert set(idx[first[idx]].tolist()) == set(np.nonzero(first)[0].tolist())
+    assert labels[idx[first[idx]]].mean() == 0.5 and labels[idx[~first[idx]]].mean() == 0.5
+    assert first[s(4, gen).numpy()].sum() == 2 and first[s(2, gen).numpy()].sum() == 1
     x = np.zeros((208, 8, 8), np.uint8)
-    with pytest.raises(ValueError, match="first: first_share needs a mask"):
+    with pytest.raises(ValueError, match="first: first_share needs a boolean mask"):
         train_classifier(x, labels, 2, TrainOptions(steps=1, first_share=0.5))
-    with pytest.raises(ValueError, match="first: first_share needs a mask"):
+    with pytest.raises(ValueError, match="first: first_share needs a boolean mask"):
         train_classifier(x, labels, 2, TrainOptions(steps=1, first_share=0.5),
                          first=np.ones(208, bool))
+    with pytest.raises(ValueError, match="first: first_share needs a boolean mask"):
+        train_classifier(x, labels, 2, TrainOptions(steps=1, first_share=0.5),
+                         first=first.astype(np.int64))
+    with pytest.raises(ValueError, match="first_share: needs class-balanced batches"):
+        train_classifier(x, labels, 2, TrainOptions(steps=1, first_share=0.5,
+                                                    reader="small"), first=first)
     with pytest.raises(ValueError, match="first_share: must be within"):
         TrainOptions(first_share=1.0)
-    with pytest.raises(ValueError, match="both groups need every class"):
-        MixedSampler(labels, 2, True, labels == 1, 0.5)
+    with pytest.raises(ValueError, match=r"the marked examples lack classes \[0\]"):
+        MixedSampler(labels, 2, labels == 1, 0.5)
     m = train_classifier(x, labels, 2, TrainOptions(steps=2, first_share=0.25), first=first)
     assert predict_proba(m, x[:3]).shape == (3, 2)

@@ -140,6 +140,14 @@ def test_every_task_arm_and_resume(tmp_path: Path, tiny_weights: Path,
     more = RealDownstreamOptions(**{**opts.__dict__, "seeds": (0,), "parts": ("heads",)})
     one = evaluate_downstream_real(engine, manifests, tmp_path / "ev", more, log=logs.append)
     assert logs == [] and one["heads"]["cells"]["synthetic"]["seeds"] == 1
+    # a new option at its default keeps the cells; set, it trains its own
+    same = RealDownstreamOptions(**{**opts.__dict__, "parts": ("planes",),
+                                    "synth_layouts": "empty", "reader_real_share": None})
+    evaluate_downstream_real(engine, manifests, tmp_path / "ev", same, log=logs.append)
+    assert logs == []
+    mixed = RealDownstreamOptions(**{**same.__dict__, "reader_real_share": 0.5})
+    evaluate_downstream_real(engine, manifests, tmp_path / "ev", mixed, log=logs.append)
+    assert any("real+synthetic N=1/class seed 0" in m for m in logs)
 
 
 def test_the_command_writes_report_and_figure(tmp_path: Path, tiny_weights: Path,
