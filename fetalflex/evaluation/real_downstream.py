@@ -484,7 +484,8 @@ def evaluate_downstream_real(engine: Engine, manifests: list[Path], out: Path,
                          f"{engine.cfg.image_size} px (import with --size "
                          f"{engine.cfg.image_size})")
     data_key = cache_key([hashlib.sha256(m.read_bytes()).hexdigest() for m in manifests])
-    # options added later count only when set, so earlier checkpoints stay valid
+    # options added later count only away from the value every run before them used (not
+    # the current default: should that change, old checkpoints must not match new runs)
     later = {"synth_layouts": "empty", "reader_real_share": None}
     ident = json.dumps({"model": engine.backend.model_hash, "data": data_key,
                         "options": {k: v for k, v in asdict(opts).items()

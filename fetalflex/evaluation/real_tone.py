@@ -32,6 +32,7 @@ from fetalflex.io.tone import apply_tone, black_fraction, compose, fit_tone_curv
 Log = Callable[[str], None]
 CALIBRATION_SCANS = 512  # real training scans (and as many generated images) pooled
 PLANE_MIN_SCANS = 40  # a plane with at least these many of them gets a curve of its own
+REPORT_NAME = "tone_calibration.json"
 
 
 def darken_only_below(curve: tuple[int, ...], level: int) -> tuple[int, ...]:
@@ -41,7 +42,6 @@ def darken_only_below(curve: tuple[int, ...], level: int) -> tuple[int, ...]:
     if level <= 0:
         return curve
     return tuple(min(c, v) if v < level else v for v, c in enumerate(curve))
-REPORT_NAME = "tone_calibration.json"
 
 
 def _stats(images: NDArray[np.uint8], real: NDArray[np.uint8]) -> dict[str, float]:

@@ -42,6 +42,8 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{_iv(c['dice_interval'], 4)} | {_f(c['hc_abs_mm'], 2)} "
                          f"{_iv(c['hc_interval'], 2)} | {c['no_head_read']} |")
         lines.append("")
+    share = o.get("reader_real_share")
+    mix = f"batches {share:.0%} real in real+synthetic; " if share else ""
     for task, title in (("planes", "Plane classification, 4 classes (FETAL_PLANES_DB "
                                    "validation patients)"),
                         ("brain_planes", "Brain planes TV / TT / TC (FETAL_PLANES_DB "
@@ -53,10 +55,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"{c} ({'/'.join(v)}): {a} train / {b} val" for (c, v), a, b in
             zip(p["classes"].items(), p["n_train"], p["n_val"], strict=True)) +
             f"; {p['n_synthetic_per_class']} generated per class (layouts: "
-            f"{o.get('synth_layouts', 'empty')}); "
-            + (f"batches {o['reader_real_share']:.0%} real in real+synthetic; "
-               if o.get("reader_real_share") else "") + "reader "
-            f"{o['reader_steps']} steps.", "",
+            f"{o.get('synth_layouts', 'empty')}); {mix}reader {o['reader_steps']} steps.", "",
             "| arm | real | generated | accuracy | macro-F1 |", "| --- | --- | --- | --- | --- |"]
         for name, c in p["cells"].items():
             lines.append(f"| {name} | {c['n_real']} | {c['n_synthetic']} | "
@@ -103,6 +102,7 @@ def figure(res: dict[str, Any], path: Path) -> None:
             panels.append((task, "accuracy", "accuracy_interval", label))
     if not panels:
         return
+    share = res.get("options", {}).get("reader_real_share")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     for ax, (task, key, iv_key, label) in zip(axes[0], panels, strict=True):
         cells = res[task]["cells"]
@@ -112,7 +112,6 @@ def figure(res: dict[str, Any], path: Path) -> None:
             if n and n not in ns:
                 ns.append(n)
         xs = np.arange(len(ns))
-        share = res.get("options", {}).get("reader_real_share")
         mixed = ("real+synthetic" if task == "heads" else
                  f"real+synthetic ({share:.0%} real per batch)" if share else
                  "real+synthetic (one pool)")
