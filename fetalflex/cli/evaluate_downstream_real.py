@@ -47,6 +47,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--reader-real-share", type=float, default=d.reader_real_share,
                    help="real + synthetic plane readers: the share of every batch drawn from "
                         "the real scans (default: one pool)")
+    p.add_argument("--segmenter-real-share", type=float, default=d.segmenter_real_share,
+                   help="real + synthetic head segmenters: the share of every batch drawn "
+                        "from the real scans (default: one pool)")
     p.add_argument("--parts", nargs="+", default=list(d.parts), choices=REAL_DOWNSTREAM_PARTS)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         reader_steps=args.reader_steps, synth_heads=args.synth_heads,
         synth_per_class=args.synth_per_class, synth_layouts=args.synth_layouts,
         reader_real_share=args.reader_real_share,
+        segmenter_real_share=args.segmenter_real_share,
         appearance=args.appearance,
         guidance=args.guidance,
         parts=tuple(args.parts))

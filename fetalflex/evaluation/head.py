@@ -45,12 +45,19 @@ def train_head_segmenter(data: RealSet, steps: int = 1200, batch_size: int = 16,
 
 
 def train_mask_segmenter(images: NDArray[np.uint8], masks: NDArray[np.uint8], steps: int = 1200,
-                         batch_size: int = 16, lr: float = 2e-3, seed: int = 0) -> Segmenter:
+                         batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
+                         first: NDArray[np.bool_] | None = None,
+                         first_share: float | None = None) -> Segmenter:
     """Train on (N, H, W) scans and their (N, H, W) head masks (1 inside): real scans with
-    the sonographer's outline, generated scans with the requested one, or both."""
+    the sonographer's outline, generated scans with the requested one, or both.
+
+    ``first`` (a boolean mask over the scans) with ``first_share``: that share of every batch
+    (rounded, at least one scan and at most all but one) drawn from the marked scans, the rest
+    from the others; without them every batch is drawn from one pool."""
     if images.shape != masks.shape or images.ndim != 3 or not len(images):
         raise ValueError(f"images: expected (N, H, W) matching the masks, got {images.shape} "
                          f"and {masks.shape}")
+    groups = _batch_groups(len(images), batch_size, first, first_share)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     size = int(images.shape[-1])
@@ -64,7 +71,7 @@ def train_mask_segmenter(images: NDArray[np.uint8], masks: NDArray[np.uint8], st
     bf16 = bf16_native()
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(x_all), (min(batch_size, len(x_all)),), generator=gen)
+        idx = torch.cat([g[torch.randint(0, len(g), (n,), generator=gen)] for g, n in groups])
         onehot = nn.functional.one_hot(y_all[idx], 2).permute(0, 3, 1, 2).float()
         x, onehot = joint_augment(x_all[idx], onehot, aug, gen)
         x = (x + 1) * torch.empty(len(x), 1, 1, 1).uniform_(0.75, 1.25, generator=gen) - 1
@@ -77,6 +84,29 @@ def train_mask_segmenter(images: NDArray[np.uint8], masks: NDArray[np.uint8], st
         opt.step()
         sched.step()
     return model.eval()
+
+
+def _batch_groups(n_scans: int, batch_size: int, first: NDArray[np.bool_] | None,
+                  first_share: float | None) -> list[tuple[torch.Tensor, int]]:
+    """(scan indices, scans per batch) for each group a batch draws from."""
+    if first_share is None:
+        if first is not None:
+            raise ValueError("first_share: give the share of every batch drawn from the marked "
+                             "scans, or leave first out")
+        return [(torch.arange(n_scans), min(batch_size, n_scans))]
+    if not 0.0 < first_share < 1.0:
+        raise ValueError(f"first_share: must be within (0, 1), got {first_share}")
+    if first is None or first.dtype != np.bool_ or first.shape != (n_scans,):
+        raise ValueError(f"first: first_share needs a boolean mask over the {n_scans} scans")
+    if batch_size < 2:
+        raise ValueError(f"batch_size: mixed batches need at least 2 scans, got {batch_size}")
+    marked = torch.from_numpy(np.nonzero(first)[0])
+    other = torch.from_numpy(np.nonzero(~first)[0])
+    if not len(marked) or not len(other):
+        raise ValueError(f"first: mixed batches need marked and unmarked scans, got "
+                         f"{len(marked)} marked and {len(other)} unmarked")
+    n_first = min(batch_size - 1, max(1, round(batch_size * first_share)))
+    return [(marked, n_first), (other, batch_size - n_first)]
 
 
 def segment_heads(model: Segmenter, images: NDArray[np.uint8]) -> NDArray[np.bool_]:

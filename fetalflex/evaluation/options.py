@@ -136,6 +136,8 @@ class RealDownstreamOptions:
     # real + synthetic plane readers: the share of every batch drawn from the real scans
     # (None: real and generated scans in one pool, the runs up to session 25)
     reader_real_share: float | None = None
+    # real + synthetic head segmenters: the same for their batches (None: one pool)
+    segmenter_real_share: float | None = None
     microcephaly_heads: int = 40    # small requested outlines read back (the anomaly part)
     microcephaly_scale: float = 0.75  # their size against real outlines of the same scans
     bootstrap: int = 1000
@@ -161,8 +163,9 @@ class RealDownstreamOptions:
             raise ValueError(f"microcephaly_scale: must be within [0.3, 1), got "
                              f"{self.microcephaly_scale}")
         require_one_of("synth_layouts", self.synth_layouts, SYNTH_LAYOUTS)
-        if self.reader_real_share is not None and not 0.0 < self.reader_real_share < 1.0:
-            raise ValueError(f"reader_real_share: must be within (0, 1), got "
-                             f"{self.reader_real_share}")
+        for name, share in (("reader_real_share", self.reader_real_share),
+                            ("segmenter_real_share", self.segmenter_real_share)):
+            if share is not None and not 0.0 < share < 1.0:
+                raise ValueError(f"{name}: must be within (0, 1), got {share}")
         for part in self.parts:
             require_one_of("parts", part, REAL_DOWNSTREAM_PARTS)

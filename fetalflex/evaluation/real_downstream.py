@@ -258,14 +258,19 @@ def run_heads(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstream
                 if got is None:
                     t0 = time.perf_counter()
                     idx = pick(n, len(heads.records), 1000 + seed)
+                    first, share = None, None
                     if arm == "real":
                         x, y = heads.images[idx], real_mask[idx]
                     elif arm == "real+synthetic":
                         x = np.concatenate([heads.images[idx], syn])
                         y = np.concatenate([real_mask[idx], syn_mask])
+                        if opts.segmenter_real_share is not None:
+                            first = np.arange(len(x)) < len(idx)
+                            share = opts.segmenter_real_share
                     else:
                         x, y = syn, syn_mask
-                    seg = train_mask_segmenter(x, y, opts.segmenter_steps, seed=seed)
+                    seg = train_mask_segmenter(x, y, opts.segmenter_steps, seed=seed,
+                                               first=first, first_share=share)
                     d, err = _read_heads(seg, vh.images, vmask, vmm, vhc)
                     got = {"n_real": 0 if arm == "synthetic" else len(idx),
                            "n_synthetic": 0 if arm == "real" else len(syn),
@@ -486,7 +491,8 @@ def evaluate_downstream_real(engine: Engine, manifests: list[Path], out: Path,
     data_key = cache_key([hashlib.sha256(m.read_bytes()).hexdigest() for m in manifests])
     # options added later count only away from the value every run before them used (not
     # the current default: should that change, old checkpoints must not match new runs)
-    later = {"synth_layouts": "empty", "reader_real_share": None}
+    later = {"synth_layouts": "empty", "reader_real_share": None,
+             "segmenter_real_share": None}
     ident = json.dumps({"model": engine.backend.model_hash, "data": data_key,
                         "options": {k: v for k, v in asdict(opts).items()
                                     if k not in ("head_sizes", "plane_sizes", "seeds",

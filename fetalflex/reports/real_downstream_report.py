@@ -34,7 +34,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["## Head segmentation and biometry (HC18 validation scans)", "",
                   f"{h['n_train_heads']} real training heads, {h['n_val_heads']} validation "
                   f"heads, {h['n_synthetic']} generated heads (requested outlines drawn over "
-                  f"the real range); segmenter {o['segmenter_steps']} steps.", "",
+                  f"the real range); {_seg_mix(o)}segmenter {o['segmenter_steps']} "
+                  "steps.", "",
                   "| arm | real | generated | Dice | abs. HC difference (mm) | no head read |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for name, c in h["cells"].items():
@@ -84,6 +85,12 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seg_mix(o: dict[str, Any]) -> str:
+    share = o.get("segmenter_real_share")
+    return (f"batches {share:.0%} real in real+synthetic; " if share else
+            "real+synthetic: one pool; ")
+
+
 def _n_of(name: str) -> str:
     m = re.search(r"N=(\w+)", name)
     return m.group(1) if m else ""
@@ -102,7 +109,8 @@ def figure(res: dict[str, Any], path: Path) -> None:
             panels.append((task, "accuracy", "accuracy_interval", label))
     if not panels:
         return
-    share = res.get("options", {}).get("reader_real_share")
+    o = res.get("options", {})
+    share = o.get("reader_real_share")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     for ax, (task, key, iv_key, label) in zip(axes[0], panels, strict=True):
         cells = res[task]["cells"]
@@ -112,8 +120,8 @@ def figure(res: dict[str, Any], path: Path) -> None:
             if n and n not in ns:
                 ns.append(n)
         xs = np.arange(len(ns))
-        mixed = ("real+synthetic" if task == "heads" else
-                 f"real+synthetic ({share:.0%} real per batch)" if share else
+        arm_share = o.get("segmenter_real_share") if task == "heads" else share
+        mixed = (f"real+synthetic ({arm_share:.0%} real per batch)" if arm_share else
                  "real+synthetic (one pool)")
         for arm, color in (("real", "tab:blue"), ("real+synthetic", "tab:orange")):
             vals = [cells.get(next((c for c in cells if c.startswith(arm + " ")

@@ -148,6 +148,16 @@ def test_every_task_arm_and_resume(tmp_path: Path, tiny_weights: Path,
     mixed = RealDownstreamOptions(**{**same.__dict__, "reader_real_share": 0.5})
     evaluate_downstream_real(engine, manifests, tmp_path / "ev", mixed, log=logs.append)
     assert any("real+synthetic N=1/class seed 0" in m for m in logs)
+    logs.clear()
+    seg_mixed = RealDownstreamOptions(**{**opts.__dict__, "parts": ("heads",),
+                                         "segmenter_real_share": None})
+    evaluate_downstream_real(engine, manifests, tmp_path / "ev", seg_mixed, log=logs.append)
+    assert logs == []
+    seg_mixed = RealDownstreamOptions(**{**seg_mixed.__dict__, "segmenter_real_share": 0.5})
+    half = evaluate_downstream_real(engine, manifests, tmp_path / "ev", seg_mixed,
+                                    log=logs.append)
+    assert any("heads real+synthetic N=2 seed 0" in m for m in logs)
+    assert "batches 50% real in real+synthetic; segmenter" in markdown(half)
 
 
 def test_the_command_writes_report_and_figure(tmp_path: Path, tiny_weights: Path,
