@@ -42,7 +42,8 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {name} | {c['n_real']} | {c['n_synthetic']} | {_f(c['dice'], 4)} "
                          f"{_iv(c['dice_interval'], 4)} | {_f(c['hc_abs_mm'], 2)} "
                          f"{_iv(c['hc_interval'], 2)} | {c['no_head_read']} |")
-        lines.append("")
+        lines += ["", *_paired_lines(h.get("paired", {}), (("dice", "Dice", 4),
+                                                            ("hc_abs_mm", "abs. HC mm", 2)))]
     share = o.get("reader_real_share")
     mix = f"batches {share:.0%} real in real+synthetic; " if share else ""
     for task, title in (("planes", "Plane classification, 4 classes (FETAL_PLANES_DB "
@@ -62,7 +63,7 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {name} | {c['n_real']} | {c['n_synthetic']} | "
                          f"{_f(c['accuracy'])} {_iv(c['accuracy_interval'])} | "
                          f"{_f(c['macro_f1'])} {_iv(c['macro_f1_interval'])} |")
-        lines.append("")
+        lines += ["", *_paired_lines(p.get("paired", {}), (("accuracy", "accuracy", 3),))]
     m = res.get("microcephaly")
     if m:
         lines += ["## Anomaly screening (microcephaly)", ""]
@@ -83,6 +84,20 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append("")
     lines.append(f"Wall clock: {res['seconds']:.0f} s (cached cells are not re-run).")
     return "\n".join(lines) + "\n"
+
+
+def _paired_lines(paired: dict[str, Any], figures: tuple[tuple[str, str, int], ...]
+                  ) -> list[str]:
+    """Real + synthetic minus real only on the same validation scans, per N."""
+    if not paired:
+        return []
+    out = ["Real + synthetic minus real only, paired on the same validation scans (95 % "
+           "bootstrap of the per-scan difference, seed-averaged):", ""]
+    for n, fig in paired.items():
+        out.append(f"- {n}: " + "; ".join(
+            f"{label} {fig[key]['mean']:+.{dp}f} {_iv(fig[key]['interval'], dp)}"
+            for key, label, dp in figures if key in fig))
+    return [*out, ""]
 
 
 def _seg_mix(o: dict[str, Any]) -> str:

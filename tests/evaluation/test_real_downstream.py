@@ -119,7 +119,18 @@ def test_every_task_arm_and_resume(tmp_path: Path, tiny_weights: Path,
     assert small["n_real"] == 2 and small["n_synthetic"] == 0 and small["seeds"] == 2
     assert res["heads"]["cells"]["synthetic"]["n_real"] == 0
     assert 0 <= small["dice"] <= 1 and small["dice_interval"][0] <= small["dice_interval"][1]
+    # paired differences: on the same scans, so their mean is the difference of the cells'
+    cells = res["heads"]["cells"]
+    assert set(res["heads"]["paired"]) == {"N=2", "N=all"}
+    dd = res["heads"]["paired"]["N=all"]["dice"]
+    assert dd["mean"] == pytest.approx(cells["real+synthetic N=all"]["dice"]
+                                       - cells["real N=all"]["dice"])
+    assert dd["n_scans"] == res["heads"]["n_val_heads"]
     planes = res["planes"]
+    pa = planes["paired"]["N=1/class"]["accuracy"]
+    assert pa["mean"] == pytest.approx(planes["cells"]["real+synthetic N=1/class"]["accuracy"]
+                                       - planes["cells"]["real N=1/class"]["accuracy"])
+    assert pa["interval"][0] <= pa["mean"] <= pa["interval"][1]
     assert list(planes["classes"]) == ["abdomen", "brain", "femur", "thorax"]
     assert planes["cells"]["real N=1/class"]["n_real"] == 4
     assert planes["cells"]["real+synthetic N=1/class"]["n_synthetic"] == 8
@@ -130,6 +141,7 @@ def test_every_task_arm_and_resume(tmp_path: Path, tiny_weights: Path,
     assert micro["rows"]["x0.75"]["requested_hc_mm"] < micro["rows"]["x1"]["requested_hc_mm"]
     md = markdown(res)
     assert "Head segmentation" in md and "macro-F1" in md and "Cannot be measured" in md
+    assert "paired on the same validation scans" in md and "- N=all: Dice " in md
     saved = json.loads((tmp_path / "ev" / "real_downstream.json").read_text())
     assert json.dumps(saved["heads"]) == json.dumps(res["heads"])  # NaN where none read
     # a second run trains nothing and generates nothing again
