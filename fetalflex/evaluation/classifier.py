@@ -167,6 +167,13 @@ class BatchSampler:
         return self.order[self.starts[cls] + pick]
 
 
+def mixed_batch_counts(batch: int, share: float) -> tuple[int, int]:
+    """(from the marked group, from the others) in a mixed batch: ``share`` of it rounded,
+    at least one and at most all but one."""
+    n_first = min(batch - 1, max(1, round(batch * share)))
+    return n_first, batch - n_first
+
+
 class MixedSampler:
     """Class-balanced batches of which ``share`` (rounded, at least one example and at most
     all but one) come from the ``first`` group and the rest from the others, each group
@@ -185,9 +192,8 @@ class MixedSampler:
                          for g in self.groups]
 
     def __call__(self, batch: int, gen: torch.Generator) -> Tensor:
-        n_first = min(batch - 1, max(1, round(batch * self.share)))
         return torch.cat([g[s(n, gen)] for g, s, n in zip(
-            self.groups, self.samplers, (n_first, batch - n_first), strict=True)])
+            self.groups, self.samplers, mixed_batch_counts(batch, self.share), strict=True)])
 
 
 def train_classifier(images: NDArray[np.uint8], labels: NDArray[np.int64], n_classes: int,

@@ -19,6 +19,7 @@ from scipy import ndimage
 from torch import nn
 
 from fetalflex.data.importers.ellipse import Ellipse
+from fetalflex.evaluation.classifier import mixed_batch_counts
 from fetalflex.evaluation.real_data import RealSet, head_mask, head_shape
 from fetalflex.evaluation.segmenter import Segmenter, SegmenterConfig, _soft_dice_loss
 from fetalflex.io import pixels
@@ -105,8 +106,8 @@ def _batch_groups(n_scans: int, batch_size: int, first: NDArray[np.bool_] | None
     if not len(marked) or not len(other):
         raise ValueError(f"first: mixed batches need marked and unmarked scans, got "
                          f"{len(marked)} marked and {len(other)} unmarked")
-    n_first = min(batch_size - 1, max(1, round(batch_size * first_share)))
-    return [(marked, n_first), (other, batch_size - n_first)]
+    n_first, n_other = mixed_batch_counts(batch_size, first_share)
+    return [(marked, n_first), (other, n_other)]
 
 
 def segment_heads(model: Segmenter, images: NDArray[np.uint8]) -> NDArray[np.bool_]:

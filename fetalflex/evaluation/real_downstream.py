@@ -245,7 +245,7 @@ def run_heads(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstream
     real_mask = np.stack([head_mask(s, size) for s in (head_shape(r) for r in heads.records)
                           if s is not None]).astype(np.uint8)
     cells: dict[str, Any] = {}
-    per_scan: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+    per_scan: dict[str, dict[str, NDArray[np.float64]]] = {}
     sizes = sorted(set(opts.head_sizes), key=lambda n: (n == 0, n))
     for n in sizes:
         for arm in ARMS:
@@ -284,11 +284,11 @@ def run_heads(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstream
                     log(f"heads {name} seed {seed}: Dice {np.mean(d):.4f}, "
                         f"HC {nanmean(err):.2f} mm ({got['seconds']} s)")
                 per_seed.append(got)
-            cells[name] = _head_cell(per_seed, opts)
-            per_scan[name] = _head_per_scan(per_seed)
+            d, e = _head_per_scan(per_seed)
+            cells[name] = _head_cell(per_seed, d, e, opts)
+            per_scan[name] = {"dice": d, "hc_abs_mm": e}
     return {"n_train_heads": len(heads.records), "n_val_heads": len(vh.records),
-            "n_synthetic": len(syn), "cells": cells,
-            "paired": _paired_heads(per_scan, opts)}
+            "n_synthetic": len(syn), "cells": cells, "paired": _paired(per_scan, opts)}
 
 
 def _head_per_scan(per_seed: list[dict[str, Any]]
@@ -312,22 +312,23 @@ def paired_difference(a: NDArray[np.float64], b: NDArray[np.float64], n: int, se
             "interval": bootstrap_interval(diff, n, seed), "n_scans": len(diff)}
 
 
-def _paired_heads(per_scan: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]],
-                  opts: RealDownstreamOptions) -> dict[str, Any]:
+def _paired(per_scan: dict[str, dict[str, NDArray[np.float64]]], opts: RealDownstreamOptions
+            ) -> dict[str, Any]:
+    """For every ``real N=...`` cell with a ``real+synthetic`` twin, keyed by ``N=...``: the
+    paired difference (twin minus real only) of each per-scan figure."""
     out: dict[str, Any] = {}
-    for name, (d_real, e_real) in per_scan.items():
-        if not name.startswith("real N="):
-            continue
+    for name, real in per_scan.items():
         mixed = per_scan.get(name.replace("real ", "real+synthetic ", 1))
-        if mixed is not None:
+        if name.startswith("real N=") and mixed is not None:
             out[name.removeprefix("real ")] = {
-                "dice": paired_difference(d_real, mixed[0], opts.bootstrap, opts.seed),
-                "hc_abs_mm": paired_difference(e_real, mixed[1], opts.bootstrap, opts.seed)}
+                key: paired_difference(v, mixed[key], opts.bootstrap, opts.seed)
+                for key, v in real.items()}
     return out
 
 
-def _head_cell(per_seed: list[dict[str, Any]], opts: RealDownstreamOptions) -> dict[str, Any]:
-    d, e = _head_per_scan(per_seed)
+def _head_cell(per_seed: list[dict[str, Any]], d: NDArray[np.float64], e: NDArray[np.float64],
+               opts: RealDownstreamOptions) -> dict[str, Any]:
+    """``d`` / ``e``: the per-scan Dice and HC difference of ``_head_per_scan(per_seed)``."""
     return {"n_real": per_seed[0]["n_real"], "n_synthetic": per_seed[0]["n_synthetic"],
             "seeds": len(per_seed),
             "dice": float(np.mean(d)), "dice_interval": bootstrap_interval(d, opts.bootstrap,
@@ -413,7 +414,7 @@ def run_planes(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstrea
     syn, syn_lab = _synthetic_planes(engine, classes, train, opts, out, task, log)
     x_val = val.images[vi]
     cells: dict[str, Any] = {}
-    per_scan: dict[str, NDArray[np.float64]] = {}
+    per_scan: dict[str, dict[str, NDArray[np.float64]]] = {}
     sizes = sorted(set(opts.plane_sizes), key=lambda n: (n == 0, n))
     for n in sizes:
         for arm in ARMS:
@@ -454,7 +455,7 @@ def run_planes(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstrea
                 preds.append(np.array(got["pred"], dtype=np.int64))
                 n_real = int(got["n_real"])
             hits = np.mean([(p == vl).astype(np.float64) for p in preds], axis=0)
-            per_scan[name] = hits
+            per_scan[name] = {"accuracy": hits}
             cells[name] = {
                 "n_real": n_real, "n_synthetic": 0 if arm == "real" else len(syn),
                 "seeds": len(preds), "accuracy": float(hits.mean()),
@@ -467,10 +468,7 @@ def run_planes(engine: Engine, train: RealSet, val: RealSet, opts: RealDownstrea
             "n_train": np.bincount(tl, minlength=k).tolist(),
             "n_val": np.bincount(vl, minlength=k).tolist(),
             "n_synthetic_per_class": opts.synth_per_class, "cells": cells,
-            "paired": {name.removeprefix("real "): {"accuracy": paired_difference(
-                hits, per_scan[name.replace("real ", "real+synthetic ", 1)], opts.bootstrap,
-                opts.seed)} for name, hits in per_scan.items() if name.startswith("real N=")
-                and name.replace("real ", "real+synthetic ", 1) in per_scan}}
+            "paired": _paired(per_scan, opts)}
 
 
 # ------------------------------------------------------------------------ microcephaly

@@ -34,8 +34,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["## Head segmentation and biometry (HC18 validation scans)", "",
                   f"{h['n_train_heads']} real training heads, {h['n_val_heads']} validation "
                   f"heads, {h['n_synthetic']} generated heads (requested outlines drawn over "
-                  f"the real range); {_seg_mix(o)}segmenter {o['segmenter_steps']} "
-                  "steps.", "",
+                  f"the real range); {_batch_mix(o.get('segmenter_real_share'))}"
+                  f"segmenter {o['segmenter_steps']} steps.", "",
                   "| arm | real | generated | Dice | abs. HC difference (mm) | no head read |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for name, c in h["cells"].items():
@@ -44,8 +44,7 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{_iv(c['hc_interval'], 2)} | {c['no_head_read']} |")
         lines += ["", *_paired_lines(h.get("paired", {}), (("dice", "Dice", 4),
                                                             ("hc_abs_mm", "abs. HC mm", 2)))]
-    share = o.get("reader_real_share")
-    mix = f"batches {share:.0%} real in real+synthetic; " if share else ""
+    mix = _batch_mix(o.get("reader_real_share"))
     for task, title in (("planes", "Plane classification, 4 classes (FETAL_PLANES_DB "
                                    "validation patients)"),
                         ("brain_planes", "Brain planes TV / TT / TC (FETAL_PLANES_DB "
@@ -100,10 +99,9 @@ def _paired_lines(paired: dict[str, Any], figures: tuple[tuple[str, str, int], .
     return [*out, ""]
 
 
-def _seg_mix(o: dict[str, Any]) -> str:
-    share = o.get("segmenter_real_share")
-    return (f"batches {share:.0%} real in real+synthetic; " if share else
-            "real+synthetic: one pool; ")
+def _batch_mix(share: float | None) -> str:
+    """How real + synthetic batches were drawn, where not from one pool."""
+    return f"batches {share:.0%} real in real+synthetic; " if share else ""
 
 
 def _n_of(name: str) -> str:
@@ -125,7 +123,6 @@ def figure(res: dict[str, Any], path: Path) -> None:
     if not panels:
         return
     o = res.get("options", {})
-    share = o.get("reader_real_share")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     for ax, (task, key, iv_key, label) in zip(axes[0], panels, strict=True):
         cells = res[task]["cells"]
@@ -135,8 +132,8 @@ def figure(res: dict[str, Any], path: Path) -> None:
             if n and n not in ns:
                 ns.append(n)
         xs = np.arange(len(ns))
-        arm_share = o.get("segmenter_real_share") if task == "heads" else share
-        mixed = (f"real+synthetic ({arm_share:.0%} real per batch)" if arm_share else
+        share = o.get("segmenter_real_share" if task == "heads" else "reader_real_share")
+        mixed = (f"real+synthetic ({share:.0%} real per batch)" if share else
                  "real+synthetic (one pool)")
         for arm, color in (("real", "tab:blue"), ("real+synthetic", "tab:orange")):
             vals = [cells.get(next((c for c in cells if c.startswith(arm + " ")
