@@ -144,8 +144,10 @@ def _rows_per_image(engine: Any, steps: int | None) -> int:
     """Denoiser rows of one default image as the server runs it (guided: two per step)."""
     given: dict[str, Any] = {"plane": "TV"} | ({"steps": steps} if steps else {})
     req = engine.resolve(GenerationRequest.model_validate(given))
+    contrast = bool(engine.cfg.sampling.contrast_planes(engine.appearance(req.appearance),
+                                                        req.plane))
     return denoiser_rows(req.steps, req.guidance, engine.cfg.sampling.guidance_below_t,
-                         engine.cfg.num_train_timesteps)
+                         engine.cfg.num_train_timesteps, contrast)
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, steps: int | None) -> None:

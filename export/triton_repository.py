@@ -25,6 +25,7 @@ from fetalflex.model.signature import (
     INPUTS,
     OUTPUTS,
     TRITON_DTYPES,
+    TRITON_MAX_BATCH,
     TRITON_MODEL_NAMES,
     TensorSpec,
 )
@@ -36,7 +37,7 @@ PLAN_FILE = "model.plan"
 
 @dataclass(frozen=True)
 class BatchingPolicy:
-    max_batch_size: int = 32
+    max_batch_size: int = TRITON_MAX_BATCH
     preferred_batch_sizes: tuple[int, ...] = (8, 16, 32)
     max_queue_delay_us: int = 2000
     max_queue_size: int = 256

@@ -40,7 +40,13 @@ from fetalflex.request import (
     RepaintSettings,
     SamplerName,
 )
-from fetalflex.sampling.denoisers import Conditioning, CountingCall, conditioning, predicting_x0
+from fetalflex.sampling.denoisers import (
+    Conditioning,
+    CountingCall,
+    conditioning,
+    contrast_conditions,
+    predicting_x0,
+)
 from fetalflex.sampling.events import Final, SamplerEvent, Step, StopCheck, final
 from fetalflex.sampling.registry import SAMPLERS, SamplingJob
 from fetalflex.sampling.repaint import edit_region, feathered, repaint_progressive
@@ -182,9 +188,19 @@ class Engine:
     def _conditioning(self, call: CountingCall, layouts: list[Layout],
                       appearance: str | None) -> Conditioning:
         lay = torch.from_numpy(np.stack([one_hot(x.label_map) for x in layouts]))
-        cond = self._conds(layouts[0].plane, [x.ga_weeks for x in layouts], appearance)
+        ga = [x.ga_weeks for x in layouts]
+        cond = self._conds(layouts[0].plane, ga, appearance)
         return conditioning(call, lay, cond,
-                            guidance_below_t=self.cfg.sampling.guidance_below_t)
+                            guidance_below_t=self.cfg.sampling.guidance_below_t,
+                            contrast=self._contrast(layouts[0].plane, ga, appearance))
+
+    def _contrast(self, plane: str, ga: list[float | None], appearance: str | None
+                  ) -> tuple[Tensor, Tensor] | None:
+        """Plane-contrast guidance of these weights for ``plane`` in ``appearance``: each
+        sample's "other planes" condition and weight (None: none)."""
+        look = self.appearance(appearance)
+        cond = self._conds(plane, ga, look)
+        return contrast_conditions(self.cfg, cond, [plane] * len(ga), [look] * len(ga))
 
     # ------------------------------------------------------------------ loops
     def _sample(self, req: GenerationRequest, layouts: list[Layout], noise: SampleNoise,

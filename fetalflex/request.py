@@ -70,18 +70,20 @@ def check_precision(precision: str, backend: str) -> None:
 
 
 def denoiser_rows(steps: int, guidance: float, guidance_below_t: int | None = None,
-                  num_train_timesteps: int = 1000) -> int:
+                  num_train_timesteps: int = 1000, contrast: bool = False) -> int:
     """Denoiser rows one plain image costs: each guided step runs a conditional and an
     unconditional row; at guidance 1 the conditional one only (``sampling.denoisers.guided``
     skips the other), and so do the steps at or above the weights' ``guidance_below_t`` on
-    the samplers' trailing timestep grid (``sampling/ddim.py``, ``dpm_solver.py``)."""
+    the samplers' trailing timestep grid (``sampling/ddim.py``, ``dpm_solver.py``).
+    ``contrast``: the plane has plane-contrast guidance, one more row at every step."""
+    extra = steps if contrast else 0
     if float(guidance) == 1.0:
-        return steps
+        return steps + extra
     if guidance_below_t is None:
-        return 2 * steps
+        return 2 * steps + extra
     grid = [round(num_train_timesteps - i * num_train_timesteps / steps) - 1
             for i in range(steps)]  # diffusers' "trailing" spacing
-    return steps + sum(t < guidance_below_t for t in grid)
+    return steps + sum(t < guidance_below_t for t in grid) + extra
 
 
 def request_error(exc: ValidationError) -> InvalidRequestError:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fetalflex.model.signature import INPUTS, OUTPUT_NAMES, TRITON_DTYPES
+from fetalflex.model.signature import INPUTS, OUTPUT_NAMES, TRITON_DTYPES, TRITON_MAX_BATCH
 
 REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "fetalflex_request_deadline", default=None)  # time.monotonic() seconds
@@ -54,7 +54,8 @@ def request_deadline(seconds: float) -> Iterator[None]:
 class TritonModelCall:
     def __init__(self, url: str, model: str, call_timeout_s: float = 30.0,
                  retry_budget_s: float = 1.0, backoff_s: float = 0.05,
-                 shared_memory: bool = False, shm_max_rows: int = 64) -> None:
+                 shared_memory: bool = False, shm_max_rows: int = 64,
+                 max_rows: int = TRITON_MAX_BATCH) -> None:
         import tritonclient.grpc as grpcclient
 
         self._g = grpcclient
@@ -70,6 +71,8 @@ class TritonModelCall:
         # through /dev/shm regions instead of the gRPC message; one pair per thread.
         self.shared_memory = shared_memory
         self.shm_max_rows = shm_max_rows
+        # The served model's max_batch_size: a larger call goes as several in order.
+        self.max_rows = max_rows
         self._regions: list[tuple[str, object]] = []
 
     def _built(self, n: int, arrays: list[np.ndarray]) -> list[object]:
@@ -144,6 +147,10 @@ class TritonModelCall:
         from tritonclient.utils import InferenceServerException
 
         n = int(x_t.shape[0])
+        if n > self.max_rows:
+            m = self.max_rows
+            return torch.cat([self(x_t[i:i + m], t[i:i + m], layout[i:i + m], cond[i:i + m],
+                                   control_scale[i:i + m]) for i in range(0, n, m)])
         arrays = []
         for spec, v in zip(INPUTS, (x_t, t, layout, cond, control_scale), strict=True):
             a = np.ascontiguousarray(v.detach().cpu().numpy(), dtype=spec.dtype)

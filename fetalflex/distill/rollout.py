@@ -26,12 +26,13 @@ import torch
 from torch import Tensor
 
 from fetalflex.anatomy.layout import one_hot
+from fetalflex.anatomy.planes import PLANE_CODES
 from fetalflex.distill.trajectories import Trajectories
 from fetalflex.model.config import DenoiserConfig
 from fetalflex.model.denoiser import FetalFlexDenoiser
 from fetalflex.model.diffusion import predict_x0
 from fetalflex.sampling.ddim import ddim_scheduler
-from fetalflex.sampling.denoisers import ModelCall, guided
+from fetalflex.sampling.denoisers import ModelCall, contrast_conditions, guided
 
 
 def ddim_move(x: Tensor, x0: Tensor, t: int, t_next: int | None, ac: Tensor) -> Tensor:
@@ -137,7 +138,8 @@ class TeacherSegment:
                 raise ValueError(f"teacher grid {grid} does not pass through the student's "
                                  f"timestep {timesteps[j]}")
             den = guided(self.call, lay[rows], cond[rows], w[rows], 1.0,
-                         guidance_below_t=self.cfg.sampling.guidance_below_t)
+                         guidance_below_t=self.cfg.sampling.guidance_below_t,
+                         contrast=self._contrast(cond[rows], [appearances[int(r)] for r in rows]))
             xr = out[rows]
             for t in grid[j * self.substeps:(j + 1) * self.substeps]:
                 tt = torch.full((len(rows),), t, dtype=torch.long)
@@ -145,6 +147,11 @@ class TeacherSegment:
                               use_clipped_model_output=True).prev_sample
             out[rows] = xr
         return out
+
+    def _contrast(self, cond: Tensor, looks: list[str]) -> tuple[Tensor, Tensor] | None:
+        """The teacher's plane contrast for these rows (their planes read from ``cond``)."""
+        planes = [PLANE_CODES[int(k)] for k in cond[:, :self.cfg.num_planes].argmax(1)]
+        return contrast_conditions(self.cfg, cond, planes, looks)
 
 
 def own_rows(model: FetalFlexDenoiser, teacher: TeacherSegment, states: Tensor, steps: Tensor,

@@ -204,6 +204,7 @@ def evaluate(backend: Backend, segmenter_dir: Path, manifest: Path, out: Path,
         "segmenter": _shown(segmenter_dir), "data": _shown(manifest), "guidance": guidance,
         "sampler": sampler, "appearance": opts.appearance,
         "guidance_below_t": engine.cfg.sampling.guidance_below_t,
+        **engine.cfg.sampling.contrast_record(opts.appearance),
         "steps": list(opts.steps), "default_steps": opts.default_steps,
         "n_per_plane": opts.n_per_plane, "planes": {},
     }

@@ -101,7 +101,9 @@ def effective_sampling(engine: Engine, opts: RealEvalOptions) -> dict[str, Any]:
     return {"sampler": req.sampler, "steps": req.steps,
             "guidance": effective_guidance(engine, opts.appearance, opts.guidance),
             "guidance_below_t": engine.cfg.sampling.guidance_below_t,
+            **engine.cfg.sampling.contrast_record(opts.appearance),
             "precision": engine.backend.precision}
+
 
 
 def reader_planes(train: RealSet) -> tuple[str, ...]:

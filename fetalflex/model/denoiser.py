@@ -90,6 +90,19 @@ def plane_conditions(plane: int, ga: list[float | None], num_planes: int,
     return condition_vector(torch.full((len(ga),), plane), g, num_planes, app, num_appearances)
 
 
+def with_planes_mixed(cond: Tensor, planes: list[tuple[int, ...]], num_planes: int) -> Tensor:
+    """``cond`` with row i's plane one-hot (its first ``num_planes`` + 1 entries) replaced
+    by the mean one-hot of ``planes[i]`` (plane indices; empty: row i unchanged): the
+    condition "one of these planes" that plane-contrast guidance moves away from. GA and
+    appearance are kept."""
+    out = cond.clone()
+    for i, ps in enumerate(planes):
+        if ps:
+            out[i, :num_planes + 1] = 0.0
+            out[i, list(ps)] = 1.0 / len(ps)
+    return out
+
+
 def _blocks(cfg: DenoiserConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels))

@@ -48,6 +48,9 @@ TRITON_MODEL_NAMES: Final[dict[str, str]] = {
     "onnx": "fetalflex_denoiser_onnx", "trt": "fetalflex_denoiser_trt",
     "cpu": "fetalflex_denoiser_cpu"}
 DEFAULT_TRITON_MODEL: Final = TRITON_MODEL_NAMES["cpu"]
+# Rows of one Triton call: the repository's max_batch_size, and the client's chunk size
+# (a generation's call can hold more: 3 rows per image with plane contrast, x count).
+TRITON_MAX_BATCH: Final = 32
 
 INPUT_NAMES: Final[tuple[str, ...]] = tuple(s.name for s in INPUTS)
 OUTPUT_NAMES: Final[tuple[str, ...]] = tuple(s.name for s in OUTPUTS)

@@ -27,6 +27,11 @@ def rows_per_image(data: dict[str, Any]) -> str:
         return f"adaptive (two-stage, guidance {s['guidance']:g})"
     n = denoiser_rows(int(s["steps"]), float(s["guidance"]), s.get("guidance_below_t"))
     prec = f", {s['precision']}" if s.get("precision", "fp32") != "fp32" else ""
+    if s.get("plane_contrast"):
+        planes = "/".join(p for g in s["plane_contrast_groups"] for p in g)
+        n_c = denoiser_rows(int(s["steps"]), float(s["guidance"]), s.get("guidance_below_t"),
+                            contrast=True)
+        prec += f", plane contrast {s['plane_contrast']:g}: {n_c} rows for {planes}"
     return f"{n} ({s['sampler']} {s['steps']}, guidance {s['guidance']:g}{prec})"
 
 

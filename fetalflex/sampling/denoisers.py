@@ -19,7 +19,14 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from fetalflex.model.denoiser import CONDITION_EXTRA, FetalFlexDenoiser, drop_condition
+from fetalflex.anatomy.planes import plane_index
+from fetalflex.model.config import DenoiserConfig
+from fetalflex.model.denoiser import (
+    CONDITION_EXTRA,
+    FetalFlexDenoiser,
+    drop_condition,
+    with_planes_mixed,
+)
 from fetalflex.sampling.steps import split_output
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -79,7 +86,8 @@ def conditioned(call: ModelCall, layout: Tensor, cond: Tensor,
 
 def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tensor,
            control_scale: float | Tensor = 1.0, guidance_from_t: int = 0,
-           guidance_below_t: int | None = None) -> Denoiser:
+           guidance_below_t: int | None = None,
+           contrast: tuple[Tensor, Tensor] | None = None) -> Denoiser:
     """Classifier-free guidance: conditional and unconditional halves in ONE batched call.
 
     out = out_u + w (out_c - out_u). The unconditional half is
@@ -99,8 +107,20 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
     unconditional row is a guess of the mean scan without a plane or anatomy, and
     extrapolating away from it moves a sample's overall brightness, not its anatomy (the
     same paper: guidance at high noise hurts). None = no upper end.
+
+    ``contrast`` = (other_cond, w_p (N,)): plane-contrast guidance. Every step also runs the
+    same layout under ``other_cond`` (the mean condition of the planes this one must not
+    look like, ``SamplingDefaults.plane_contrast``) and adds w_p (out_c - out_other), at
+    every step (the noisiest included: the two rows share layout and look, so the term
+    moves what the plane alone adds, not the brightness the null row carries), in the
+    same batched call. Classifier-free guidance extrapolates from "no anatomy, no plane";
+    this extrapolates from "this layout as the neighbouring planes", the difference the
+    null row cannot isolate when the layout says nothing inside a head.
     """
     n = layout.shape[0]
+    if contrast is not None and bool((contrast[1] > 0).any()):
+        return _contrast_guided(call, layout, cond, guidance, control_scale, guidance_from_t,
+                                guidance_below_t, contrast[0], contrast[1])
     if not isinstance(guidance, Tensor) and float(guidance) == 1.0:
         return conditioned(call, layout, cond, control_scale)
     plain = conditioned(call, layout, cond, control_scale)
@@ -126,19 +146,69 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
     return denoise
 
 
+def _contrast_guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tensor,
+                     control_scale: float | Tensor, guidance_from_t: int,
+                     guidance_below_t: int | None, other: Tensor, weight: Tensor) -> Denoiser:
+    """:func:`guided` with plane contrast: rows [conditional, other planes] at every step,
+    plus the unconditional row where classifier-free guidance runs."""
+    n = layout.shape[0]
+    w = guidance if isinstance(guidance, Tensor) else torch.full((n,), float(guidance))
+    cs = (control_scale if isinstance(control_scale, Tensor)
+          else torch.full((n,), float(control_scale)))
+    null_layout, null_cond, null_cs = drop_condition(
+        layout, cond, cs, torch.ones(n, dtype=torch.bool), cond.shape[1] - CONDITION_EXTRA)
+    no_cfg = not isinstance(guidance, Tensor) and float(guidance) == 1.0
+    w4, wp4 = w.view(-1, 1, 1, 1), weight.view(-1, 1, 1, 1)
+    lay2, cond2, cs2 = torch.cat([layout, layout]), torch.cat([cond, other]), torch.cat([cs, cs])
+    lay3 = torch.cat([lay2, null_layout])
+    cond3, cs3 = torch.cat([cond2, null_cond]), torch.cat([cs2, null_cs])
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        cfg = not (no_cfg or (guidance_from_t > 0 and bool((t < guidance_from_t).all()))
+                   or (guidance_below_t is not None and bool((t >= guidance_below_t).all())))
+        if cfg:
+            out = call(torch.cat([x_t, x_t, x_t]), torch.cat([t, t, t]), lay3, cond3, cs3)
+            out_c, out_o, out_u = out[:n], out[n:2 * n], out[2 * n:]
+            base = out_u + w4 * (out_c - out_u)
+        else:
+            out = call(torch.cat([x_t, x_t]), torch.cat([t, t]), lay2, cond2, cs2)
+            out_c, out_o = out[:n], out[n:]
+            base = out_c
+        return base + wp4 * (out_c - out_o)
+
+    return denoise
+
+
+def contrast_conditions(cfg: DenoiserConfig, cond: Tensor, planes: list[str],
+                        looks: list[str]) -> tuple[Tensor, Tensor] | None:
+    """Plane-contrast guidance of weights ``cfg`` for rows of condition ``cond`` (row i:
+    plane ``planes[i]``, appearance ``looks[i]``): each row's "other planes" condition
+    and weight (0 where the row's plane or look has none), or None when no row has it."""
+    others = [cfg.sampling.contrast_planes(look, plane)
+              for plane, look in zip(planes, looks, strict=True)]
+    if not any(others):
+        return None
+    other = with_planes_mixed(cond, [tuple(plane_index(p) for p in o) for o in others],
+                              cfg.num_planes)
+    weight = torch.tensor([cfg.sampling.plane_contrast.get(look, 0.0) if o else 0.0  # type: ignore[call-overload]
+                           for o, look in zip(others, looks, strict=True)])
+    return other, weight
+
+
 def conditioning(call: ModelCall, layout: Tensor, cond: Tensor,
-                 guidance_from_t: int = 0, guidance_below_t: int | None = None
-                 ) -> Conditioning:
+                 guidance_from_t: int = 0, guidance_below_t: int | None = None,
+                 contrast: tuple[Tensor, Tensor] | None = None) -> Conditioning:
     """The guided denoisers of one batch (layouts and conditions of every sample), with
-    guidance on the timesteps in ``[guidance_from_t, guidance_below_t)`` (see
-    :func:`guided`)."""
+    guidance on the timesteps in ``[guidance_from_t, guidance_below_t)`` and, when given,
+    plane contrast at every step (see :func:`guided`)."""
 
     def make(indices: Tensor | None, guidance: float, control_scale: float) -> Denoiser:
         if indices is None:
             return guided(call, layout, cond, guidance, control_scale, guidance_from_t,
-                          guidance_below_t)
+                          guidance_below_t, contrast)
+        part = None if contrast is None else (contrast[0][indices], contrast[1][indices])
         return guided(call, layout[indices], cond[indices], guidance, control_scale,
-                      guidance_from_t, guidance_below_t)
+                      guidance_from_t, guidance_below_t, part)
 
     return make
 

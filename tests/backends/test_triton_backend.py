@@ -121,3 +121,26 @@ def test_kill_gives_unavailable_fast_and_restart_recovers(triton: LocalTriton,
     with request_deadline(60):
         res = engine.run(GenerationRequest(plane="FL", steps=4))
     assert res.denoiser_calls == 4
+
+
+def test_calls_above_the_models_max_batch_go_in_chunks(triton: LocalTriton,
+                                                       tiny_weights: Path) -> None:
+    """A generation's call can exceed the served max_batch_size (plane contrast: 3 rows per
+    image): the client sends it as several calls, in order, with the same result."""
+    import torch
+
+    from fetalflex.backends.onnx_model import example_inputs
+    from fetalflex.model.signature import TRITON_MAX_BATCH
+
+    cfg = DenoiserConfig.load(tiny_weights / "config.json")
+    n = TRITON_MAX_BATCH + 7
+    inputs = list(example_inputs(cfg, n))
+    inputs[0] = inputs[0] + torch.linspace(-1, 1, n).view(n, 1, 1, 1)  # rows differ
+    served = load_backend("triton", tiny_weights, triton_url=triton.grpc_url)
+    before = metric_sum(triton.metrics(), "nv_inference_request_success", MODEL)
+    out = served.call(*inputs)
+    after = metric_sum(triton.metrics(), "nv_inference_request_success", MODEL)
+    assert after - before == 2  # 32 + 7 rows
+    local = load_backend("embedded", tiny_weights).call(*inputs)
+    assert out.shape[0] == n
+    assert np.abs(out.numpy() - local.numpy()).max() < 1e-3
