@@ -75,15 +75,16 @@ def denoiser_rows(steps: int, guidance: float, guidance_below_t: int | None = No
     unconditional row; at guidance 1 the conditional one only (``sampling.denoisers.guided``
     skips the other), and so do the steps at or above the weights' ``guidance_below_t`` on
     the samplers' trailing timestep grid (``sampling/ddim.py``, ``dpm_solver.py``).
-    ``contrast``: the plane has plane-contrast guidance, one more row at every step."""
-    extra = steps if contrast else 0
-    if float(guidance) == 1.0:
-        return steps + extra
+    ``contrast``: the plane has plane-contrast guidance, one more row at every step inside
+    the guidance interval (at guidance 1 too)."""
     if guidance_below_t is None:
-        return 2 * steps + extra
-    grid = [round(num_train_timesteps - i * num_train_timesteps / steps) - 1
-            for i in range(steps)]  # diffusers' "trailing" spacing
-    return steps + sum(t < guidance_below_t for t in grid) + extra
+        inside = steps
+    else:
+        grid = [round(num_train_timesteps - i * num_train_timesteps / steps) - 1
+                for i in range(steps)]  # diffusers' "trailing" spacing
+        inside = sum(t < guidance_below_t for t in grid)
+    unconditional = 0 if float(guidance) == 1.0 else inside
+    return steps + unconditional + (inside if contrast else 0)
 
 
 def request_error(exc: ValidationError) -> InvalidRequestError:

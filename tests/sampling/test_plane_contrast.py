@@ -60,23 +60,25 @@ def test_output_rows_and_formula_either_side_of_the_guidance_cut() -> None:
     x, layout, cond = _inputs("TC")
     other = with_planes_mixed(cond, [(plane_index("TV"), plane_index("TT"))] * 2, NUM_PLANES)
     weight = torch.tensor([2.0, 0.5])
-    call = CondCall()
-    den = guided(call, layout, cond, 3.0, 1.0, guidance_below_t=900,
-                 contrast=(other, weight))
-    plain = guided(CondCall(), layout, cond, 3.0, 1.0, guidance_below_t=900)
-    c, o = CondCall()(x, x, layout, cond, torch.ones(2)), CondCall()(x, x, layout, other,
-                                                                      torch.ones(2))
+    ones = torch.ones(2)
+    c, o = CondCall()(x, x, layout, cond, ones), CondCall()(x, x, layout, other, ones)
     w4 = weight.view(-1, 1, 1, 1)
-    for t in (999, 500):
-        tt = torch.full((2,), t)
-        out = den(x, tt)
-        if t >= 900:  # the cut: conditional + other planes only (two rows per sample)
-            assert call.conds[-1].shape[0] == 4
-            assert torch.allclose(out, c + w4 * (c - o))
-        else:  # conditional, other planes, unconditional
-            assert call.conds[-1].shape[0] == 6
+    for g in (3.0, 1.0):
+        call = CondCall()
+        den = guided(call, layout, cond, g, 1.0, guidance_below_t=900,
+                     contrast=(other, weight))
+        plain = guided(CondCall(), layout, cond, g, 1.0, guidance_below_t=900)
+        for t in (999, 500):
+            tt = torch.full((2,), t)
+            out = den(x, tt)
+            if t >= 900:  # outside the guidance interval: the conditional row alone
+                assert call.conds[-1].shape[0] == 2
+                assert torch.equal(out, c)
+                continue
+            # conditional, other planes (and unconditional unless guidance is 1)
+            assert call.conds[-1].shape[0] == (6 if g != 1.0 else 4)
             assert torch.allclose(out, plain(x, tt) + w4 * (c - o))
-        assert not torch.allclose(out, plain(x, tt))  # the term really moves the output
+            assert not torch.allclose(out, plain(x, tt))  # the term really moves it
 
 
 def test_zero_weight_everywhere_is_plain_guidance() -> None:
@@ -122,8 +124,10 @@ def test_contrast_conditions_per_row() -> None:
 
 def test_rows_per_image_count_the_contrast_row() -> None:
     assert denoiser_rows(12, 2.0, 900) == 22  # t = 999 and 916 run unguided
-    assert denoiser_rows(12, 2.0, 900, contrast=True) == 34
+    assert denoiser_rows(12, 2.0, 900, contrast=True) == 32  # 10 steps in the interval
+    assert denoiser_rows(12, 1.0, 900, contrast=True) == 22
     assert denoiser_rows(6, 1.0, contrast=True) == 12
+    assert denoiser_rows(6, 2.0) == 12
 
 
 def test_the_engine_applies_it_to_the_named_planes_only(tmp_path: Path) -> None:
@@ -161,7 +165,7 @@ def test_the_engine_applies_it_to_the_named_planes_only(tmp_path: Path) -> None:
                     appearance=look)
                 seen[name, plane, look] = rows
     # trailing steps 999, 749, 499, 249; the cut leaves t = 999 without the null row
-    assert seen["contrast", "TV", "real"] == [2, 3, 3, 3]
+    assert seen["contrast", "TV", "real"] == [1, 3, 3, 3]
     assert seen["contrast", "AC", "real"] == [1, 2, 2, 2]
     assert seen["contrast", "TV", "phantom"] == [1, 2, 2, 2]
     assert sum(seen["contrast", "TV", "real"]) == denoiser_rows(4, 2.0, 900, contrast=True)
