@@ -201,8 +201,8 @@ def conditioning(call: ModelCall, layout: Tensor, cond: Tensor,
                  guidance_from_t: int = 0, guidance_below_t: int | None = None,
                  contrast: tuple[Tensor, Tensor] | None = None) -> Conditioning:
     """The guided denoisers of one batch (layouts and conditions of every sample), with
-    guidance on the timesteps in ``[guidance_from_t, guidance_below_t)`` and, when given,
-    plane contrast at every step (see :func:`guided`)."""
+    guidance, and plane contrast when given, on the timesteps in
+    ``[guidance_from_t, guidance_below_t)`` (see :func:`guided`)."""
 
     def make(indices: Tensor | None, guidance: float, control_scale: float) -> Denoiser:
         if indices is None:
