@@ -85,9 +85,12 @@ def run(args: argparse.Namespace) -> int:
     val = load_real(manifests, "val")
     gen = np.load(out / "cache" / "generated_latest.npy")
     smp = res["sampling"]
-    title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}, "
-             f"{smp['sampler']} {smp['steps']} steps, guidance {res['guidance']:g}, "
-             f"{smp['precision']}\n"
+    contrast = (", plane contrast " + ", ".join(f"{p} {w:g}" for p, w in
+                                                  smp["plane_contrast"].items())
+                if smp.get("plane_contrast") else "")
+    title = (f"SYNTHETIC {args.appearance}-appearance scans, model {res['model'][:12]}\n"
+             f"{smp['sampler']} {smp['steps']} steps, guidance {res['guidance']:g}"
+             f"{contrast}, {smp['precision']}\n"
              "generated from the validation layouts")
     examples_figure(out / "generated_by_plane.png", val.planes, gen, REAL_PLANES, title=title)
     examples_figure(out / "real_vs_generated.png", val.planes, gen, REAL_PLANES,

@@ -47,13 +47,14 @@ class SamplingDefaults(BaseModel):
     # (``fetalflex calibrate-real``: real heads and abdomens need different grey maps).
     tone_curve_by_plane: dict[Appearance, dict[str, tuple[int, ...]]] = Field(
         default_factory=dict)
-    # Plane-contrast guidance (``sampling.denoisers.guided``), per appearance: for a plane
-    # of one of ``plane_contrast_groups``, every step also runs the same layout under the
-    # mean condition of the group's other planes and moves the output away from it,
-    # out += w (out_plane - out_others). Planes that share a layout (the brain planes of
-    # real scans label only the skull, if that) then differ by what the plane alone adds.
-    # One more denoiser row per step for those planes only. Absent / 0: not used.
-    plane_contrast: dict[Appearance, float] = Field(default_factory=dict)
+    # Plane-contrast guidance (``sampling.denoisers.guided``), per appearance and plane: a
+    # plane with a weight w here also runs, inside the guidance interval, the same layout
+    # under the mean condition of the other planes of its ``plane_contrast_groups`` group
+    # and moves the output away from it, out += w (out_plane - out_others). Planes that
+    # share a layout (real brain planes label only the skull, if that) then differ by
+    # what the plane alone adds. One more denoiser row per guided step for those planes
+    # only. Absent / 0: not used.
+    plane_contrast: dict[Appearance, dict[str, float]] = Field(default_factory=dict)
     plane_contrast_groups: tuple[tuple[str, ...], ...] = (("TV", "TT", "TC"),)
 
     @model_validator(mode="after")
@@ -70,10 +71,6 @@ class SamplingDefaults(BaseModel):
                     raise ValueError(f"sampling.tone_curve_by_plane.{look}: unknown plane "
                                      f"{plane!r} (planes: {', '.join(PLANE_CODES)})")
                 check_tone_curve(curve, f"sampling.tone_curve_by_plane.{look}.{plane}")
-        for look, w in self.plane_contrast.items():
-            if not 0.0 <= w <= GUIDANCE_MAX:
-                raise ValueError(f"sampling.plane_contrast.{look}: must be within "
-                                 f"[0, {GUIDANCE_MAX}], got {w}")
         seen: set[str] = set()
         for group in self.plane_contrast_groups:
             unknown = [p for p in group if p not in PLANE_CODES]
@@ -85,21 +82,39 @@ class SamplingDefaults(BaseModel):
                 raise ValueError(f"sampling.plane_contrast_groups: {sorted(seen & set(group))} "
                                  f"in two groups (a plane contrasts with one group)")
             seen |= set(group)
+        for look, weights in self.plane_contrast.items():
+            for plane, w in weights.items():
+                if plane not in seen:
+                    raise ValueError(f"sampling.plane_contrast.{look}.{plane}: the plane is in "
+                                     f"no plane_contrast_groups group (groups: "
+                                     f"{[list(g) for g in self.plane_contrast_groups]})")
+                if not 0.0 <= w <= GUIDANCE_MAX:
+                    raise ValueError(f"sampling.plane_contrast.{look}.{plane}: must be within "
+                                     f"[0, {GUIDANCE_MAX}], got {w}")
         return self
+
+    def contrast_weight(self, appearance: str, plane: str) -> float:
+        """The plane-contrast weight of ``plane`` in ``appearance`` (0: none)."""
+        return float(self.plane_contrast.get(appearance, {}).get(plane, 0.0))  # type: ignore[call-overload]
 
     def contrast_record(self, appearance: str) -> dict[str, object]:
         """The plane contrast of ``appearance`` as a sampling record for results (empty
         where there is none, so records of weights without it keep their keys)."""
-        w = self.plane_contrast.get(appearance, 0.0)  # type: ignore[call-overload]
-        if not w:
+        weights = {p: w for p, w in self.plane_contrast.get(  # type: ignore[call-overload]
+            appearance, {}).items() if w}
+        if not weights:
             return {}
-        return {"plane_contrast": w,
+        return {"plane_contrast": weights,
                 "plane_contrast_groups": [list(g) for g in self.plane_contrast_groups]}
 
     def contrast_planes(self, appearance: str, plane: str) -> tuple[str, ...]:
         """The planes ``plane`` is contrasted with in ``appearance`` (empty: none)."""
-        if not self.plane_contrast.get(appearance, 0.0):  # type: ignore[call-overload]
+        if not self.contrast_weight(appearance, plane):
             return ()
+        for group in self.plane_contrast_groups:
+            if plane in group:
+                return tuple(p for p in group if p != plane)
+        return ()
         for group in self.plane_contrast_groups:
             if plane in group:
                 return tuple(p for p in group if p != plane)

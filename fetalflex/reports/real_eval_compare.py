@@ -28,10 +28,10 @@ def rows_per_image(data: dict[str, Any]) -> str:
     n = denoiser_rows(int(s["steps"]), float(s["guidance"]), s.get("guidance_below_t"))
     prec = f", {s['precision']}" if s.get("precision", "fp32") != "fp32" else ""
     if s.get("plane_contrast"):
-        planes = "/".join(p for g in s["plane_contrast_groups"] for p in g)
         n_c = denoiser_rows(int(s["steps"]), float(s["guidance"]), s.get("guidance_below_t"),
                             contrast=True)
-        prec += f", plane contrast {s['plane_contrast']:g}: {n_c} rows for {planes}"
+        weights = ", ".join(f"{p} {w:g}" for p, w in s["plane_contrast"].items())
+        prec += f", plane contrast {weights}: {n_c} rows for those planes"
     return f"{n} ({s['sampler']} {s['steps']}, guidance {s['guidance']:g}{prec})"
 
 

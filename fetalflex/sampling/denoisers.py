@@ -192,8 +192,8 @@ def contrast_conditions(cfg: DenoiserConfig, cond: Tensor, planes: list[str],
         return None
     other = with_planes_mixed(cond, [tuple(plane_index(p) for p in o) for o in others],
                               cfg.num_planes)
-    weight = torch.tensor([cfg.sampling.plane_contrast.get(look, 0.0) if o else 0.0  # type: ignore[call-overload]
-                           for o, look in zip(others, looks, strict=True)])
+    weight = torch.tensor([cfg.sampling.contrast_weight(look, plane)
+                           for plane, look in zip(planes, looks, strict=True)])
     return other, weight
 
 

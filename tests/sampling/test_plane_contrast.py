@@ -91,14 +91,19 @@ def test_zero_weight_everywhere_is_plain_guidance() -> None:
 
 
 def test_weights_name_the_looks_planes_and_groups() -> None:
-    s = SamplingDefaults(plane_contrast={"real": 2.0})
+    s = SamplingDefaults(plane_contrast={"real": {"TV": 2.0, "TC": 3.0, "TT": 0.0}})
     assert s.contrast_planes("real", "TV") == ("TT", "TC")
+    assert s.contrast_planes("real", "TC") == ("TV", "TT")
+    assert s.contrast_planes("real", "TT") == ()  # weight 0: not contrasted
     assert s.contrast_planes("real", "AC") == ()
     assert s.contrast_planes("phantom", "TV") == ()
+    assert s.contrast_weight("real", "TC") == 3.0
     assert s.contrast_record("phantom") == {}
-    assert s.contrast_record("real")["plane_contrast"] == 2.0
-    with pytest.raises(ValueError, match="plane_contrast.real: must be within"):
-        SamplingDefaults(plane_contrast={"real": -1.0})
+    assert s.contrast_record("real")["plane_contrast"] == {"TV": 2.0, "TC": 3.0}
+    with pytest.raises(ValueError, match="plane_contrast.real.TV: must be within"):
+        SamplingDefaults(plane_contrast={"real": {"TV": -1.0}})
+    with pytest.raises(ValueError, match="plane_contrast.real.AC: the plane is in no"):
+        SamplingDefaults(plane_contrast={"real": {"AC": 1.0}})
     with pytest.raises(ValueError, match="two or more distinct planes"):
         SamplingDefaults(plane_contrast_groups=(("TV", "XX"),))
     with pytest.raises(ValueError, match="two or more distinct planes"):
@@ -109,7 +114,7 @@ def test_weights_name_the_looks_planes_and_groups() -> None:
 
 def test_contrast_conditions_per_row() -> None:
     cfg = DenoiserConfig(**{**TINY_MODEL, "appearances": ["phantom", "real"],
-                            "sampling": {"plane_contrast": {"real": 1.5}}})
+                            "sampling": {"plane_contrast": {"real": {"TV": 1.5, "TC": 1.5}}}})
     cond = torch.cat([condition_vector(torch.tensor([plane_index(p)]), torch.tensor([24.0]),
                                        cfg.num_planes, torch.tensor([k]), 2)
                       for p, k in (("TV", 1), ("AC", 1), ("TC", 0))])
@@ -141,7 +146,7 @@ def test_the_engine_applies_it_to_the_named_planes_only(tmp_path: Path) -> None:
     model = FetalFlexDenoiser(DenoiserConfig(**{**base, "sampling": {"guidance_below_t": 900}}))
     model.save(tmp_path / "plain")
     con = FetalFlexDenoiser(DenoiserConfig(**{**base, "sampling": {
-        "guidance_below_t": 900, "plane_contrast": {"real": 2.0}}}))
+        "guidance_below_t": 900, "plane_contrast": {"real": {"TV": 2.0}}}}))
     con.load_state_dict(model.state_dict())
     con.save(tmp_path / "contrast")
     size = TINY_MODEL["image_size"]
