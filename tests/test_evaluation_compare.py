@@ -94,3 +94,18 @@ def test_columns_are_named_by_folder_or_by_file_stem(
     assert "| figure | target | real_eval_v6 | real_eval_student_int8 |" in md
     assert "| denoiser rows per image | - | 11 (dpmsolver++ 6, guidance 2) | " \
            "4 (dpmsolver++ 4, guidance 1, int8) |" in md
+
+
+def test_plane_contrast_rows_are_named_per_plane(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Weights with plane contrast: the row count of the planes that carry it beside the
+    others' (12 steps: 10 in the guidance interval, one contrast row each)."""
+    a = tmp_path / "real_eval_contrast.json"
+    d = _real(0.6, 12, 2.0, True)
+    d["sampling"] |= {"plane_contrast": {"TV": 3.0, "TC": 3.0},
+                      "plane_contrast_groups": [["TV", "TT", "TC"]]}
+    a.write_text(json.dumps(d))
+    assert main(["compare-evaluations", str(a)]) == 0
+    md = capsys.readouterr().out
+    assert ("| denoiser rows per image | - | 22 (dpmsolver++ 12, guidance 2, plane contrast "
+            "TV 3, TC 3: 32 rows for those planes) |") in md
