@@ -178,7 +178,8 @@ def measure_students(weights: list[Path], traj: Trajectories, holdout: Trajector
 
 def student_config(teacher: DenoiserConfig, steps: int) -> DenoiserConfig:
     """The teacher's architecture; sampled with ``steps`` DDIM steps at guidance 1, marked
-    ``guidance_folded`` (two-stage then runs it unguided on its own grid)."""
+    ``guidance_folded`` (two-stage then runs it unguided on its own grid). No plane
+    contrast: the teacher's is in its trajectories, folded in like its guidance."""
     return teacher.model_copy(update={"sampling": SamplingDefaults(
         steps=steps, sampler="ddim", guidance=1.0,
         guidance_by_appearance={a: 1.0 for a in teacher.appearances},

@@ -80,7 +80,10 @@ def test_distill_end_to_end(tiny_weights: Path, tiny_data: Path, tmp_path: Path)
     assert cfg["sampling"].pop("tone_curve_by_plane") == {}
     assert cfg["sampling"] == {"steps": 2, "guidance": 1.0, "sampler": "ddim",
                                "guidance_by_appearance": {}, "guidance_below_t": None,
-                               "guidance_folded": True}
+                               "guidance_folded": True,
+                               # a teacher's plane contrast is folded in like its guidance
+                               "plane_contrast": {},
+                               "plane_contrast_groups": [["TV", "TT", "TC"]]}
     # calibrated at the end of the run: one curve per appearance of its trajectories
     assert set(curves) == {"phantom"} and len(curves["phantom"]) == 256
     meta = FetalFlexDenoiser.read_meta(student)
