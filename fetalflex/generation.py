@@ -189,18 +189,13 @@ class Engine:
                       appearance: str | None) -> Conditioning:
         lay = torch.from_numpy(np.stack([one_hot(x.label_map) for x in layouts]))
         ga = [x.ga_weeks for x in layouts]
-        cond = self._conds(layouts[0].plane, ga, appearance)
+        plane, look = layouts[0].plane, self.appearance(appearance)
+        cond = self._conds(plane, ga, look)
+        # plane contrast, where these weights name this plane and look (None: none)
+        contrast = contrast_conditions(self.cfg, cond, [plane] * len(ga), [look] * len(ga))
         return conditioning(call, lay, cond,
                             guidance_below_t=self.cfg.sampling.guidance_below_t,
-                            contrast=self._contrast(layouts[0].plane, ga, appearance))
-
-    def _contrast(self, plane: str, ga: list[float | None], appearance: str | None
-                  ) -> tuple[Tensor, Tensor] | None:
-        """Plane-contrast guidance of these weights for ``plane`` in ``appearance``: each
-        sample's "other planes" condition and weight (None: none)."""
-        look = self.appearance(appearance)
-        cond = self._conds(plane, ga, look)
-        return contrast_conditions(self.cfg, cond, [plane] * len(ga), [look] * len(ga))
+                            contrast=contrast)
 
     # ------------------------------------------------------------------ loops
     def _sample(self, req: GenerationRequest, layouts: list[Layout], noise: SampleNoise,

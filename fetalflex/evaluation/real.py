@@ -105,7 +105,6 @@ def effective_sampling(engine: Engine, opts: RealEvalOptions) -> dict[str, Any]:
             "precision": engine.backend.precision}
 
 
-
 def reader_planes(train: RealSet) -> tuple[str, ...]:
     """The reader's classes: the planes of ``REAL_PLANES`` the training split has."""
     have = set(train.planes.tolist())

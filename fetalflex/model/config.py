@@ -115,10 +115,6 @@ class SamplingDefaults(BaseModel):
             if plane in group:
                 return tuple(p for p in group if p != plane)
         return ()
-        for group in self.plane_contrast_groups:
-            if plane in group:
-                return tuple(p for p in group if p != plane)
-        return ()
 
 
 class DenoiserConfig(BaseModel):

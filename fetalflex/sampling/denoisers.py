@@ -74,9 +74,7 @@ def torch_model_call(model: FetalFlexDenoiser, bf16: bool = False) -> ModelCall:
 def conditioned(call: ModelCall, layout: Tensor, cond: Tensor,
                 control_scale: float | Tensor = 1.0) -> Denoiser:
     """Fix the conditioning of a model call: the result is a plain denoiser."""
-    n = layout.shape[0]
-    scale = (control_scale if isinstance(control_scale, Tensor)
-             else torch.full((n,), float(control_scale)))
+    scale = _per_sample(control_scale, layout.shape[0])
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
         return call(x_t, t, layout, cond, scale)
@@ -126,9 +124,7 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
     if not isinstance(guidance, Tensor) and float(guidance) == 1.0:
         return conditioned(call, layout, cond, control_scale)
     plain = conditioned(call, layout, cond, control_scale)
-    w = guidance if isinstance(guidance, Tensor) else torch.full((n,), float(guidance))
-    cs = (control_scale if isinstance(control_scale, Tensor)
-          else torch.full((n,), float(control_scale)))
+    w, cs = _per_sample(guidance, n), _per_sample(control_scale, n)
     null_layout, null_cond, null_cs = drop_condition(
         layout, cond, cs, torch.ones(n, dtype=torch.bool), cond.shape[1] - CONDITION_EXTRA)
     layout2 = torch.cat([layout, null_layout])
@@ -137,9 +133,7 @@ def guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: float | Tens
     w4 = w.view(-1, 1, 1, 1)
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        if guidance_from_t > 0 and bool((t < guidance_from_t).all()):
-            return plain(x_t, t)
-        if guidance_below_t is not None and bool((t >= guidance_below_t).all()):
+        if _outside_interval(t, guidance_from_t, guidance_below_t):
             return plain(x_t, t)
         out = call(torch.cat([x_t, x_t]), torch.cat([t, t]), layout2, cond2, cs2)
         out_c, out_u = out[:n], out[n:]
@@ -155,9 +149,7 @@ def _contrast_guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: fl
     inside the guidance interval (no unconditional row at guidance 1), the conditional
     row alone outside it."""
     n = layout.shape[0]
-    w = guidance if isinstance(guidance, Tensor) else torch.full((n,), float(guidance))
-    cs = (control_scale if isinstance(control_scale, Tensor)
-          else torch.full((n,), float(control_scale)))
+    w, cs = _per_sample(guidance, n), _per_sample(control_scale, n)
     null_layout, null_cond, null_cs = drop_condition(
         layout, cond, cs, torch.ones(n, dtype=torch.bool), cond.shape[1] - CONDITION_EXTRA)
     no_cfg = not isinstance(guidance, Tensor) and float(guidance) == 1.0
@@ -167,8 +159,7 @@ def _contrast_guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: fl
     cond3, cs3 = torch.cat([cond2, null_cond]), torch.cat([cs2, null_cs])
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        if ((guidance_from_t > 0 and bool((t < guidance_from_t).all()))
-                or (guidance_below_t is not None and bool((t >= guidance_below_t).all()))):
+        if _outside_interval(t, guidance_from_t, guidance_below_t):
             return call(x_t, t, layout, cond, cs)  # outside the interval: no guidance at all
         if no_cfg:
             out = call(torch.cat([x_t, x_t]), torch.cat([t, t]), lay2, cond2, cs2)
@@ -179,6 +170,18 @@ def _contrast_guided(call: ModelCall, layout: Tensor, cond: Tensor, guidance: fl
         return out_u + w4 * (out_c - out_u) + wp4 * (out_c - out_o)
 
     return denoise
+
+
+def _per_sample(value: float | Tensor, n: int) -> Tensor:
+    """A guidance or control scale as one value per sample (N,)."""
+    return value if isinstance(value, Tensor) else torch.full((n,), float(value))
+
+
+def _outside_interval(t: Tensor, guidance_from_t: int, guidance_below_t: int | None) -> bool:
+    """Whether every timestep of ``t`` lies outside the guidance interval
+    ``[guidance_from_t, guidance_below_t)`` (0 / None: that end open)."""
+    return ((guidance_from_t > 0 and bool((t < guidance_from_t).all()))
+            or (guidance_below_t is not None and bool((t >= guidance_below_t).all())))
 
 
 def contrast_conditions(cfg: DenoiserConfig, cond: Tensor, planes: list[str],
